@@ -1,0 +1,149 @@
+"""Control-channel sockets (TCP 36524): the online side's client, the assist side's server.
+
+Only socket handling lives here; the byte formats are in `nfreplay.proto.channel`. All sockets
+are non-blocking; outgoing bytes are buffered per connection and flushed by the engine once
+per wake-up, so one slow peer never stalls the loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+from nfreplay.errors import HostError
+from nfreplay.proto import channel
+
+log = logging.getLogger("nfreplay.channel")
+
+# A peer that lets this much pile up is not reading: drop the connection, not the host.
+MAX_BACKLOG = 8 << 20
+_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINPROGRESS)
+
+
+class Conn:
+    """One control connection: a socket, its decoder and its outgoing buffer."""
+
+    def __init__(self, sock: socket.socket, peer: str, decoder: object) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.peer = peer
+        self.decoder = decoder
+        self.out = bytearray()
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv(self) -> bytes | None:
+        """Bytes available now; b"" if none; None when the peer closed or the socket failed."""
+        try:
+            data = self.sock.recv(1 << 18)
+        except BlockingIOError:
+            return b""
+        except OSError:
+            return None
+        return data if data else None
+
+    def queue(self, data: bytes) -> None:
+        self.out += data
+
+    def flush(self) -> bool:
+        """Send what is buffered; False if the connection must be dropped."""
+        out = self.out
+        while out:
+            try:
+                n = self.sock.send(out)
+            except BlockingIOError:
+                break
+            except OSError:
+                return False
+            del out[:n]
+        return len(out) <= MAX_BACKLOG
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+class Assistant:
+    """The online side's links to one assistant: `count` connections, announced round-robin."""
+
+    def __init__(self, ip: str, port: int, count: int) -> None:
+        self.ip = ip
+        self.port = port
+        self.conns: list[Conn | None] = [None] * count
+        self._rr = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    def live(self) -> list[Conn]:
+        return [c for c in self.conns if c is not None and not c.closed]
+
+    def connect_missing(self, timeout: float) -> int:
+        """(Re)open every missing connection; returns how many opened. The version message
+        goes first on each, as tcpcopy does."""
+        opened = 0
+        for i, c in enumerate(self.conns):
+            if c is not None and not c.closed:
+                continue
+            try:
+                sock = socket.create_connection((self.ip, self.port), timeout=timeout)
+            except OSError as exc:
+                log.debug("connect %s: %s", self.name, exc)
+                self.conns[i] = None
+                continue
+            conn = Conn(sock, self.name, channel.FrameDecoder())
+            conn.queue(channel.encode_version())
+            self.conns[i] = conn
+            opened += 1
+        return opened
+
+    def announce(self, msg: bytes) -> bool:
+        live = self.live()
+        if not live:
+            return False
+        self._rr = (self._rr + 1) % len(live)
+        live[self._rr].queue(msg)
+        return True
+
+
+class Listener:
+    """The assist side's listening socket."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip, port))
+        except OSError as exc:
+            s.close()
+            raise HostError(f"control channel: cannot listen on {ip}:{port} ({exc.strerror})") from None
+        s.listen(64)
+        s.setblocking(False)
+        self.sock = s
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def accept(self) -> list[Conn]:
+        conns = []
+        while True:
+            try:
+                sock, addr = self.sock.accept()
+            except OSError as exc:
+                if exc.errno not in _AGAIN and not isinstance(exc, BlockingIOError):
+                    log.warning("accept: %s", exc)
+                break
+            conns.append(Conn(sock, f"{addr[0]}:{addr[1]}", channel.MessageDecoder()))
+        return conns
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,146 @@
+"""nfreplay-assist: swallow the target's replies and report their headers to nfreplay-online."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+
+from nfreplay import stats
+from nfreplay.cli import common
+from nfreplay.errors import ConfigError
+
+log = logging.getLogger("nfreplay.assist")
+
+FLAGS = {
+    "target": "assist.target",
+    "clients": "assist.clients",
+    "mode": "assist.mode",
+    "listen": "assist.listen",
+    "queue": "assist.queue",
+    "passlist": "assist.passlist",
+    "fix_ip_forward": "assist.fix_ip_forward",
+}
+
+DESCRIPTION = """\
+Runs on the assistant host (or on the target itself with --mode colocated). `up` installs an
+iptables NFQUEUE rule for the target's replies to the client networks, binds the queue, and
+listens for nfreplay-online (TCP 36524, tcpcopy-compatible: an existing tcpcopy can use it).
+Every queued reply is reported to the connection that announced its session and DROPPED.
+`up` stays in the foreground until SIGINT/SIGTERM, then removes its rules; `down` stops a
+running instance and removes whatever an instance left behind (even after kill -9)."""
+
+EXAMPLES = """\
+examples:
+  nfreplay-assist up --target 198.18.0.3:80 --clients 198.18.1.0/24
+  nfreplay-assist up --mode colocated --target 198.18.0.3:80 --clients 198.18.1.0/24 --daemon
+  nfreplay-assist status
+  nfreplay-assist down
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nfreplay-assist", description=DESCRIPTION,
+                                epilog=EXAMPLES + "\n" + common.EPILOG_CONFIG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=("up", "down", "status"), help="what to do")
+    g = p.add_argument_group("assist settings (override [assist] in the config file)")
+    g.add_argument("--target", metavar="IP:PORT", help="the service under test whose replies to swallow")
+    g.add_argument("--clients", metavar="CIDR[,CIDR]", help="client networks the replies go to")
+    g.add_argument("--mode", choices=("assistant", "colocated"),
+                   help="assistant: a separate host the target routes replies to (raw PREROUTING); "
+                        "colocated: on the target itself (raw OUTPUT)")
+    g.add_argument("--listen", metavar="[IP:]PORT", help="control channel address (default 0.0.0.0:36524)")
+    g.add_argument("--queue", metavar="N", help="NFQUEUE number (default 0)")
+    g.add_argument("--passlist", metavar="IP[,IP]", help="client addresses whose replies pass untouched")
+    g.add_argument("--fix-ip-forward", action="store_const", const=True, default=None,
+                   help="set net.ipv4.ip_forward=0 if needed (restored by down) instead of refusing")
+    g.add_argument("--daemon", action="store_true", help="detach after start-up")
+    common.add_common(p)
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.action == "status":
+        from nfreplay.cli.main import status_main
+        return status_main(["--role", "assist", *common_passthrough(args)])
+    cfg = common.load_config(args, "assist" if args.action == "up" else "status", FLAGS)
+    common.setup_logging(cfg.general.log_level)
+    common.require_root()
+    paths = stats.state_paths(cfg.general.state_dir, "assist", cfg.general.instance)
+    if args.action == "down":
+        pid = common.stop_running(paths)
+        if pid:
+            log.info("stopped pid %d", pid)
+        problems = common.rule_manager(cfg, "assist").down()
+        return common.report_teardown(problems, "nfreplay-assist down")
+    return up(cfg, paths, daemon=args.daemon)
+
+
+def common_passthrough(args: argparse.Namespace) -> list[str]:
+    out = []
+    for flag in ("config", "instance", "state_dir"):
+        value = getattr(args, flag)
+        if value:
+            out += ["--" + flag.replace("_", "-"), value]
+    return out
+
+
+def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no-untyped-def]
+    from nfreplay.adapters.channel import Listener
+    from nfreplay.adapters.nfqueue import Queue
+    from nfreplay.engine.assist import AssistEngine
+    from nfreplay.rules.model import assist_plan
+
+    a = cfg.assist
+    try:
+        plan = assist_plan(cfg.general.instance, a.target_ip, a.target_port, a.clients, a.mode,
+                           a.queue, a.passlist, a.fix_ip_forward,
+                           ip_forward_hint="pass --fix-ip-forward or set assist.fix_ip_forward = true")
+    except ValueError as exc:
+        raise ConfigError(f"assist: {exc}") from None
+    manager = common.rule_manager(cfg, "assist")
+    # Fail on a taken port before touching the firewall.
+    listener = Listener(a.listen_ip, a.listen_port)
+    if daemon:
+        os.makedirs(cfg.general.state_dir, exist_ok=True)
+        common.daemonize(paths.pid[: -len(".pid")] + ".log")
+    stop = common.Stop()
+    engine = AssistEngine(listener)
+    problems: list[str] = []
+    with common.pid_file(paths, "assist", cfg.general.instance):
+        stats_file = stats.StatsFile(paths.stats, role="assist", instance=cfg.general.instance)
+        queue = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # rcvbuf capped by rmem_max
+                queue = Queue(a.queue, engine.on_packet)
+            engine.queue = queue
+            manager.up(plan)
+            log.info("up: queue %d bound, %d rule(s) installed, listening on %s:%d",
+                     a.queue, len(plan.rules), a.listen_ip, a.listen_port)
+            next_publish = 0.0
+            while not stop.requested:
+                engine.step(0.2)
+                if engine.now >= next_publish:
+                    next_publish = engine.now + 1.0
+                    engine.c.verdict_errors = queue.errors
+                    extra = {"queue": a.queue, "listen": f"{a.listen_ip}:{a.listen_port}",
+                             "peers": [c.peer for c in engine.conns]}
+                    common.publish(stats_file, engine.c, extra)
+        finally:
+            # The NFQUEUE rule goes before the queue is unbound (see RuleManager).
+            problems = manager.down()
+            if queue is not None:
+                queue.close()
+            engine.shutdown()
+            log.info("down: %s", "complete" if not problems else f"{len(problems)} problem(s)")
+    return common.report_teardown(problems, "nfreplay-assist")
+
+
+def entry() -> None:
+    raise SystemExit(common.run_main(main))

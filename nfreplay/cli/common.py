@@ -1,0 +1,177 @@
+"""What every entry point shares: error translation, logging, config loading, the daemon
+lifecycle (pid file, signals, stats publication, teardown) and `down` of a crashed instance."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from nfreplay import config as config_mod
+from nfreplay import stats
+from nfreplay.errors import HostError, NfreplayError
+
+log = logging.getLogger("nfreplay")
+
+EPILOG_CONFIG = (
+    "Settings come from the TOML file (--config, default /etc/nfreplay/nfreplay.toml); "
+    "command-line flags override it."
+)
+
+
+def run_main(main: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None) -> int:
+    """Call `main`, turning our errors into one line on stderr and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        return main(args)
+    except NfreplayError as exc:
+        if debug:
+            raise
+        prog = os.path.basename(sys.argv[0]) or "nfreplay"
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("common options")
+    g.add_argument("--config", "-C", metavar="FILE", help="TOML configuration file "
+                   "(default /etc/nfreplay/nfreplay.toml if it exists)")
+    g.add_argument("--instance", metavar="NAME", help="instance name: tags rules "
+                   "nfreplay:<role>:NAME and names state files (default: default)")
+    g.add_argument("--state-dir", metavar="DIR", help="pid, journal and stats files (default /run/nfreplay)")
+    g.add_argument("--backend", choices=("auto", "nft", "legacy"),
+                   help="iptables backend (auto = whatever the host's iptables uses)")
+    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    g.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def load_config(args: argparse.Namespace, role: str, mapping: Mapping[str, str]) -> config_mod.Config:
+    """Load the file named by --config with the flags in `mapping` (dest -> dotted key) on top."""
+    overrides: dict[str, object] = {
+        "general.instance": args.instance,
+        "general.state_dir": args.state_dir,
+        "general.backend": args.backend,
+        "general.log_level": args.log_level,
+    }
+    for dest, key in mapping.items():
+        overrides[key] = getattr(args, dest, None)
+    return config_mod.load(args.config, overrides, role=role)
+
+
+def setup_logging(level: str, stream: Any = None) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()), stream=stream or sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True,
+    )
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise HostError("needs root (or CAP_NET_ADMIN and CAP_NET_RAW): run it with sudo")
+
+
+class Stop:
+    """SIGINT/SIGTERM only set this flag; the loop notices within one wake-up."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal = 0
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, _frame: object) -> None:
+        self.requested = True
+        self.signal = signum
+
+
+def daemonize(log_path: str) -> None:
+    """Classic double fork; stdout/stderr go to `log_path`. The parent exits 0 once the child
+    is started (errors after that land in the log and in `status`)."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+
+
+@contextlib.contextmanager
+def pid_file(paths: stats.StatePaths, role: str, instance: str) -> Iterator[None]:
+    pid = stats.running_pid(paths.pid)
+    if pid is not None and pid != os.getpid():
+        raise NfreplayError(f"{role} instance {instance!r} is already running (pid {pid}); "
+                            f"stop it with: nfreplay-{role} down --instance {instance}")
+    os.makedirs(os.path.dirname(paths.pid), exist_ok=True)
+    stats.write_pid(paths.pid)
+    try:
+        yield
+    finally:
+        for path in (paths.pid, paths.stats):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def stop_running(paths: stats.StatePaths, timeout: float = 10.0) -> int | None:
+    """SIGTERM the running instance (its own teardown runs), SIGKILL after `timeout`.
+    Returns the pid that was stopped, if any."""
+    pid = stats.running_pid(paths.pid)
+    if pid is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not stats.pid_alive(pid):
+            return pid
+        time.sleep(0.05)
+    log.warning("pid %d did not stop within %.0f s: killing it", pid, timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    while stats.pid_alive(pid):
+        time.sleep(0.05)
+    return pid
+
+
+def report_teardown(problems: list[str], what: str) -> int:
+    """Print teardown problems (one line each); exit code 0 only when teardown was complete."""
+    for p in problems:
+        print(f"{what}: teardown incomplete: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def publish(stats_file: stats.StatsFile, counters: Any, extra: Mapping[str, object]) -> None:
+    try:
+        stats_file.write(counters.snapshot(), extra)
+    except OSError as exc:  # a full /run must not kill the replay
+        log.warning("stats: %s", exc)
+
+
+def rule_manager(cfg: config_mod.Config, role: str) -> Any:
+    """The rule manager of `role` for this instance, on the host's backends."""
+    from nfreplay.rules import iptables
+    from nfreplay.rules.journal import Journal
+    from nfreplay.rules.manager import RuleManager
+    from nfreplay.rules.model import owner_tag
+    from nfreplay.rules.routes import RtnetlinkRouteBackend
+    from nfreplay.rules.sysctl import ProcSysctlBackend
+
+    paths = stats.state_paths(cfg.general.state_dir, role, cfg.general.instance)
+    backend = iptables.select_backend(cfg.general.backend)
+    backend.probe()
+    return RuleManager(owner_tag(role, cfg.general.instance), Journal(paths.journal), backend,
+                       RtnetlinkRouteBackend(), ProcSysctlBackend(),
+                       sweep=iptables.sweep_backends(backend))

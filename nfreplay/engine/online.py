@@ -1,0 +1,170 @@
+"""The online role's loop: capture → session table → raw socket, paced by the assistant's records.
+
+The one place where the session machine's commands become I/O. Each wake-up:
+  1. deliver every captured packet (batch), 2. read every record from the assistants,
+  3. run due timers, 4. one ACK per session that received data, 5. send the commands,
+  6. flush control-channel buffers. Nothing here logs per packet.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from collections.abc import Callable, Sequence
+
+from nfreplay.adapters.channel import Assistant
+from nfreplay.errors import WireError
+from nfreplay.proto import channel, tcpip
+from nfreplay.session.machine import Announce, Counters, Params
+from nfreplay.session.table import SessionTable
+
+log = logging.getLogger("nfreplay.online")
+
+
+class OnlineEngine:
+    """Runs until `stop()` says so; adapters come in through the constructor."""
+
+    def __init__(self, params: Params, capture: object, sender: object,
+                 assistants: Sequence[Assistant], *, reconnect_interval: float = 2.0,
+                 connect_timeout: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                 counters: Counters | None = None) -> None:
+        self.p = params
+        self.capture = capture
+        self.sender = sender
+        self.assistants = list(assistants)
+        self.reconnect_interval = reconnect_interval
+        self.connect_timeout = connect_timeout
+        self.clock = clock
+        self.c = counters if counters is not None else Counters()
+        self.table = SessionTable(params, self.c)
+        self.target = tcpip.int2ip(params.target_ip)
+        self.out: list = []
+        self.now = clock()
+        self._next_connect = 0.0
+        self.channel_up = 0  # live control connections
+        self.channel_drops = 0
+        self.announces_failed = 0
+
+    # ------------------------------------------------------------------ callbacks (hot path)
+
+    def _on_frame(self, frame: bytes, off: int) -> None:
+        self.c.packets_captured += 1
+        try:
+            pkt = bytearray(memoryview(frame)[off:])
+            seg = tcpip.parse(pkt)
+            if not tcpip.complete(seg):
+                raise WireError("truncated capture")
+        except WireError:
+            self.c.packets_bad += 1
+            return
+        if len(pkt) > seg.tot_len:  # Ethernet padding of short frames
+            del pkt[seg.tot_len:]
+        self.table.client_packet(seg, pkt, self.now, self.out)
+
+    def _on_record(self, record: bytes, now: float) -> None:
+        self.c.records_received += 1
+        try:
+            seg = tcpip.parse(record)
+        except WireError:
+            self.c.records_bad += 1
+            return
+        self.table.response(seg, now, self.out)
+
+    # ------------------------------------------------------------------ the loop
+
+    def connect(self, now: float) -> None:
+        """Open missing control connections; re-announce live sessions on a fresh link."""
+        if now < self._next_connect:
+            return
+        self._next_connect = now + self.reconnect_interval
+        for a in self.assistants:
+            if a.connect_missing(self.connect_timeout):
+                log.info("control channel to %s: %d/%d connections up", a.name,
+                         len(a.live()), len(a.conns))
+                # Sessions announced on a connection that died would lose their records.
+                for ip, port in self.table.live_keys():
+                    a.announce(channel.encode_client_add(ip, port, self.p.target_ip,
+                                                         self.p.target_port))
+        self.channel_up = sum(len(a.live()) for a in self.assistants)
+
+    def step(self, timeout: float) -> None:
+        """One wake-up: wait at most `timeout` seconds for input, then do everything due."""
+        conns = [c for a in self.assistants for c in a.live()]
+        rlist: list = [self.capture, *conns]
+        wlist = [c for c in conns if c.out]
+        try:
+            readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        except InterruptedError:
+            return
+        now = self.now = self.clock()
+        if self.capture in readable:
+            self.capture.dispatch(self._on_frame)  # type: ignore[attr-defined]
+        for conn in conns:
+            if conn not in readable:
+                continue
+            data = conn.recv()
+            if data is None:
+                self._drop(conn, "closed by the assistant")
+                continue
+            try:
+                records = conn.decoder.feed(data)  # type: ignore[attr-defined]
+            except WireError as exc:
+                self._drop(conn, str(exc))
+                continue
+            for rec in records:
+                self._on_record(rec, now)
+        self.table.tick(now, self.out)
+        self.table.flush(self.out)
+        self._emit()
+        for a in self.assistants:
+            for conn in a.live():
+                if conn.out and not conn.flush():
+                    self._drop(conn, "not reading (backlog full)")
+        if self.channel_up < sum(len(a.conns) for a in self.assistants):
+            self.connect(now)
+
+    def _emit(self) -> None:
+        out = self.out
+        if not out:
+            return
+        send = self.sender.send  # type: ignore[attr-defined]
+        target = self.target
+        c = self.c
+        for cmd in out:
+            if type(cmd) is Announce:
+                msg = channel.encode_client_add(cmd.client_ip, cmd.client_port,
+                                                self.p.target_ip, self.p.target_port)
+                ok = False
+                for a in self.assistants:
+                    ok = a.announce(msg) or ok
+                if not ok:
+                    self.announces_failed += 1
+                # Announcements must leave before the SYN they announce.
+                for a in self.assistants:
+                    for conn in a.live():
+                        if conn.out:
+                            conn.flush()
+            elif send(cmd, target):
+                c.packets_sent += 1
+        out.clear()
+
+    def _drop(self, conn: object, why: str) -> None:
+        log.warning("control channel %s: %s", conn.peer, why)  # type: ignore[attr-defined]
+        conn.close()  # type: ignore[attr-defined]
+        self.channel_drops += 1
+        self.channel_up = sum(len(a.live()) for a in self.assistants)
+        self._next_connect = min(self._next_connect, self.clock() + 0.2)
+
+    def shutdown(self) -> None:
+        """Reset every live session on the target and say so to it before closing."""
+        self.table.shutdown(self.clock(), self.out)
+        self._emit()
+        for a in self.assistants:
+            for conn in a.live():
+                conn.flush()
+                conn.close()
+
+    def next_timeout(self, cap: float = 0.2) -> float:
+        wake = self.table.next_wake() - self.clock()
+        return max(0.0, min(cap, wake))

@@ -1,0 +1,502 @@
+"""The sans-I/O TCP session machine of the online side.
+
+One `Session` per client ip:port. It is driven by three kinds of events and answers each with
+commands appended to an `out` list (packets to inject, `Announce`s to put on the control
+channel); it never touches a socket, a clock or a logger:
+
+    client_packet(seg, pkt, now, out)   a packet the client sent to the online service
+    response(seg, now, out)             a response header record the assistant reported
+    timer(now, out)                     `now` reached `session.wake`
+    flush_ack(out)                      end of a wake-up: ACK what the target sent
+
+Invariants (all sequence numbers are mod 2**32):
+- Client sequence numbers are never translated: the target sees the client's own ISN, so a
+  client packet keeps its seq; only its destination, its ACK (→ the target's space, `rcv_nxt`)
+  and its TS echo (→ the target's latest TSval) are rewritten.
+- `snd_nxt` is the next client byte to send to the target; every pending packet at or after it
+  is sent in order, never twice except by retransmission; `t_una` ≤ `snd_nxt`.
+- A new request (the client's ACK moved since the previous request, i.e. the online server
+  answered in between) is held while the previous response is pending; continuation segments
+  and pipelined requests (same client ACK) are sent at once.
+- A response is complete when the target has sent as many bytes as the online server did
+  (learnt from the client's ACK when the next request is captured), or has been quiet for
+  `params.response_quiet`, or `params.response_timeout` passed without any response.
+- `wake` is the earliest time `timer()` must be called; `done` is final.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from nfreplay.proto import tcpip
+from nfreplay.proto.seq import seq_add, seq_diff, seq_gt, seq_lt
+from nfreplay.proto.tcpip import ACK, FIN, RST, SYN
+from nfreplay.stats import Counters as BaseCounters
+
+INF = float("inf")
+
+# States. Numbers, not an Enum: they are compared on the hot path.
+SYN_SENT = 1
+ESTABLISHED = 2
+CLOSED = 3
+
+# Why a session ended; each has a counter `sessions_<reason>`.
+REASONS = (
+    "completed",  # both FINs exchanged and acknowledged
+    "client_reset",  # the client reset; the RST was forwarded
+    "target_reset",  # the target answered with a RST
+    "handshake_failed",  # no SYN-ACK after every SYN retry
+    "timed_out",  # nothing from the target for session_timeout
+    "superseded",  # the client reused its port for a new connection
+    "shutdown",  # nfreplay-online stopped while the session was live
+)
+
+
+@dataclass(frozen=True)
+class Params:
+    """Tunables of the session machine (seconds unless noted)."""
+
+    target_ip: int
+    target_port: int
+    session_timeout: float = 120.0
+    response_timeout: float = 3.0
+    response_quiet: float = 0.1
+    syn_rto: float = 1.0
+    syn_retries: int = 3
+    rto_min: float = 0.2
+    rto_max: float = 3.0
+    linger: float = 2.0
+
+
+class Announce:
+    """Command: announce a session on the control channel (CLIENT_ADD) before its SYN."""
+
+    __slots__ = ("client_ip", "client_port")
+
+    def __init__(self, client_ip: int, client_port: int) -> None:
+        self.client_ip = client_ip
+        self.client_port = client_port
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Announce)
+            and other.client_ip == self.client_ip
+            and other.client_port == self.client_port
+        )
+
+    def __repr__(self) -> str:
+        return f"Announce({tcpip.int2ip(self.client_ip)}:{self.client_port})"
+
+
+class Counters(BaseCounters):
+    """Plain-int counters of the online side, shared by every session (read off the hot path)."""
+
+    __slots__ = (
+        "packets_captured", "packets_bad", "packets_no_session", "packets_sent",
+        "client_acks_absorbed", "client_duplicates", "client_trimmed",
+        "sessions_opened", "sessions_established", "sessions_live", "requests_sent",
+        "responses_complete", "responses_timed_out", "retransmits", "syn_retransmits",
+        "records_received", "records_no_session", "records_bad", "acks_sent", "resets_sent",
+        *(f"sessions_{r}" for r in REASONS),
+    )
+
+
+class Pending:
+    """A captured client packet waiting to be sent (kept in client sequence order)."""
+
+    __slots__ = ("seq", "end", "flags", "cack", "pkt", "seg")
+
+    def __init__(self, seg: tcpip.Segment, pkt: bytearray) -> None:
+        self.seq = seg.seq
+        self.end = seq_add(seg.seq, seg.payload_len + (1 if seg.flags & FIN else 0))
+        self.flags = seg.flags
+        self.cack = seg.ack
+        self.pkt = pkt
+        self.seg = seg
+
+
+class Session:
+    """One replayed TCP connection (see the module docstring for the invariants)."""
+
+    __slots__ = (
+        "p", "c", "client_ip", "client_port", "state", "done", "reason", "wake",
+        "isn", "snd_nxt", "t_una", "t_win", "t_wscale", "rcv_nxt", "ts_ok", "t_tsval",
+        "c_tsval", "c_win", "pending", "unacked", "syn_pkt", "syn_tries", "syn_deadline",
+        "rto", "rto_deadline", "waiting", "req_ack", "req_time", "resp_bytes", "resp_expect",
+        "resp_last", "any_request", "fin_sent", "target_fin", "ack_due", "last_ack_sent",
+        "idle_deadline", "linger_until",
+    )
+
+    def __init__(self, params: Params, counters: Counters, client_ip: int, client_port: int,
+                 now: float) -> None:
+        self.p = params
+        self.c = counters
+        self.client_ip = client_ip
+        self.client_port = client_port
+        self.state = CLOSED
+        self.done = False
+        self.reason = ""
+        self.wake = INF
+        self.isn = 0
+        self.snd_nxt = 0
+        self.t_una = 0
+        self.t_win = 65535
+        self.t_wscale = 0
+        self.rcv_nxt = 0
+        self.ts_ok = False
+        self.t_tsval = 0
+        self.c_tsval = 0
+        self.c_win = 65535
+        self.pending: list[Pending] = []
+        self.unacked: deque[Pending] = deque()
+        self.syn_pkt: bytearray | None = None
+        self.syn_tries = 0
+        self.syn_deadline = INF
+        self.rto = params.rto_min
+        self.rto_deadline = INF
+        self.waiting = False
+        self.req_ack = 0
+        self.req_time = 0.0
+        self.resp_bytes = 0
+        self.resp_expect = -1
+        self.resp_last = 0.0
+        self.any_request = False
+        self.fin_sent = False
+        self.target_fin = False
+        self.ack_due = False
+        self.last_ack_sent = -1
+        self.idle_deadline = now + params.session_timeout
+        self.linger_until = INF
+        counters.sessions_opened += 1
+        counters.sessions_live += 1
+
+    # ----------------------------------------------------------------- client side events
+
+    def client_packet(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: list) -> None:
+        """A packet the client sent to the online service (already a private copy)."""
+        flags = seg.flags
+        if self.done:
+            return
+        self.c_win = seg.window
+        if self.ts_ok or self.state == CLOSED:
+            ts = tcpip.timestamps(seg)
+            if ts is not None and seq_gt(ts[0], self.c_tsval):
+                self.c_tsval = ts[0]
+        if flags & SYN:
+            if self.state == CLOSED:
+                self._send_syn(seg, pkt, now, out)
+            # else: the client retransmitted its SYN; our own SYN timer covers the target
+            return
+        if not (flags & (FIN | RST)) and seg.payload_len == 0:
+            # Pure ACKs (the client's handshake ACK, window updates, keep-alive probes) refer
+            # to the online server's data; the target gets our own ACKs instead.
+            self.c.client_acks_absorbed += 1
+            return
+        item = Pending(seg, pkt)
+        pend = self.pending
+        if not pend or not seq_lt(item.seq, pend[-1].seq):
+            pend.append(item)
+        else:  # captured out of order: insert by sequence number
+            i = len(pend)
+            while i > 0 and seq_lt(item.seq, pend[i - 1].seq):
+                i -= 1
+            pend.insert(i, item)
+        self._pump(now, out)
+
+    def _send_syn(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: list) -> None:
+        self.isn = seg.seq
+        self.snd_nxt = self.t_una = seq_add(seg.seq, 1)
+        ts = tcpip.timestamps(seg)
+        if ts is not None:
+            self.c_tsval = ts[0]
+        tcpip.rewrite(pkt, 0, seg, dst=self.p.target_ip, dport=self.p.target_port)
+        self.syn_pkt = pkt
+        self.state = SYN_SENT
+        self.syn_tries = 1
+        self.syn_deadline = now + self.p.syn_rto
+        out.append(Announce(self.client_ip, self.client_port))
+        out.append(pkt)
+        self._rewake()
+
+    # ----------------------------------------------------------------- sending to the target
+
+    def _pump(self, now: float, out: list) -> None:
+        """Send every pending packet that may go now, in order."""
+        if self.state != ESTABLISHED:
+            return
+        pend = self.pending
+        while pend:
+            item = pend[0]
+            snd_nxt = self.snd_nxt
+            if item.flags & RST and not seq_gt(item.seq, snd_nxt):
+                # A client RST occupies no sequence space; ours goes at snd_nxt, where the
+                # target accepts it (RFC 5961), once no response is pending.
+                if self.waiting and not self._response_complete(now):
+                    break
+                pend.pop(0)
+                self._send_rst(out)
+                self._finish("client_reset", now)
+                return
+            if not seq_gt(item.end, snd_nxt):
+                # Entirely before what we sent: a client retransmission.
+                pend.pop(0)
+                self.c.client_duplicates += 1
+                continue
+            if seq_gt(item.seq, snd_nxt):
+                break  # a gap in the capture: wait for the missing bytes
+            if seq_lt(item.seq, snd_nxt):
+                # Partial overlap with what we sent: drop the old bytes.
+                trimmed = tcpip.trim_front(item.pkt, 0, item.seg, seq_diff(snd_nxt, item.seq))
+                item.pkt = trimmed
+                item.seg = tcpip.parse(trimmed)
+                item.seq = snd_nxt
+                self.c.client_trimmed += 1
+            flags = item.flags
+            plen = item.seg.payload_len
+            if self.waiting and self.resp_expect < 0 and item.cack != self.req_ack:
+                # The client's ACK moved: the online server's whole response is that long.
+                expect = seq_diff(item.cack, self.req_ack)
+                if expect > 0:
+                    self.resp_expect = expect
+            if plen:
+                new_request = self.any_request and item.cack != self.req_ack
+                if self.waiting and new_request and not self._response_complete(now):
+                    break
+                if seq_diff(item.end, self.t_una) > self.t_win:
+                    break  # beyond the target's window: wait for it to open
+                if not self.waiting or new_request:
+                    self._start_request(item.cack, now)
+            elif flags & FIN:
+                # A bare FIN goes once the target has everything before it and has answered.
+                if self.t_una != item.seq or (self.waiting and not self._response_complete(now)):
+                    break
+            pend.pop(0)
+            self._transmit(item, out)
+            self.snd_nxt = item.end
+            self.unacked.append(item)
+            if self.rto_deadline == INF:
+                self.rto_deadline = now + self.rto
+            if flags & FIN:
+                self.fin_sent = True
+        self._rewake()
+
+    def _start_request(self, cack: int, now: float) -> None:
+        self.waiting = True
+        self.any_request = True
+        self.req_ack = cack
+        self.req_time = now
+        self.resp_bytes = 0
+        self.resp_expect = -1
+        self.c.requests_sent += 1
+
+    def _response_complete(self, now: float) -> bool:
+        """Decide whether the pending response is over; clears `waiting` if so."""
+        if not self.waiting:
+            return True
+        if self.target_fin or (self.resp_expect >= 0 and self.resp_bytes >= self.resp_expect):
+            done = True
+        elif self.resp_bytes:
+            done = now - self.resp_last >= self.p.response_quiet
+        elif now - self.req_time >= self.p.response_timeout:
+            self.c.responses_timed_out += 1
+            done = True
+        else:
+            done = False
+        if done:
+            self.waiting = False
+            self.c.responses_complete += 1
+        return done
+
+    def _transmit(self, item: Pending, out: list) -> None:
+        """Rewrite a client packet into the target's space and emit it."""
+        pkt = item.pkt
+        seg = item.seg
+        p = self.p
+        if seg.dst != p.target_ip or seg.dport != p.target_port:
+            tcpip.rewrite(pkt, 0, seg, dst=p.target_ip, dport=p.target_port, ack=self.rcv_nxt)
+            seg.dst = p.target_ip
+            seg.dport = p.target_port
+        else:  # a retransmission: only the ACK can have moved
+            tcpip.rewrite(pkt, 0, seg, ack=self.rcv_nxt)
+        seg.ack = self.rcv_nxt
+        if self.ts_ok:
+            off = tcpip.find_option_offset(pkt, seg.off + seg.ihl, seg.doff, tcpip.OPT_TS)
+            if off >= 0:
+                tcpip.set_tsecr(pkt, off, self.t_tsval)
+        self.last_ack_sent = self.rcv_nxt
+        self.ack_due = False
+        out.append(pkt)
+
+    def _synthetic(self, flags: int, seq: int, ack: int) -> bytearray:
+        options = b""
+        if self.ts_ok and not flags & RST:
+            options = b"\x01\x01\x08\x0a" + self.c_tsval.to_bytes(4, "big") + \
+                self.t_tsval.to_bytes(4, "big")
+        return tcpip.build(self.client_ip, self.p.target_ip, self.client_port,
+                           self.p.target_port, seq, ack, flags, window=self.c_win,
+                           options=options)
+
+    def _send_ack(self, out: list) -> None:
+        out.append(self._synthetic(ACK, self.snd_nxt, self.rcv_nxt))
+        self.last_ack_sent = self.rcv_nxt
+        self.ack_due = False
+        self.c.acks_sent += 1
+
+    def _send_rst(self, out: list) -> None:
+        out.append(self._synthetic(RST | ACK, self.snd_nxt, self.rcv_nxt))
+        self.c.resets_sent += 1
+
+    # ----------------------------------------------------------------- target side events
+
+    def response(self, seg: tcpip.Segment, now: float, out: list) -> None:
+        """A header record of a packet the target sent to this client."""
+        flags = seg.flags
+        if self.done:
+            # Lingering: the target may repeat a FIN or data whose ACK it lost.
+            if flags & (FIN) or seg.payload_len:
+                self.ack_due = True
+            return
+        self.idle_deadline = now + self.p.session_timeout
+        if flags & RST:
+            self._finish("target_reset" if self.state == ESTABLISHED else "handshake_failed", now)
+            return
+        if self.state == SYN_SENT:
+            if flags & SYN and flags & ACK and seg.ack == self.snd_nxt:
+                self._established(seg, now, out)
+            return
+        if self.state != ESTABLISHED:
+            return
+        if flags & SYN:
+            # A repeated SYN-ACK: our handshake ACK was lost.
+            self.ack_due = True
+            return
+        if flags & ACK:
+            self._acked(seg.ack, now)
+            self.t_win = seg.window << self.t_wscale
+        if self.ts_ok:
+            ts = tcpip.timestamps(seg)
+            if ts is not None and seq_gt(ts[0], self.t_tsval):
+                self.t_tsval = ts[0]
+        plen = seg.payload_len
+        if plen:
+            end = seq_add(seg.seq, plen)
+            if seq_gt(end, self.rcv_nxt):
+                # tcpcopy's rule: ACK the highest byte reported, even across a lost record;
+                # the target's payload is never needed, only its pacing.
+                self.resp_bytes += seq_diff(end, self.rcv_nxt)
+                self.rcv_nxt = end
+                self.resp_last = now
+            self.ack_due = True
+        if flags & FIN:
+            fin_seq = seq_add(seg.seq, plen)
+            if not self.target_fin and not seq_lt(self.rcv_nxt, fin_seq):
+                self.rcv_nxt = seq_add(fin_seq, 1)
+                self.target_fin = True
+            self.ack_due = True
+        if self.target_fin and self.fin_sent and self.t_una == self.snd_nxt:
+            self._send_ack(out)
+            self._finish("completed", now)
+            return
+        self._pump(now, out)
+
+    def _established(self, seg: tcpip.Segment, now: float, out: list) -> None:
+        _mss, wscale, _sack, ts = tcpip.syn_options(seg)
+        self.state = ESTABLISHED
+        self.rcv_nxt = seq_add(seg.seq, 1)
+        self.t_una = seg.ack
+        self.t_wscale = wscale or 0
+        self.t_win = seg.window  # a SYN-ACK's window is never scaled
+        if ts is not None and self.c_tsval:
+            self.ts_ok = True
+            self.t_tsval = ts[0]
+        self.syn_deadline = INF
+        self.syn_pkt = None
+        self.c.sessions_established += 1
+        self._send_ack(out)
+        self._pump(now, out)
+
+    def _acked(self, ack: int, now: float) -> None:
+        if not seq_gt(ack, self.t_una):
+            return
+        if seq_gt(ack, self.snd_nxt):
+            return  # acknowledges bytes we never sent: a stale or foreign record
+        self.t_una = ack
+        unacked = self.unacked
+        while unacked and not seq_gt(unacked[0].end, ack):
+            unacked.popleft()
+        self.rto = self.p.rto_min
+        self.rto_deadline = now + self.rto if unacked else INF
+
+    def flush_ack(self, out: list) -> None:
+        """Once per wake-up: acknowledge what the target sent, unless a data packet did."""
+        if self.ack_due and (self.state == ESTABLISHED or self.done):
+            if self.last_ack_sent != self.rcv_nxt or self.done or not self.unacked:
+                self._send_ack(out)
+            self.ack_due = False
+
+    # ----------------------------------------------------------------- time
+
+    def timer(self, now: float, out: list) -> None:
+        """Called when `now >= self.wake`; does whatever is due and recomputes `wake`."""
+        if self.done:
+            self._rewake()
+            return
+        if now >= self.syn_deadline and self.syn_pkt is not None:
+            if self.syn_tries > self.p.syn_retries:
+                self._finish("handshake_failed", now)
+                return
+            self.syn_tries += 1
+            self.c.syn_retransmits += 1
+            out.append(self.syn_pkt)
+            self.syn_deadline = now + self.p.syn_rto * (2 ** (self.syn_tries - 1))
+        if now >= self.rto_deadline and self.unacked:
+            first = self.unacked[0]
+            self._transmit(first, out)
+            self.c.retransmits += 1
+            self.rto = min(self.rto * 2, self.p.rto_max)
+            self.rto_deadline = now + self.rto
+        if now >= self.idle_deadline:
+            if self.state == ESTABLISHED:
+                self._send_rst(out)
+            self._finish("timed_out", now)
+            return
+        if self.waiting and self.pending:
+            self._pump(now, out)
+        self._rewake()
+
+    def _rewake(self) -> None:
+        if self.done:
+            self.wake = self.linger_until
+            return
+        wake = min(self.syn_deadline, self.idle_deadline)
+        if self.unacked and self.rto_deadline < wake:
+            wake = self.rto_deadline
+        if self.waiting and self.pending:
+            # A held request: wake when the response may be deemed complete.
+            hold = (self.resp_last + self.p.response_quiet if self.resp_bytes
+                    else self.req_time + self.p.response_timeout)
+            if hold < wake:
+                wake = hold
+        self.wake = wake
+
+    def _finish(self, reason: str, now: float) -> None:
+        self.done = True
+        self.reason = reason
+        self.state = CLOSED
+        self.pending.clear()
+        self.unacked.clear()
+        self.syn_pkt = None
+        self.linger_until = now + self.p.linger
+        self.wake = self.linger_until
+        c = self.c
+        c.sessions_live -= 1
+        setattr(c, "sessions_" + reason, getattr(c, "sessions_" + reason) + 1)
+
+    def abort(self, now: float, out: list, reason: str = "shutdown") -> None:
+        """End a live session now, resetting the target's side so it keeps no connection."""
+        if self.done:
+            return
+        if self.state == ESTABLISHED:
+            self._send_rst(out)
+        self._finish(reason, now)

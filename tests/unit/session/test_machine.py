@@ -1,0 +1,338 @@
+"""Transcripts of the session machine: events in, exact packets out, with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from nfreplay.proto import channel, checksum, tcpip
+from nfreplay.proto.tcpip import ACK, FIN, PSH, RST, SYN, ip2int
+from nfreplay.session.machine import Announce, Counters, Params
+from nfreplay.session.table import SessionTable
+
+CLIENT = ip2int("198.18.1.10")
+CPORT = 40000
+ONLINE = ip2int("198.18.0.2")
+TARGET = ip2int("198.18.0.3")
+TPORT = 8080
+ISN = 1_000_000
+TISN = 0xFFFFFF00  # close to the wrap: every ACK computation crosses 2**32
+OSEQ = 5_000  # the online server's ISN (client ACKs live in this space)
+PARAMS = Params(target_ip=TARGET, target_port=TPORT, response_quiet=0.1,
+                response_timeout=3.0, session_timeout=60.0, syn_rto=1.0, syn_retries=2,
+                rto_min=0.2, rto_max=1.0, linger=2.0)
+
+
+def ts_opt(tsval: int, tsecr: int) -> bytes:
+    return b"\x01\x01\x08\x0a" + tsval.to_bytes(4, "big") + tsecr.to_bytes(4, "big")
+
+
+def client(flags: int, seq: int, ack: int = 0, payload: bytes = b"", opts: bytes = b"",
+           port: int = CPORT) -> tuple[tcpip.Segment, bytearray]:
+    pkt = tcpip.build(CLIENT, ONLINE, port, 80, seq, ack, flags, window=502, options=opts,
+                      payload=payload)
+    return tcpip.parse(pkt), pkt
+
+
+def record(flags: int, seq: int, ack: int, plen: int = 0, opts: bytes = b"",
+           window: int = 1000, port: int = CPORT) -> tcpip.Segment:
+    pkt = tcpip.build(TARGET, CLIENT, TPORT, port, seq, ack, flags, window=window,
+                      options=opts, payload=b"r" * plen)
+    return tcpip.parse(channel.make_record(pkt))
+
+
+def view(pkt: bytearray) -> tuple[int, int, int, int, int, int, int]:
+    """(dst, dport, flags, seq, ack, payload_len, src_port) of an emitted packet, checksums verified."""
+    assert checksum.verify(pkt), "emitted packet has a bad checksum"
+    s = tcpip.parse(pkt)
+    assert s.src == CLIENT
+    return s.dst, s.dport, s.flags, s.seq, s.ack, s.payload_len, s.sport
+
+
+class Lab:
+    """A table plus a clock; every call returns what the machine emitted."""
+
+    def __init__(self, params: Params = PARAMS) -> None:
+        self.c = Counters()
+        self.t = SessionTable(params, self.c)
+        self.now = 100.0
+
+    def cl(self, flags: int, seq: int, ack: int = 0, payload: bytes = b"", opts: bytes = b"",
+           port: int = CPORT) -> list:
+        out: list = []
+        seg, pkt = client(flags, seq, ack, payload, opts, port)
+        self.t.client_packet(seg, pkt, self.now, out)
+        self.t.flush(out)
+        return out
+
+    def rec(self, flags: int, seq: int, ack: int, plen: int = 0, opts: bytes = b"",
+            window: int = 1000, port: int = CPORT) -> list:
+        out: list = []
+        self.t.response(record(flags, seq, ack, plen, opts, window, port), self.now, out)
+        self.t.flush(out)
+        return out
+
+    def advance(self, dt: float) -> list:
+        self.now += dt
+        out: list = []
+        self.t.tick(self.now, out)
+        self.t.flush(out)
+        return out
+
+    def established(self, opts: bytes = b"", sa_opts: bytes = b"") -> None:
+        out = self.cl(SYN, ISN, opts=opts)
+        assert out[0] == Announce(CLIENT, CPORT)
+        assert view(out[1])[:5] == (TARGET, TPORT, SYN, ISN, 0)
+        out = self.rec(SYN | ACK, TISN, ISN + 1, opts=sa_opts)
+        assert [view(p)[2:5] for p in out] == [(ACK, ISN + 1, (TISN + 1) % 2**32)]
+        assert self.cl(ACK, ISN + 1, OSEQ + 1) == []  # the client's own handshake ACK
+
+
+T1 = (TISN + 1) % 2**32  # first byte the target will send
+
+
+def test_handshake_request_response_and_close() -> None:
+    lab = Lab()
+    lab.established()
+    out = lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n")
+    assert [view(p)[:6] for p in out] == [(TARGET, TPORT, ACK | PSH, ISN + 1, T1, 18)]
+    # The target acknowledges and answers 300 bytes in two records: one ACK for the wake-up.
+    out = lab.rec(ACK, T1, ISN + 19)
+    assert out == []
+    out: list = []
+    lab.t.response(record(ACK, T1, ISN + 19, 200), lab.now, out)
+    lab.t.response(record(ACK | PSH, (T1 + 200) % 2**32, ISN + 19, 100), lab.now, out)
+    lab.t.flush(out)
+    assert [view(p)[2:6] for p in out] == [(ACK, ISN + 19, (T1 + 300) % 2**32, 0)]
+    # Client closes after reading the online server's 300-byte answer: FIN goes at once
+    # (everything before it was acknowledged and the response is complete by byte count).
+    out = lab.cl(FIN | ACK, ISN + 19, OSEQ + 301)
+    assert [view(p)[2:5] for p in out] == [(FIN | ACK, ISN + 19, (T1 + 300) % 2**32)]
+    out = lab.rec(FIN | ACK, (T1 + 300) % 2**32, ISN + 20)
+    assert [view(p)[2:5] for p in out] == [(ACK, ISN + 20, (T1 + 301) % 2**32)]
+    assert lab.c.sessions_completed == 1 and lab.c.sessions_live == 0
+    assert lab.c.requests_sent == 1 and lab.c.responses_complete == 1
+
+
+def test_next_request_released_when_target_sent_as_much_as_online() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
+    lab.rec(ACK, T1, ISN + 11, 50)
+    # The client's ACK says the online server answered 80 bytes: the target sent only 50.
+    assert lab.cl(ACK | PSH, ISN + 11, OSEQ + 81, b"b" * 10) == []
+    out = lab.rec(ACK, (T1 + 50) % 2**32, ISN + 11, 30)
+    # 80 bytes reached: the held request goes, carrying the ACK (no separate pure ACK).
+    assert [view(p)[2:6] for p in out] == [(ACK | PSH, ISN + 11, (T1 + 80) % 2**32, 10)]
+    assert lab.c.requests_sent == 2
+
+
+def test_held_request_released_after_quiet_period_when_target_answers_less() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
+    lab.rec(ACK, T1, ISN + 11, 50)
+    assert lab.cl(ACK | PSH, ISN + 11, OSEQ + 81, b"b" * 10) == []
+    assert lab.advance(0.05) == []
+    out = lab.advance(0.06)
+    assert [view(p)[2:6] for p in out] == [(ACK | PSH, ISN + 11, (T1 + 50) % 2**32, 10)]
+
+
+def test_request_without_any_response_waits_response_timeout() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
+    lab.rec(ACK, T1, ISN + 11)
+    assert lab.cl(ACK | PSH, ISN + 11, OSEQ + 81, b"b" * 10) == []
+    assert lab.advance(2.9) == []
+    out = lab.advance(0.2)
+    assert [view(p)[3] for p in out] == [ISN + 11]
+    assert lab.c.responses_timed_out == 1
+
+
+def test_pipelined_and_continuation_segments_go_at_once() -> None:
+    lab = Lab()
+    lab.established()
+    a = lab.cl(ACK, ISN + 1, OSEQ + 1, b"x" * 100)
+    b = lab.cl(ACK | PSH, ISN + 101, OSEQ + 1, b"y" * 50)  # same client ACK: same request
+    c = lab.cl(ACK | PSH, ISN + 151, OSEQ + 1, b"z" * 20)  # pipelined: still the same ACK
+    assert [view(p)[3] for p in a + b + c] == [ISN + 1, ISN + 101, ISN + 151]
+    assert lab.c.requests_sent == 1
+
+
+def test_out_of_order_duplicate_and_overlap() -> None:
+    lab = Lab()
+    lab.established()
+    assert lab.cl(ACK, ISN + 11, OSEQ + 1, b"b" * 10) == []  # gap: held
+    out = lab.cl(ACK, ISN + 1, OSEQ + 1, b"a" * 10)
+    assert [view(p)[3] for p in out] == [ISN + 1, ISN + 11]
+    assert lab.cl(ACK, ISN + 1, OSEQ + 1, b"a" * 10) == []  # exact retransmission
+    assert lab.c.client_duplicates == 1
+    out = lab.cl(ACK, ISN + 16, OSEQ + 1, b"c" * 10)  # 5 old bytes, 5 new
+    assert [view(p)[3:6] for p in out] == [(ISN + 21, T1, 5)]
+    assert bytes(out[0][-5:]) == b"ccccc"
+    assert lab.c.client_trimmed == 1
+
+
+def test_fin_waits_for_target_to_ack_data() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"q" * 10)
+    lab.rec(ACK, T1, ISN + 11, 40)
+    assert lab.cl(FIN | ACK, ISN + 11, OSEQ + 1) == []  # same ACK: response still pending
+    out = lab.advance(0.15)  # quiet period over: the response is complete, FIN goes
+    assert [view(p)[2:4] for p in out] == [(FIN | ACK, ISN + 11)]
+
+
+def test_target_fin_first_then_client_fin_completes() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"q" * 10)
+    out = lab.rec(FIN | ACK, T1, ISN + 11, 20)  # answer and close (Connection: close)
+    assert [view(p)[2:5] for p in out] == [(ACK, ISN + 11, (T1 + 21) % 2**32)]
+    out = lab.cl(FIN | ACK, ISN + 11, OSEQ + 22)
+    assert [view(p)[2:4] for p in out] == [(FIN | ACK, ISN + 11)]
+    out = lab.rec(ACK, (T1 + 21) % 2**32, ISN + 12)
+    assert [view(p)[2:5] for p in out] == [(ACK, ISN + 12, (T1 + 21) % 2**32)]
+    assert lab.c.sessions_completed == 1
+
+
+def test_client_rst_held_until_response_then_forwarded() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"q" * 10)
+    assert lab.cl(RST | ACK, ISN + 11, OSEQ + 1) == []
+    out = lab.rec(ACK, T1, ISN + 11, 30)
+    assert out != [] and all(view(p)[2] != RST | ACK for p in out)
+    out = lab.advance(0.15)
+    assert [view(p)[2:4] for p in out] == [(RST | ACK, ISN + 11)]
+    assert lab.c.sessions_client_reset == 1
+
+
+def test_target_reset_ends_session() -> None:
+    lab = Lab()
+    lab.established()
+    assert lab.rec(RST | ACK, T1, ISN + 1) == []
+    assert lab.c.sessions_target_reset == 1 and lab.c.sessions_live == 0
+
+
+def test_syn_retransmitted_then_handshake_fails() -> None:
+    lab = Lab()
+    lab.cl(SYN, ISN)
+    out = lab.advance(1.0)
+    assert [view(p)[2:4] for p in out] == [(SYN, ISN)]
+    assert lab.advance(1.5) == []
+    out = lab.advance(0.5)  # second retry after 2 s of backoff
+    assert [view(p)[2:4] for p in out] == [(SYN, ISN)]
+    lab.advance(4.0)
+    assert lab.c.sessions_handshake_failed == 1 and lab.c.syn_retransmits == 2
+
+
+def test_unacked_data_retransmitted_with_backoff() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"q" * 10)
+    out = lab.advance(0.2)
+    assert [view(p)[3:6] for p in out] == [(ISN + 1, T1, 10)]
+    assert lab.advance(0.3) == []
+    assert len(lab.advance(0.11)) == 1  # 0.4 s backoff
+    lab.rec(ACK, T1, ISN + 11)
+    assert lab.advance(2.0) == []
+    assert lab.c.retransmits == 2
+
+
+def test_window_respected() -> None:
+    lab = Lab()
+    lab.established()
+    lab.rec(ACK, T1, ISN + 1, window=15)  # target advertises 15 bytes (no scaling)
+    out = lab.cl(ACK, ISN + 1, OSEQ + 1, b"a" * 10)
+    assert len(out) == 1
+    assert lab.cl(ACK, ISN + 11, OSEQ + 1, b"b" * 10) == []  # 20 > 15 in flight
+    out = lab.rec(ACK, T1, ISN + 11, window=15)
+    assert [view(p)[3] for p in out] == [ISN + 11]
+
+
+def test_window_scale_from_syn_ack() -> None:
+    lab = Lab()
+    lab.established(sa_opts=b"\x01\x03\x03\x04")  # wscale 4
+    lab.rec(ACK, T1, ISN + 1, window=2)  # 2 << 4 = 32 bytes
+    assert len(lab.cl(ACK, ISN + 1, OSEQ + 1, b"a" * 30)) == 1
+
+
+def test_timestamps_echo_target_tsval() -> None:
+    lab = Lab()
+    lab.established(opts=ts_opt(777, 0), sa_opts=ts_opt(123456, 777))
+    out = lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"q", opts=ts_opt(780, 999))
+    assert tcpip.timestamps(tcpip.parse(out[0])) == (780, 123456)
+    assert checksum.verify(out[0])
+    lab.rec(ACK, T1, ISN + 2, 5, opts=ts_opt(123500, 780))
+    out: list = []
+    lab.t.flush(out)
+    lab.rec(ACK, (T1 + 5) % 2**32, ISN + 2, 5, opts=ts_opt(123501, 780))
+    out = lab.advance(0.0)
+    seg, pkt = client(ACK | PSH, ISN + 2, OSEQ + 10, b"r", ts_opt(790, 1))
+    o2: list = []
+    lab.t.client_packet(seg, pkt, lab.now, o2)
+    assert tcpip.timestamps(tcpip.parse(o2[0])) == (790, 123501)
+
+
+def test_idle_session_times_out_with_reset() -> None:
+    lab = Lab()
+    lab.established()
+    out = lab.advance(60.0)
+    assert [view(p)[2] for p in out] == [RST | ACK]
+    assert lab.c.sessions_timed_out == 1
+
+
+def test_packets_without_session_are_counted_not_replayed() -> None:
+    lab = Lab()
+    assert lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"mid-stream") == []
+    assert lab.c.packets_no_session == 1 and lab.c.sessions_opened == 0
+
+
+def test_port_reuse_supersedes_live_session() -> None:
+    lab = Lab()
+    lab.established()
+    out = lab.cl(SYN, ISN + 500_000)
+    assert [type(x).__name__ for x in out] == ["bytearray", "Announce", "bytearray"]
+    assert view(out[0])[2] == RST | ACK and view(out[2])[2:4] == (SYN, ISN + 500_000)
+    assert lab.c.sessions_superseded == 1
+
+
+def test_finished_session_lingers_then_is_removed_and_reacks_target_fin() -> None:
+    lab = Lab()
+    lab.established()
+    lab.rec(FIN | ACK, T1, ISN + 1)
+    lab.cl(FIN | ACK, ISN + 1, OSEQ + 2)
+    lab.rec(ACK, (T1 + 1) % 2**32, ISN + 2)
+    assert lab.c.sessions_completed == 1
+    out = lab.rec(FIN | ACK, T1, ISN + 2)  # the target lost our last ACK
+    assert [view(p)[2] for p in out] == [ACK]
+    lab.advance(2.1)
+    assert len(lab.t) == 0
+
+
+def test_shutdown_resets_live_sessions() -> None:
+    lab = Lab()
+    lab.established()
+    out: list = []
+    lab.t.shutdown(lab.now, out)
+    assert [view(p)[2] for p in out] == [RST | ACK]
+    assert lab.c.sessions_shutdown == 1 and lab.c.sessions_live == 0
+
+
+def test_client_syn_retransmission_is_not_forwarded_twice() -> None:
+    lab = Lab()
+    lab.cl(SYN, ISN)
+    assert lab.cl(SYN, ISN) == []
+    assert lab.c.sessions_opened == 1
+
+
+@pytest.mark.parametrize("isn", [2**32 - 5, 2**32 - 1])
+def test_sequence_wrap_in_client_space(isn: int) -> None:
+    lab = Lab()
+    lab.cl(SYN, isn)
+    lab.rec(SYN | ACK, TISN, (isn + 1) % 2**32)
+    out = lab.cl(ACK, (isn + 1) % 2**32, OSEQ + 1, b"w" * 10)
+    assert [view(p)[3] for p in out] == [(isn + 1) % 2**32]
+    out = lab.cl(ACK, (isn + 11) % 2**32, OSEQ + 1, b"w" * 10)
+    assert [view(p)[3] for p in out] == [(isn + 11) % 2**32]
