@@ -1,0 +1,543 @@
+"""Configuration: one TOML file (plus command-line overrides) into frozen dataclasses.
+
+Invariants:
+  * The dataclasses below are the only source of defaults; ``_SCHEMA`` is the only source of
+    parsing and validation. An import-time check keeps the two in step (every dataclass field
+    is filled by exactly one schema key, and every default parses to itself).
+  * Every operator-facing error is a ``ConfigError`` whose one-line message starts with the
+    dotted key it is about (``online.target.port: must be 1-65535, got 70000``); only file
+    errors (missing file, TOML syntax) start with the file name instead.
+  * Unknown sections and keys are errors: a typo must never silently fall back to a default.
+  * Misusing the API (an unknown ``role``) raises ``ValueError``, not ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nfreplay.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_PATH",
+    "CONTROL_PORT",
+    "ROLES",
+    "INSTANCE_RE",
+    "FLAG_HINTS",
+    "General",
+    "Online",
+    "Assist",
+    "Target",
+    "Config",
+    "load",
+    "keys",
+]
+
+DEFAULT_PATH = "/etc/nfreplay/nfreplay.toml"
+"""Read by ``load(None, ...)`` when it exists (looked up at call time, so tests can patch it)."""
+
+CONTROL_PORT = 36524
+"""The tcpcopy/intercept control-channel port; the default for ``online.assistants`` entries."""
+
+ROLES = ("online", "assist", "target", "status")
+"""Values accepted by ``load(role=...)``; each of the first three requires its own section's keys."""
+
+INSTANCE_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+"""What ``general.instance`` must fully match; it ends up in rule comments and file names."""
+
+FLAG_HINTS: Mapping[str, str] = {
+    "online.service": "--service",
+    "online.target": "--target",
+    "online.assistants": "--assistant",
+    "assist.target": "--target",
+    "assist.clients": "--clients",
+    "target.clients": "--clients",
+    "target.via": "--via",
+}
+"""The command-line flag named in the "required" error of each required key."""
+
+
+# --------------------------------------------------------------------------------------------
+# The parsed configuration. Required keys have None / () here, meaning "not set"; after
+# ``load(role=R)`` the required keys of section R are guaranteed to be set.
+
+
+@dataclass(frozen=True)
+class General:
+    """``[general]``: settings shared by every role."""
+
+    instance: str = "default"
+    state_dir: str = "/run/nfreplay"
+    backend: Literal["auto", "nft", "legacy"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class Online:
+    """``[online]``: nfreplay-online, the capturing and replaying side."""
+
+    service_ip: str | None = None  # None: any local address
+    service_port: int | None = None  # required for role "online"
+    target_ip: str | None = None  # required for role "online"
+    target_port: int | None = None  # required for role "online"
+    assistants: tuple[tuple[str, int], ...] = ()  # required for role "online"
+    interface: str = "any"
+    connections: int = 2
+    mtu: int = 1500
+    fake_mss: int = 1460
+    session_timeout: float = 120.0
+    response_timeout: float = 3.0
+    reconnect_interval: float = 2.0
+    snaplen: int = 65535
+
+
+@dataclass(frozen=True)
+class Assist:
+    """``[assist]``: nfreplay-assist, the NFQUEUE side that swallows the target's replies."""
+
+    target_ip: str | None = None  # required for role "assist"
+    target_port: int | None = None  # required for role "assist"
+    clients: tuple[str, ...] = ()  # required for role "assist"
+    mode: Literal["assistant", "colocated"] = "assistant"
+    listen_ip: str = "0.0.0.0"
+    listen_port: int = CONTROL_PORT
+    queue: int = 0
+    passlist: tuple[str, ...] = ()
+    fix_ip_forward: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """``[target]``: the route on the target host that sends replies to the assistant."""
+
+    clients: tuple[str, ...] = ()  # required for role "target"
+    via: str | None = None  # required for role "target"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; ``source`` is the file it was read from (None: defaults only)."""
+
+    general: General = field(default_factory=General)
+    online: Online = field(default_factory=Online)
+    assist: Assist = field(default_factory=Assist)
+    target: Target = field(default_factory=Target)
+    source: str | None = None
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "general": General,
+    "online": Online,
+    "assist": Assist,
+    "target": Target,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Value parsers. Each takes (dotted key, raw value, from_cli) and returns the parsed value or
+# raises ConfigError naming the key. ``from_cli`` allows the string forms a command line
+# produces ("2", "true", "a,b") where the TOML file must use the native type.
+
+Parser = Callable[[str, object, bool], Any]
+
+
+def _show(value: object) -> str:
+    """Render a raw value for an error message, TOML-style."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a table"
+    return str(value)
+
+
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError(f"{key}: {message}")
+
+
+def _string(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail(key, f"must be a string, got {_show(value)}")
+    return value
+
+
+def _int_value(key: str, value: object, cli: bool) -> int:
+    if cli and isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"[+-]?[0-9]+", text):
+            return int(text, 10)
+        raise _fail(key, f"must be an integer, got {_show(value)}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(key, f"must be an integer, got {_show(value)}")
+    return value
+
+
+def _integer(lo: int, hi: int) -> Parser:
+    def parse(key: str, value: object, cli: bool) -> int:
+        number = _int_value(key, value, cli)
+        if not lo <= number <= hi:
+            raise _fail(key, f"must be {lo}-{hi}, got {number}")
+        return number
+
+    return parse
+
+
+def _seconds(key: str, value: object, cli: bool) -> float:
+    number: object = value
+    if cli and isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise _fail(key, f"must be a number of seconds, got {_show(value)}") from None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise _fail(key, f"must be a number of seconds, got {_show(value)}")
+    seconds = float(number)
+    # TOML has inf and nan; neither is a usable timeout.
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise _fail(key, f"must be a finite number of seconds > 0, got {_show(value)}")
+    return seconds
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _boolean(key: str, value: object, cli: bool) -> bool:
+    if cli and isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    if isinstance(value, bool):
+        return value
+    raise _fail(key, f"must be true or false, got {_show(value)}")
+
+
+def _choice(*choices: str) -> Parser:
+    quoted = [json.dumps(c) for c in choices]
+    if len(quoted) == 2:
+        allowed = f"{quoted[0]} or {quoted[1]}"
+    else:
+        allowed = "one of " + ", ".join(quoted)
+
+    def parse(key: str, value: object, cli: bool) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise _fail(key, f"must be {allowed}, got {_show(value)}")
+        return value
+
+    return parse
+
+
+def _instance(key: str, value: object, cli: bool) -> str:
+    text = _string(key, value)
+    if not INSTANCE_RE.fullmatch(text):
+        raise _fail(key, f"must be 1-32 of A-Z a-z 0-9 _ . -, got {_show(value)}")
+    return text
+
+
+def _abs_path(key: str, value: object, cli: bool) -> str:
+    text = _string(key, value)
+    # A relative state directory would depend on the daemon's working directory, and `status`
+    # run from elsewhere would not find the files.
+    if not text.startswith("/"):
+        raise _fail(key, f"must be an absolute path, got {_show(value)}")
+    return os.path.normpath(text)
+
+
+def _interface(key: str, value: object, cli: bool) -> str:
+    text = _string(key, value)
+    # Linux interface names: IFNAMSIZ-1 = 15 bytes, no '/', no whitespace, not "." or "..".
+    if (
+        not 1 <= len(text.encode()) <= 15
+        or text in (".", "..")
+        or "/" in text
+        or any(c.isspace() for c in text)
+    ):
+        raise _fail(key, f"is not a valid interface name, got {_show(value)}")
+    return text
+
+
+def _ip(key: str, value: object, cli: bool = False) -> str:
+    text = _string(key, value)
+    try:
+        return str(ipaddress.IPv4Address(text.strip()))
+    except ValueError:
+        raise _fail(key, f"{_show(value)} is not an IPv4 address") from None
+
+
+def _port(key: str, text: str) -> int:
+    if not re.fullmatch(r"[0-9]+", text):
+        raise _fail(key, f"must be 1-65535, got {_show(text)}")
+    number = int(text, 10)
+    if not 1 <= number <= 65535:
+        raise _fail(key, f"must be 1-65535, got {number}")
+    return number
+
+
+def _endpoint(*, ip: Literal["required", "optional"], port: int | None = None,
+              default_ip: str | None = None) -> Parser:
+    """Parse "ip:port", "[ip:]port" or "ip[:port]" into an (ip, port) pair.
+
+    ``ip="optional"``: the value may be a bare port (or a TOML integer), giving ``default_ip``.
+    ``port`` set: the value may be a bare IP, giving that port.
+    Errors in a part name the part: ``online.target.port: must be 1-65535, got 70000``.
+    """
+    if ip == "optional":
+        form = '"[ip:]port"'
+    elif port is not None:
+        form = '"ip[:port]"'
+    else:
+        form = '"ip:port"'
+
+    def parse(key: str, value: object, cli: bool) -> tuple[str | None, int]:
+        if ip == "optional" and isinstance(value, int) and not isinstance(value, bool):
+            if not 1 <= value <= 65535:
+                raise _fail(f"{key}.port", f"must be 1-65535, got {value}")
+            return default_ip, value
+        if not isinstance(value, str):
+            raise _fail(key, f"must be a string {form}, got {_show(value)}")
+        text = value.strip()
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            if ip == "optional":
+                return default_ip, _port(f"{key}.port", text)
+            if port is not None:
+                return _ip(f"{key}.ip", text), port
+            raise _fail(key, f"must be {form}, got {_show(value)}")
+        if not host:
+            raise _fail(key, f"must be {form}, got {_show(value)}")
+        return _ip(f"{key}.ip", host), _port(f"{key}.port", port_text)
+
+    return parse
+
+
+def _network(key: str, value: object, cli: bool) -> str:
+    text = _string(key, value).strip()
+    try:
+        return str(ipaddress.IPv4Network(text, strict=True))
+    except ipaddress.NetmaskValueError:
+        raise _fail(key, f"{_show(value)} has a bad prefix length or netmask") from None
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            raise _fail(key, f"{_show(value)} has host bits set") from None
+        raise _fail(key, f"{_show(value)} is not an IPv4 network") from None
+
+
+def _list(item: Parser, *, min_len: int = 0, max_len: int | None = None) -> Parser:
+    """A list of ``item`` values; errors in an item name it as ``key[i]``; duplicates are errors.
+
+    From the command line a single string is split on commas ("a,b" == ["a", "b"]).
+    """
+
+    def parse(key: str, value: object, cli: bool) -> tuple[Any, ...]:
+        if cli and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise _fail(key, f"must be a list, got {_show(value)}")
+        if len(value) < min_len:
+            raise _fail(key, f"must have at least {min_len} entr{'y' if min_len == 1 else 'ies'}")
+        if max_len is not None and len(value) > max_len:
+            raise _fail(key, f"must have at most {max_len} entries, got {len(value)}")
+        seen: dict[Any, int] = {}
+        out = []
+        for i, raw in enumerate(value):
+            parsed = item(f"{key}[{i}]", raw, cli)
+            if parsed in seen:
+                raise _fail(f"{key}[{i}]", f"{_show(raw)} duplicates {key}[{seen[parsed]}]")
+            seen[parsed] = i
+            out.append(parsed)
+        return tuple(out)
+
+    return parse
+
+
+# --------------------------------------------------------------------------------------------
+# The schema: section -> key -> how to parse it and which dataclass field(s) it fills.
+
+
+@dataclass(frozen=True)
+class _Key:
+    parse: Parser
+    fields: tuple[str, ...]  # dataclass fields filled; with two, parse returns a pair
+    required: bool = False
+
+
+def _k(parse: Parser, *fields: str, required: bool = False) -> _Key:
+    return _Key(parse, fields, required)
+
+
+_SCHEMA: dict[str, dict[str, _Key]] = {
+    "general": {
+        "instance": _k(_instance, "instance"),
+        "state_dir": _k(_abs_path, "state_dir"),
+        "backend": _k(_choice("auto", "nft", "legacy"), "backend"),
+        "log_level": _k(_choice("debug", "info", "warning", "error"), "log_level"),
+    },
+    "online": {
+        "service": _k(_endpoint(ip="optional"), "service_ip", "service_port", required=True),
+        "target": _k(_endpoint(ip="required"), "target_ip", "target_port", required=True),
+        "assistants": _k(
+            _list(_endpoint(ip="required", port=CONTROL_PORT), min_len=1, max_len=32),
+            "assistants",
+            required=True,
+        ),
+        "interface": _k(_interface, "interface"),
+        "connections": _k(_integer(1, 11), "connections"),
+        "mtu": _k(_integer(576, 65535), "mtu"),
+        "fake_mss": _k(_integer(536, 65495), "fake_mss"),
+        "session_timeout": _k(_seconds, "session_timeout"),
+        "response_timeout": _k(_seconds, "response_timeout"),
+        "reconnect_interval": _k(_seconds, "reconnect_interval"),
+        # libpcap's MAXIMUM_SNAPLEN is 262144; below 68 not even the IP+TCP headers fit.
+        "snaplen": _k(_integer(68, 262144), "snaplen"),
+    },
+    "assist": {
+        "target": _k(_endpoint(ip="required"), "target_ip", "target_port", required=True),
+        "clients": _k(_list(_network, min_len=1), "clients", required=True),
+        "mode": _k(_choice("assistant", "colocated"), "mode"),
+        "listen": _k(_endpoint(ip="optional", default_ip="0.0.0.0"), "listen_ip", "listen_port"),
+        "queue": _k(_integer(0, 65535), "queue"),
+        "passlist": _k(_list(_ip), "passlist"),
+        "fix_ip_forward": _k(_boolean, "fix_ip_forward"),
+    },
+    "target": {
+        "clients": _k(_list(_network, min_len=1), "clients", required=True),
+        "via": _k(_ip, "via", required=True),
+    },
+}
+
+
+def _check_schema() -> None:
+    """Import-time invariant: schema and dataclasses describe the same fields."""
+    for section, cls in _SECTIONS.items():
+        names = [f.name for f in dataclasses.fields(cls)]
+        filled = [name for key in _SCHEMA[section].values() for name in key.fields]
+        assert sorted(filled) == sorted(names), (section, filled, names)
+
+
+_check_schema()
+
+
+def keys() -> list[str]:
+    """Every valid dotted key ("online.target", ...), in schema order (for CLIs and docs)."""
+    return [f"{s}.{k}" for s, table in _SCHEMA.items() for k in table]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading.
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+        if where:
+            message = message[: where.start()]
+            raise ConfigError(f"{path}:{where[1]}:{where[2]}: {message}") from None
+        if message.endswith("(at end of document)"):
+            message = message[: -len("(at end of document)")].rstrip()
+            line = text.count("\n") + (0 if text.endswith("\n") else 1)
+            raise ConfigError(f"{path}:{max(line, 1)}: {message} (at end of file)") from None
+        raise ConfigError(f"{path}: {message}") from None
+
+
+def _apply(
+    values: dict[str, dict[str, Any]], section: str, key: str, raw: object, cli: bool
+) -> None:
+    spec = _SCHEMA[section][key]
+    parsed = spec.parse(f"{section}.{key}", raw, cli)
+    if len(spec.fields) == 1:
+        values[section][spec.fields[0]] = parsed
+    else:
+        for name, part in zip(spec.fields, parsed, strict=True):
+            values[section][name] = part
+
+
+def load(
+    path: str | None,
+    overrides: Mapping[str, object] = {},
+    *,
+    role: str,
+) -> Config:
+    """Read the configuration for ``role`` ("online", "assist", "target" or "status").
+
+    ``path`` None reads ``DEFAULT_PATH`` if it exists, else starts from the built-in defaults;
+    an explicit path that does not exist is an error. ``overrides`` maps dotted keys
+    ("online.target") to command-line values (strings, lists of strings, or native types; a
+    None value is ignored so unset flags can be passed straight through); they are validated
+    like file values and win over the file. Then the required keys of ``role``'s own section
+    are checked ("status" requires none).
+
+    Raises ConfigError with a one-line message naming the key (or the file).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+
+    source: str | None
+    if path is None:
+        source = DEFAULT_PATH if os.path.exists(DEFAULT_PATH) else None
+    else:
+        source = path
+    document = _read_file(source) if source is not None else {}
+
+    values: dict[str, dict[str, Any]] = {s: {} for s in _SCHEMA}
+    given: dict[str, set[str]] = {s: set() for s in _SCHEMA}
+
+    for section, table in document.items():
+        if section not in _SCHEMA:
+            raise _fail(section, "unknown section")
+        if not isinstance(table, dict):
+            raise _fail(section, f"must be a table [{section}], got {_show(table)}")
+        for key, raw in table.items():
+            if key not in _SCHEMA[section]:
+                raise _fail(f"{section}.{key}", "unknown key")
+            _apply(values, section, key, raw, cli=False)
+            given[section].add(key)
+
+    for dotted, raw in overrides.items():
+        if raw is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if section not in _SCHEMA:
+            raise _fail(dotted, "unknown section" if not key else "unknown key")
+        if key not in _SCHEMA[section]:
+            raise _fail(dotted, "unknown key")
+        _apply(values, section, key, raw, cli=True)
+        given[section].add(key)
+
+    if role in _SECTIONS:
+        for key, spec in _SCHEMA[role].items():
+            if spec.required and key not in given[role]:
+                where = source if source is not None else DEFAULT_PATH
+                hint = FLAG_HINTS.get(f"{role}.{key}")
+                how = f"set it in {where}" + (f" or pass {hint}" if hint else "")
+                raise _fail(f"{role}.{key}", f"required ({how})")
+
+    sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
+    return Config(**sections, source=source)

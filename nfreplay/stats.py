@@ -1,0 +1,286 @@
+"""Counters for the hot loops, the stats file they are published in, and state-file naming.
+
+Invariants:
+  * Hot loops only do ``counters.name += 1`` on a ``__slots__`` object: no locks, no dicts,
+    no method calls. ``snapshot()`` copies them into a dict and ``StatsFile.write`` publishes it,
+    about once a second, off the hot path.
+  * A stats file is replaced atomically (temp file in the same directory + ``os.replace``), so
+    a reader sees either the previous or the next complete snapshot, never a torn one.
+  * Every state file is named by ``state_paths``: ``<state_dir>/<role>-<instance>.<kind>``.
+    Roles contain no "-", so the first "-" of a file name separates role from instance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nfreplay.config import INSTANCE_RE
+
+__all__ = [
+    "STATE_ROLES",
+    "STATE_SUFFIXES",
+    "Counters",
+    "counters_type",
+    "StatsFile",
+    "read",
+    "StatePaths",
+    "state_paths",
+    "parse_state_name",
+    "pid_alive",
+    "running_pid",
+    "write_pid",
+]
+
+STATE_ROLES = ("online", "assist", "target")
+"""Roles that own state files (``target`` only ever has a journal)."""
+
+STATE_SUFFIXES = {"pid": ".pid", "stats": ".stats.json", "journal": ".journal.json"}
+"""File-name suffix of each kind of state file."""
+
+
+# --------------------------------------------------------------------------------------------
+# Counters
+
+
+class Counters:
+    """Plain-int counters on a ``__slots__`` object; subclass it with the names you need::
+
+        class AssistCounters(Counters):
+            __slots__ = ("queued", "dropped", "accepted")
+
+    Every counter starts at 0. ``snapshot()`` returns them in declaration order (base classes
+    first). Or build a class from a tuple of names with ``counters_type``.
+    """
+
+    __slots__ = ()
+    names: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__slots__" not in cls.__dict__:
+            # Without __slots__ the instance grows a __dict__ and a typo'd counter would
+            # silently become a new attribute.
+            raise TypeError(f"{cls.__name__}: a Counters subclass must define __slots__")
+        slots = cls.__dict__["__slots__"]
+        own: tuple[str, ...] = (slots,) if isinstance(slots, str) else tuple(slots)
+        for name in own:
+            if not name.isidentifier() or name.startswith("_") or hasattr(Counters, name):
+                raise TypeError(f"{cls.__name__}: bad counter name {name!r}")
+        inherited = cls.names
+        clash = set(own) & set(inherited)
+        if clash or len(set(own)) != len(own):
+            raise TypeError(f"{cls.__name__}: duplicate counter names")
+        cls.names = inherited + own
+
+    def __init__(self) -> None:
+        for name in self.names:
+            setattr(self, name, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of every counter, for ``StatsFile.write`` (cheap, but not for per packet)."""
+        return {name: getattr(self, name) for name in self.names}
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v}" for k, v in self.snapshot().items())
+        return f"{type(self).__name__}({inner})"
+
+
+def counters_type(name: str, names: Iterable[str]) -> type[Counters]:
+    """Build a ``Counters`` subclass called ``name`` with one int counter per name."""
+    return type(name, (Counters,), {"__slots__": tuple(names)})
+
+
+# --------------------------------------------------------------------------------------------
+# State-file naming
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """The state files of one (role, instance)."""
+
+    pid: str
+    stats: str
+    journal: str
+
+
+def _check_name(role: str, instance: str) -> None:
+    if role not in STATE_ROLES:
+        raise ValueError(f"role must be one of {STATE_ROLES}, got {role!r}")
+    if not INSTANCE_RE.fullmatch(instance):
+        raise ValueError(f"bad instance name {instance!r}")
+
+
+def state_paths(state_dir: str, role: str, instance: str) -> StatePaths:
+    """``<state_dir>/<role>-<instance>.pid|.stats.json|.journal.json``."""
+    _check_name(role, instance)
+    base = os.path.join(state_dir, f"{role}-{instance}")
+    return StatePaths(
+        pid=base + STATE_SUFFIXES["pid"],
+        stats=base + STATE_SUFFIXES["stats"],
+        journal=base + STATE_SUFFIXES["journal"],
+    )
+
+
+def parse_state_name(filename: str) -> tuple[str, str, str] | None:
+    """``"assist-default.stats.json"`` -> ``("assist", "default", "stats")``; None if it is not
+    a state file name (temp files, foreign files, bad role or instance)."""
+    name = os.path.basename(filename)
+    # Longest suffix first: ".stats.json" and ".journal.json" before anything shorter.
+    for kind, suffix in sorted(STATE_SUFFIXES.items(), key=lambda kv: -len(kv[1])):
+        if name.endswith(suffix):
+            stem = name[: -len(suffix)]
+            role, sep, instance = stem.partition("-")
+            if sep and role in STATE_ROLES and INSTANCE_RE.fullmatch(instance):
+                return role, instance, kind
+            return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Stats files
+
+
+def _atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+    directory = os.path.dirname(path) or "."
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except FileNotFoundError:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        # mkstemp creates 0600; `nfreplay status` may run as another user. Counters are not
+        # secret. No fsync: these files live on tmpfs and only matter while the daemon lives.
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class StatsFile:
+    """The stats file of one daemon, rewritten about once a second.
+
+    ``role`` and ``instance`` default to what the file name says (``<role>-<instance>.stats.json``,
+    as made by ``state_paths``); ``started`` defaults to the time the object is created.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        role: str | None = None,
+        instance: str | None = None,
+        started: float | None = None,
+    ) -> None:
+        if role is None or instance is None:
+            parsed = parse_state_name(path)
+            if parsed is None or parsed[2] != "stats":
+                raise ValueError(f"{path}: not a <role>-<instance>.stats.json name; pass role and instance")
+            role = parsed[0] if role is None else role
+            instance = parsed[1] if instance is None else instance
+        self.path = path
+        self.role = role
+        self.instance = instance
+        self.started = time.time() if started is None else started
+
+    def write(self, snapshot: Mapping[str, object], extra: Mapping[str, object] | None = None) -> None:
+        """Atomically replace the file with ``snapshot`` (the counters) and ``extra`` (anything
+        else worth showing: live sessions, connected peers...). Raises OSError."""
+        document = {
+            "role": self.role,
+            "instance": self.instance,
+            "pid": os.getpid(),
+            "time": time.time(),
+            "started": self.started,
+            "counters": dict(snapshot),
+            "extra": dict(extra or {}),
+        }
+        # No sort_keys: counters keep their declaration order (captured, selected, sessions...
+        # reads as a funnel in `status`). default=str: a stray non-JSON value in `extra` must
+        # not stop the daemon's stats.
+        data = json.dumps(document, indent=1, default=str).encode() + b"\n"
+        _atomic_write(self.path, data)
+
+    def __repr__(self) -> str:
+        return f"StatsFile({self.path!r}, role={self.role!r}, instance={self.instance!r})"
+
+
+def read(path: str) -> dict[str, Any] | None:
+    """Load a stats file; None if it is missing, unreadable or not a stats document."""
+    try:
+        with open(path, "rb") as fh:
+            document = json.loads(fh.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    counters = document.get("counters")
+    if not isinstance(counters, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in counters.values()
+    ):
+        return None
+    for key in ("time", "started"):
+        value = document.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return None
+    if not isinstance(document.get("extra", {}), dict):
+        return None
+    return document
+
+
+# --------------------------------------------------------------------------------------------
+# Pid files
+
+
+def write_pid(path: str, pid: int | None = None) -> None:
+    """Atomically write ``pid`` (default: this process) to ``path``, as ``running_pid`` reads it."""
+    _atomic_write(path, f"{os.getpid() if pid is None else pid}\n".encode())
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) process whose command line mentions nfreplay.
+
+    The command-line check guards against a pid reused by an unrelated process after a crash.
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by someone else (a root daemon seen by a non-root `status`)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except FileNotFoundError:
+        return False  # exited in between
+    except PermissionError:
+        return True  # cannot tell; os.kill said it exists
+    # A zombie's cmdline is empty, and it is not running anything.
+    return b"nfreplay" in cmdline
+
+
+def running_pid(pid_path: str) -> int | None:
+    """The pid in ``pid_path`` if that process is alive and is an nfreplay process, else None
+    (no file, garbage in it, or a stale file left by a crash)."""
+    try:
+        with open(pid_path, "rb") as fh:
+            text = fh.read(64).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    return pid if pid_alive(pid) else None
