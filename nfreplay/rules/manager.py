@@ -1,0 +1,217 @@
+"""The rule manager: brings one owner's plan up, verifies it, and tears it down.
+
+Order of `up`: remove leftovers → check sysctls → (record, install) each item → verify; any
+failure rolls back what was installed. Order of `down`: undo journal entries newest first, each
+in its own try, then sweep rules still tagged with the owner. The journal goes away only when
+the teardown was complete, so a failed `down` can be retried and still knows what is left.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from nfreplay.errors import NfreplayError, RulesError
+from nfreplay.rules.backend import RouteBackend, RuleBackend, SysctlBackend
+from nfreplay.rules.journal import Entry, Journal, RouteEntry, RuleEntry, SysctlEntry
+from nfreplay.rules.model import Plan, Rule, SysctlCheck
+
+__all__ = ["RuleManager"]
+
+
+def _line(exc: BaseException) -> str:
+    """One line for an operator: our errors as they are, anything else with its type."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, NfreplayError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _summary(problems: Sequence[str]) -> str:
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{problems[0]}{more}"
+
+
+class RuleManager:
+    """Installs and removes what one owner (`nfreplay:<role>:<instance>`) needs.
+
+    `rules` is the backend new rules go to; `sweep` are the other usable rule backends
+    (`iptables.sweep_backends`), searched for this owner's leftovers because a previous run
+    may have used another backend and both rule sets are live at once.
+
+    Ordering the caller must keep: call `down()` *before* unbinding the NFQUEUE queue. While
+    the rule exists and nothing is bound, the kernel drops the replies (no --queue-bypass);
+    unbinding first would leave a window where nothing reports them, and removing the rule
+    first means the verdict loop sees every reply until the rule is gone.
+    """
+
+    def __init__(self, owner: str, journal: Journal, rules: RuleBackend, routes: RouteBackend,
+                 sysctl: SysctlBackend, *, sweep: Sequence[RuleBackend] = ()) -> None:
+        self.owner = owner
+        self.journal = journal
+        self.rules = rules
+        self.routes = routes
+        self.sysctl = sysctl
+        self._backends: dict[str, RuleBackend] = {rules.name: rules}
+        for backend in sweep:
+            self._backends.setdefault(backend.name, backend)
+
+    # -- up ----------------------------------------------------------------------------------
+    def up(self, plan: Plan) -> None:
+        """Make the host match `plan`, exactly once.
+
+        1. Remove leftovers: everything the journal lists plus every rule tagged with this
+           owner in every backend (what `down` removes). Running `up` twice therefore leaves
+           one copy of each rule.
+        2. Check sysctls; a wrong value without `fix` raises RulesError before anything new is
+           installed. (After step 1, so a value a crashed run changed is judged restored.)
+        3. Record each item in the journal, then install it: sysctl fixes, rules, routes.
+           Rules are inserted at position 1 in reverse plan order, so they end up first in
+           their chain, in plan order, ahead of any operator rule that could shadow them.
+           In that order the NFQUEUE rules go in before the passlist ACCEPTs: for a moment a
+           passlisted reply is queued (dropped), never the reverse (a reply leaking).
+        4. Verify every rule, route and sysctl. Any failure in 3-4 rolls everything back and
+           raises RulesError.
+        """
+        if plan.owner != self.owner:
+            raise ValueError(f"plan of {plan.owner!r} given to the manager of {self.owner!r}")
+        leftovers = self.down()
+        if leftovers:
+            raise RulesError(f"{self.owner}: cannot remove leftovers: {_summary(leftovers)}")
+        fixes = self._check_sysctls(plan.sysctls)
+        for route in plan.routes:
+            if self.routes.exists(route):
+                # Our journal was just emptied, so this route is someone else's record: another
+                # instance, or a journal that was lost. Routes carry no owner beyond the proto.
+                raise RulesError(
+                    f"{route.describe()}: already present and not in {self.journal.path}: "
+                    f"another nfreplay instance owns it, or its journal was lost (remove it "
+                    f"with: ip route del {route.dst} proto {route.proto} table {route.table})")
+        try:
+            for check, old in fixes:
+                self.journal.append(SysctlEntry(check.key, old, check.want))
+                self.sysctl.write(check.key, check.want)
+            for rule in reversed(plan.rules):
+                self.journal.append(RuleEntry(self.rules.name, rule))
+                self.rules.insert(rule, 1)
+            for route in plan.routes:
+                self.journal.append(RouteEntry(route))
+                self.routes.add(route)
+            self._verify(plan)
+        except BaseException as exc:
+            problems = self.down()
+            if not isinstance(exc, (NfreplayError, OSError)):
+                raise  # a bug or Ctrl-C: rolled back, keep the original traceback
+            if problems:
+                raise RulesError(f"{self.owner}: up failed: {_line(exc)}; rollback incomplete: "
+                                 f"{_summary(problems)}") from exc
+            raise RulesError(f"{self.owner}: up failed, rolled back: {_line(exc)}") from exc
+
+    def _check_sysctls(self, checks: Sequence[SysctlCheck]) -> list[tuple[SysctlCheck, str]]:
+        """The checks that need a fix, with the current value; raise if one may not be fixed."""
+        fixes = []
+        for check in checks:
+            current = self.sysctl.read(check.key)
+            if current == check.want:
+                continue
+            if not check.fix:
+                hint = f"; {check.hint}" if check.hint else ""
+                raise RulesError(f"{check.key} is {current}, nfreplay needs {check.want}{hint}")
+            fixes.append((check, current))
+        return fixes
+
+    def _verify(self, plan: Plan) -> None:
+        missing = [r.describe() for r in plan.rules if not self.rules.exists(r)]
+        missing += [t.describe() for t in plan.routes if not self.routes.exists(t)]
+        for check in plan.sysctls:
+            value = self.sysctl.read(check.key)
+            if value != check.want:
+                missing.append(f"{check.key} is {value}, not {check.want}")
+        if missing:
+            raise RulesError(f"not in place after install: {_summary(missing)}")
+
+    # -- down --------------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Remove everything this owner installed; return one line per problem (empty list =
+        complete teardown).
+
+        Works from the journal alone, so a fresh process can clean up after `kill -9`:
+        entries are undone newest first (routes, rules, then sysctls restored to their old
+        value), each in its own try. Then every rule still tagged exactly with this owner is
+        deleted from every backend, which also cleans rules when the journal was lost. The
+        journal file is removed only when nothing went wrong; otherwise it is rewritten with
+        the entries that could not be undone, for a retry.
+        """
+        problems: list[str] = []
+        entries: list[Entry] | None
+        try:
+            entries = self.journal.load()
+        except RulesError as exc:  # corrupt: keep the file, still sweep the tagged rules
+            problems.append(_line(exc))
+            entries = None
+        left: list[Entry] = []
+        failed: set[tuple[str, Rule]] = set()
+        for entry in reversed(entries or []):
+            try:
+                self._undo(entry)
+            except Exception as exc:  # each step in its own try: one failure stops nothing
+                problems.append(f"{entry.describe()}: {_line(exc)}")
+                left.insert(0, entry)
+                if isinstance(entry, RuleEntry):
+                    failed.add((entry.backend, entry.rule))
+        problems += self._sweep(failed)
+        if entries is not None:
+            try:
+                if problems:
+                    self.journal.save(left)
+                else:
+                    self.journal.clear()
+            except Exception as exc:
+                problems.append(_line(exc))
+        return problems
+
+    # Kept as a name for step 1 of `up`; leftovers are by definition what `down` removes.
+    cleanup_leftovers = down
+
+    def _undo(self, entry: Entry) -> None:
+        if isinstance(entry, RuleEntry):
+            backend = self._backends.get(entry.backend)
+            if backend is None:
+                raise RulesError(f"the {entry.backend} backend is not usable on this host")
+            backend.delete(entry.rule)
+        elif isinstance(entry, RouteEntry):
+            self.routes.delete(entry.route)
+        else:
+            self.sysctl.write(entry.key, entry.old)
+
+    def _sweep(self, skip: set[tuple[str, Rule]]) -> list[str]:
+        problems = []
+        for backend in self._backends.values():
+            try:
+                owned = [r for r in backend.list_owned(self.owner) if r.owner == self.owner]
+            except Exception as exc:
+                problems.append(f"[{backend.name}] cannot list rules of {self.owner}: {_line(exc)}")
+                continue
+            for rule in owned:
+                if (backend.name, rule) in skip:
+                    continue  # already reported above
+                try:
+                    backend.delete(rule)
+                except Exception as exc:
+                    problems.append(f"[{backend.name}] {rule.describe()}: {_line(exc)}")
+        return problems
+
+    # -- status ------------------------------------------------------------------------------
+    def installed(self) -> list[str]:
+        """One line per item this owner has on the live system: tagged rules found in every
+        backend, plus the journal's routes that are present and sysctl changes still in
+        effect (routes and sysctls carry no owner tag, so the journal says which are ours)."""
+        lines = []
+        for backend in self._backends.values():
+            lines += [f"[{backend.name}] {r.describe()}"
+                      for r in backend.list_owned(self.owner) if r.owner == self.owner]
+        for entry in self.journal.load():
+            if isinstance(entry, RouteEntry) and self.routes.exists(entry.route):
+                lines.append(entry.describe())
+            elif isinstance(entry, SysctlEntry) and self.sysctl.read(entry.key) == entry.new:
+                lines.append(entry.describe())
+        return lines

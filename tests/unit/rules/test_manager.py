@@ -1,0 +1,248 @@
+"""RuleManager against the in-memory backends: the fakes keep state like the kernel does, so
+a "crash" is simply a new manager over the same fakes and journal file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nfreplay.errors import RulesError
+from nfreplay.rules.fakes import FakeRouteBackend, FakeRuleBackend, FakeSysctlBackend
+from nfreplay.rules.journal import Journal, RouteEntry, RuleEntry, SysctlEntry
+from nfreplay.rules.manager import RuleManager
+from nfreplay.rules.model import Plan, Route, Rule, assist_plan, target_plan
+
+OWNER = "nfreplay:assist:lab1"
+OPERATOR = Rule("raw", "PREROUTING", ("-s", "198.18.9.9"), ("ACCEPT",), "operator")
+
+
+class Host:
+    """The kernel state one test works on, and a way to start a fresh 'process'."""
+
+    def __init__(self, tmp_path: Path, ip_forward: str = "1") -> None:
+        self.journal_path = tmp_path / "run" / "assist-lab1.json"
+        self.nft = FakeRuleBackend("nft")
+        self.legacy = FakeRuleBackend("legacy")
+        self.routes = FakeRouteBackend()
+        self.sysctl = FakeSysctlBackend({"net.ipv4.ip_forward": ip_forward})
+        self.nft.insert(OPERATOR)  # an operator's rule that must survive and come after ours
+
+    def manager(self, owner: str = OWNER) -> RuleManager:
+        return RuleManager(owner, Journal(self.journal_path), self.nft, self.routes,
+                           self.sysctl, sweep=[self.legacy])
+
+    def chain(self, chain: str = "PREROUTING") -> list[Rule]:
+        return self.nft.chain("raw", chain)
+
+
+def plan(fix: bool = True, passlist: tuple[str, ...] = ("198.18.1.7",)) -> Plan:
+    return assist_plan("lab1", "198.18.0.3", 80, ["198.18.1.0/24", "198.18.2.0/24"],
+                       "assistant", 0, passlist=passlist, fix_ip_forward=fix)
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    return Host(tmp_path)
+
+
+def test_up_installs_in_plan_order_ahead_of_operator_rules_and_down_undoes(host: Host) -> None:
+    p = plan()
+    host.manager().up(p)
+    assert host.chain() == [*p.rules, OPERATOR]
+    assert host.sysctl.values["net.ipv4.ip_forward"] == "0"
+    entries = Journal(host.journal_path).load()
+    assert entries[0] == SysctlEntry("net.ipv4.ip_forward", "1", "0")
+    assert [e.rule for e in entries[1:] if isinstance(e, RuleEntry)] == list(reversed(p.rules))
+
+    assert host.manager().down() == []
+    assert host.chain() == [OPERATOR]
+    assert host.sysctl.values["net.ipv4.ip_forward"] == "1"
+    assert not host.journal_path.exists()
+
+
+def test_up_twice_leaves_one_copy(host: Host) -> None:
+    p = plan()
+    host.manager().up(p)
+    host.manager().up(p)
+    assert host.chain() == [*p.rules, OPERATOR]
+    # The second up restored ip_forward from the journal, then fixed it again: the
+    # recorded old value is still the operator's, not ours.
+    assert Journal(host.journal_path).load()[0] == SysctlEntry("net.ipv4.ip_forward", "1", "0")
+    assert host.manager().down() == []
+    assert host.sysctl.values["net.ipv4.ip_forward"] == "1"
+
+
+def test_leftovers_of_a_crashed_process_are_removed_by_the_next_up(host: Host) -> None:
+    p = plan()
+    host.manager().up(p)  # ... and the process is killed: journal and rules stay
+    # A crash between "record" and "install": the journal lists a rule that is not there.
+    ghost = Rule("raw", "PREROUTING", ("-s", "198.18.0.99"), ("DROP",), OWNER)
+    Journal(host.journal_path).append(RuleEntry("nft", ghost))
+    # A rule of ours left in the other backend by an older run with --backend legacy.
+    host.legacy.insert(p.rules[-1])
+    host.manager().up(p)
+    assert host.chain() == [*p.rules, OPERATOR]
+    assert host.legacy.chain("raw", "PREROUTING") == []
+    assert host.manager().down() == []
+    assert host.chain() == [OPERATOR]
+
+
+def test_failure_mid_install_rolls_back(host: Host) -> None:
+    host.nft.fail_on[("insert", 3)] = "iptables: boom"  # call 1 was the operator's rule
+    with pytest.raises(RulesError, match="up failed, rolled back: iptables: boom"):
+        host.manager().up(plan())
+    assert host.chain() == [OPERATOR]
+    assert host.sysctl.values["net.ipv4.ip_forward"] == "1"
+    assert not host.journal_path.exists()
+
+
+def test_failed_verification_rolls_back(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host.nft, "exists", lambda rule: False)
+    with pytest.raises(RulesError, match="not in place after install"):
+        host.manager().up(plan())
+    assert host.chain() == [OPERATOR]
+    assert not host.journal_path.exists()
+
+
+def test_interrupt_mid_install_rolls_back_and_propagates(host: Host,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    real_insert = host.nft.insert
+    calls = []
+
+    def insert(rule: Rule, position: int = 1) -> None:
+        calls.append(rule)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_insert(rule, position)
+
+    monkeypatch.setattr(host.nft, "insert", insert)
+    with pytest.raises(KeyboardInterrupt):
+        host.manager().up(plan())
+    assert host.chain() == [OPERATOR]
+    assert host.sysctl.values["net.ipv4.ip_forward"] == "1"
+
+
+def test_sysctl_check_without_fix_changes_nothing(host: Host) -> None:
+    with pytest.raises(RulesError) as err:
+        host.manager().up(plan(fix=False))
+    message = str(err.value)
+    assert message.startswith("net.ipv4.ip_forward is 1, nfreplay needs 0; ")
+    assert "fix_ip_forward" in message and "\n" not in message
+    assert host.chain() == [OPERATOR]
+    assert [c for c in host.nft.calls if c[0] == "insert"] == [("insert", OPERATOR)]
+    assert host.sysctl.values["net.ipv4.ip_forward"] == "1"
+    assert not host.journal_path.exists()
+
+
+def test_sysctl_already_right_is_not_recorded(tmp_path: Path) -> None:
+    host = Host(tmp_path, ip_forward="0")
+    host.manager().up(plan(fix=False))
+    assert not any(isinstance(e, SysctlEntry) for e in Journal(host.journal_path).load())
+    assert host.manager().down() == []
+    assert host.sysctl.values["net.ipv4.ip_forward"] == "0"
+
+
+def test_down_without_journal_still_sweeps_tagged_rules(host: Host) -> None:
+    p = plan()
+    host.manager().up(p)
+    other = Rule("raw", "PREROUTING", ("-s", "198.18.0.5"), ("DROP",), "nfreplay:assist:lab10")
+    host.nft.insert(other)  # another instance whose tag starts with ours: must survive
+    host.journal_path.unlink()
+    assert host.manager().down() == []
+    assert host.chain() == [other, OPERATOR]
+
+
+def test_down_reports_problems_and_keeps_the_journal(host: Host) -> None:
+    p = plan()
+    host.manager().up(p)
+    host.nft.fail_always["delete"] = "iptables: Resource temporarily unavailable"
+    problems = host.manager().down()
+    assert problems and all("\n" not in line for line in problems)
+    assert any("Resource temporarily unavailable" in line for line in problems)
+    # every failing rule is reported once, not again by the sweep
+    assert len(problems) == len(p.rules)
+    # the other steps still ran: ip_forward restored
+    assert host.sysctl.values["net.ipv4.ip_forward"] == "1"
+    left = Journal(host.journal_path).load()
+    assert all(isinstance(e, RuleEntry) for e in left) and len(left) == len(p.rules)
+    # the retry, once deleting works again, completes and removes the journal
+    host.nft.fail_always.clear()
+    assert host.manager().down() == []
+    assert host.chain() == [OPERATOR]
+    assert not host.journal_path.exists()
+
+
+def test_up_refuses_when_leftovers_cannot_be_removed(host: Host) -> None:
+    host.manager().up(plan())
+    host.nft.fail_always["delete"] = "iptables: nope"
+    with pytest.raises(RulesError, match="cannot remove leftovers"):
+        host.manager().up(plan())
+
+
+def test_journal_entry_for_an_unusable_backend_is_a_problem(tmp_path: Path) -> None:
+    host = Host(tmp_path)
+    rule = plan().rules[0]
+    Journal(host.journal_path).append(RuleEntry("iptables-from-mars", rule))
+    problems = host.manager().down()
+    assert problems == [f"[iptables-from-mars] {rule.describe()}: "
+                        "the iptables-from-mars backend is not usable on this host"]
+    assert host.journal_path.exists()
+
+
+def test_corrupt_journal_still_sweeps_and_is_kept(host: Host) -> None:
+    host.manager().up(plan())
+    host.journal_path.write_text("{not json")
+    problems = host.manager().down()
+    assert len(problems) == 1 and str(host.journal_path) in problems[0]
+    assert host.chain() == [OPERATOR]
+    assert host.journal_path.read_text() == "{not json"
+    with pytest.raises(RulesError, match="corrupt journal"):
+        host.manager().up(plan())
+
+
+def test_target_routes_up_down(host: Host) -> None:
+    manager = host.manager("nfreplay:target:lab1")
+    p = target_plan("lab1", ["198.18.1.0/24", "198.18.2.0/24"], "198.18.0.2")
+    manager.up(p)
+    manager.up(p)
+    assert host.routes.routes == list(p.routes)
+    assert [e for e in Journal(host.journal_path).load()] == [RouteEntry(r) for r in p.routes]
+    assert manager.installed() == [r.describe() for r in p.routes]
+    assert manager.down() == []
+    assert host.routes.routes == []
+
+
+def test_route_failure_rolls_back_rules_and_routes(host: Host) -> None:
+    p = Plan(owner=OWNER, rules=plan().rules,
+             routes=(Route("198.18.1.0/24", "198.18.0.2"), Route("198.18.2.0/24", "198.18.0.2")))
+    host.routes.fail_on[("add", 2)] = "Network is unreachable"
+    with pytest.raises(RulesError, match="Network is unreachable"):
+        host.manager().up(p)
+    assert host.routes.routes == [] and host.chain() == [OPERATOR]
+
+
+def test_foreign_route_to_the_same_prefix_is_refused_not_taken(host: Host) -> None:
+    route = Route("198.18.1.0/24", "198.18.0.2")
+    host.routes.add(route)  # someone else's (not in our journal)
+    with pytest.raises(RulesError, match="already present"):
+        host.manager("nfreplay:target:lab1").up(
+            target_plan("lab1", ["198.18.1.0/24"], "198.18.0.2"))
+    assert host.routes.routes == [route]
+
+
+def test_installed_lists_live_rules_and_journal_items(host: Host) -> None:
+    p = plan()
+    manager = host.manager()
+    assert manager.installed() == []
+    manager.up(p)
+    lines = manager.installed()
+    assert lines == [f"[nft] {r.describe()}" for r in p.rules] + [
+        "sysctl net.ipv4.ip_forward=0 (was 1)"]
+    host.legacy.insert(p.rules[0])
+    assert f"[legacy] {p.rules[0].describe()}" in manager.installed()
+
+
+def test_plan_of_another_owner_is_a_programming_error(host: Host) -> None:
+    with pytest.raises(ValueError):
+        host.manager("nfreplay:assist:other").up(plan())

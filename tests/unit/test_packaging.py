@@ -1,0 +1,378 @@
+"""Packaging checks: the systemd units, the Vagrant lab and its scripts.
+
+No root needed. `vagrant validate` and `systemd-analyze verify` run when those tools
+are installed and are skipped (with the reason) when they are not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from nfreplay.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEMD = ROOT / "systemd"
+VAGRANT_DIR = ROOT / "vagrant"
+VAGRANTFILE = ROOT / "Vagrantfile"
+
+CONFIG = "/etc/nfreplay/nfreplay.toml"
+BIN = "/usr/local/bin"
+LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
+DAEMONS = {"nfreplay-online.service": "nfreplay-online", "nfreplay-assist.service": "nfreplay-assist"}
+TARGET_UNIT = "nfreplay-target.service"
+ROLES = ("client", "online", "target", "assistant")
+# The lab's addresses, as the brief for the lab fixes them.
+LAB_HOSTS = {"client": "198.18.1.10", "online": "198.18.0.2", "target": "198.18.0.3", "assistant": "198.18.0.4"}
+ROLE_UNIT = {"online": "nfreplay-online.service", "assistant": "nfreplay-assist.service",
+             "target": "nfreplay-target.service"}
+
+
+# --- a tiny systemd unit parser ------------------------------------------------------
+
+def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Sections -> [(key, value), ...] in file order, repeated keys kept (configparser
+    would merge them). Comments (# ;) and backslash continuations handled."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    pending = ""
+    for raw in text.splitlines():
+        line = pending + raw.strip() if pending else raw.strip()
+        pending = ""
+        if not line or line[0] in "#;":
+            continue
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+            continue
+        assert current is not None, f"key outside a section: {line!r}"
+        key, sep, value = line.partition("=")
+        assert sep, f"not a key=value line: {line!r}"
+        current.append((key.strip(), value.strip()))
+    return sections
+
+
+def values(unit: dict, section: str, key: str) -> list[str]:
+    return [v for k, v in unit.get(section, []) if k == key]
+
+
+def one(unit: dict, section: str, key: str) -> str:
+    found = values(unit, section, key)
+    assert len(found) == 1, f"[{section}] {key}= expected once, found {found}"
+    return found[0]
+
+
+def command(value: str) -> tuple[str, list[str]]:
+    """An Exec*= value -> (prefixes, argv)."""
+    m = re.match(r"^([-@:+!]*)(.*)$", value)
+    assert m
+    return m.group(1), shlex.split(m.group(2))
+
+
+def load_unit(name: str) -> dict:
+    path = SYSTEMD / name
+    assert path.is_file(), f"missing {path}"
+    return parse_unit(path.read_text())
+
+
+def console_scripts() -> set[str]:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return set(tomllib.load(f)["project"]["scripts"])
+
+
+def test_parser_keeps_repeats_and_continuations():
+    unit = parse_unit("[A]\n# c\nX=1\nX=2\nY=a \\\n  b\n")
+    assert values(unit, "A", "X") == ["1", "2"]
+    assert one(unit, "A", "Y") == "a  b"
+
+
+# --- the units -----------------------------------------------------------------------
+
+def test_exactly_the_three_units():
+    assert sorted(p.name for p in SYSTEMD.glob("*.service")) == sorted([*DAEMONS, TARGET_UNIT])
+
+
+@pytest.mark.parametrize("name", sorted(DAEMONS))
+def test_daemon_runs_up_in_the_foreground_and_down_after(name):
+    unit = load_unit(name)
+    cmd = DAEMONS[name]
+    assert one(unit, "Service", "Type") in ("simple", "exec")
+    prefix, argv = command(one(unit, "Service", "ExecStart"))
+    assert prefix == ""
+    assert argv == [f"{BIN}/{cmd}", "up", "--config", CONFIG]
+    # `down` after stop and after a crash: ExecStopPost, not swallowed by "-".
+    posts = [command(v) for v in values(unit, "Service", "ExecStopPost")]
+    assert posts == [("", [f"{BIN}/{cmd}", "down", "--config", CONFIG])]
+    assert values(unit, "Service", "ExecStop") == []
+
+
+@pytest.mark.parametrize("name", sorted(DAEMONS))
+def test_daemon_restart_policy(name):
+    unit = load_unit(name)
+    assert one(unit, "Service", "Restart") == "on-failure"
+    m = re.fullmatch(r"(\d+)(s|sec)?", one(unit, "Service", "RestartSec"))
+    assert m and 1 <= int(m.group(1)) <= 60
+    # A config error is not fixed by restarting: its exit code stops the loop.
+    assert str(ConfigError.exit_code) in one(unit, "Service", "RestartPreventExitStatus").split()
+
+
+@pytest.mark.parametrize("name", sorted([*DAEMONS, TARGET_UNIT]))
+def test_unit_common_settings(name):
+    unit = load_unit(name)
+    for key in ("After", "Wants"):
+        assert "network-online.target" in " ".join(values(unit, "Unit", key)).split()
+    caps = " ".join(values(unit, "Service", "CapabilityBoundingSet")).split()
+    assert sorted(caps) == ["CAP_NET_ADMIN", "CAP_NET_RAW"]
+    assert one(unit, "Service", "RuntimeDirectory") == "nfreplay"
+    assert one(unit, "Service", "RuntimeDirectoryPreserve") == "yes"
+    # /proc/sys must stay writable (ip_forward, rp_filter), /run writable (xtables lock).
+    assert values(unit, "Service", "ProtectKernelTunables") in ([], ["no"], ["false"])
+    assert "strict" not in values(unit, "Service", "ProtectSystem")
+    assert one(unit, "Install", "WantedBy") == "multi-user.target"
+    # `up --daemon` would fork away from systemd.
+    for key in ("ExecStart", "ExecStop", "ExecStopPost"):
+        for v in values(unit, "Service", key):
+            assert "--daemon" not in v
+
+
+def test_target_unit_is_a_oneshot_route():
+    unit = load_unit(TARGET_UNIT)
+    assert one(unit, "Service", "Type") == "oneshot"
+    assert one(unit, "Service", "RemainAfterExit") == "yes"
+    assert command(one(unit, "Service", "ExecStart")) == ("", [f"{BIN}/nfreplay", "target", "up", "--config", CONFIG])
+    assert command(one(unit, "Service", "ExecStop")) == ("", [f"{BIN}/nfreplay", "target", "down", "--config", CONFIG])
+    # After a failed start (no ExecStop), ExecStopPost runs `down`, but only then.
+    post = one(unit, "Service", "ExecStopPost")
+    _, argv = command(post)
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert '"$$SERVICE_RESULT" = success' in argv[2]
+    assert f"{BIN}/nfreplay target down --config {CONFIG}" in argv[2]
+
+
+def test_unit_commands_are_console_scripts():
+    """Every nfreplay command a unit runs is one pyproject.toml installs."""
+    scripts = console_scripts()
+    used = set()
+    for path in SYSTEMD.glob("*.service"):
+        used |= set(re.findall(rf"{re.escape(BIN)}/(nfreplay[\w-]*)", path.read_text()))
+    assert used == {"nfreplay", "nfreplay-online", "nfreplay-assist"}
+    assert used <= scripts, f"not in [project.scripts]: {used - scripts}"
+
+
+def test_install_links_every_console_script():
+    text = (VAGRANT_DIR / "install.sh").read_text()
+    m = re.search(r"^for cmd in ([\w -]+); do$", text, re.M)
+    assert m, "install.sh: no `for cmd in ...; do` loop linking the commands"
+    assert set(m.group(1).split()) == console_scripts()
+    assert '/opt/nfreplay' in text and 'ln -sf "$prefix/bin/$cmd" "/usr/local/bin/$cmd"' in text
+
+
+# --- addresses -----------------------------------------------------------------------
+
+IPV4 = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(/\d{1,2})?(?![\w.])")
+
+
+def foreign_addresses(text: str) -> list[str]:
+    """IPv4 literals (and CIDRs) outside 198.18.0.0/15. A netmask on a line that says
+    "netmask" is not an address."""
+    bad = []
+    for line in text.splitlines():
+        for m in IPV4.finditer(line):
+            literal = m.group(0)
+            try:
+                if m.group(2):
+                    net = ipaddress.ip_network(literal, strict=False)
+                    ok = net.subnet_of(LAB_RANGE)
+                else:
+                    addr = ipaddress.ip_address(literal)
+                    ok = addr in LAB_RANGE
+                    if not ok and "netmask" in line.lower():
+                        ok = ipaddress.ip_network(f"0.0.0.0/{literal}").prefixlen > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                bad.append(literal)
+    return bad
+
+
+def test_address_checker_can_fail():
+    assert foreign_addresses('a = "10.0.0.1"\nb = "198.18.0.2"') == ["10.0.0.1"]
+    assert foreign_addresses("listen 0.0.0.0:36524") == ["0.0.0.0"]
+    assert foreign_addresses("route 198.16.0.0/12") == ["198.16.0.0/12"]
+    assert foreign_addresses("x 198.19.255.255 y 198.18.0.0/15") == []
+    assert foreign_addresses('netmask: "255.255.254.0"') == []
+    assert foreign_addresses('ip: "255.255.254.0"') == ["255.255.254.0"]
+    assert foreign_addresses("version 2.3.4 and 999.1.1.1") == ["999.1.1.1"]
+
+
+def packaging_files() -> list[Path]:
+    files = [VAGRANTFILE, *sorted(VAGRANT_DIR.glob("*")), *sorted(SYSTEMD.glob("*"))]
+    return [f for f in files if f.is_file()]
+
+
+def test_every_address_is_in_the_benchmarking_range():
+    files = packaging_files()
+    assert VAGRANTFILE in files and len(files) >= 10
+    seen = 0
+    for path in files:
+        text = path.read_text()
+        seen += len(IPV4.findall(text))
+        assert foreign_addresses(text) == [], f"{path.relative_to(ROOT)}"
+    assert seen >= 8  # the check looked at something
+
+
+def test_lab_addresses_live_in_the_vagrantfile_only():
+    text = VAGRANTFILE.read_text()
+    for role, ip in LAB_HOSTS.items():
+        assert re.search(rf'"{role}"\s*=>\s*\{{\s*ip:\s*"{re.escape(ip)}"', text), role
+    for script in sorted(VAGRANT_DIR.glob("*.sh")):
+        assert IPV4.findall(script.read_text()) == [], f"{script.name} has its own addresses"
+
+
+# --- the Vagrant lab's scripts -------------------------------------------------------
+
+def test_lab_scripts_exist():
+    names = {p.name for p in VAGRANT_DIR.glob("*.sh")}
+    assert {"install.sh", "network.sh", *(f"provision-{r}.sh" for r in ROLES)} <= names
+    text = VAGRANTFILE.read_text()
+    for path in re.findall(r'path:\s*"(vagrant/[^"#]+)"', text):
+        assert (ROOT / path).is_file(), path
+    assert 'path: "vagrant/provision-#{role}.sh"' in text
+    assert 'config.vm.box = LAB[:box]' in text and 'box: "debian/bookworm64"' in text
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in VAGRANT_DIR.glob("*.sh")))
+def test_script_syntax(script):
+    path = VAGRANT_DIR / script
+    assert path.read_text().startswith("#!/usr/bin/env bash\n")
+    assert path.stat().st_mode & stat.S_IXUSR, f"{script} is not executable"
+    assert "set -euo pipefail" in path.read_text()
+    r = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_bash_n_can_fail(tmp_path):
+    bad = tmp_path / "bad.sh"
+    bad.write_text("if true; then\n")
+    assert subprocess.run(["bash", "-n", str(bad)], capture_output=True).returncode != 0
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shellcheck():
+    scripts = [str(p) for p in sorted(VAGRANT_DIR.glob("*.sh"))]
+    r = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_UNIT))
+def test_role_script_enables_its_unit_and_writes_config(role):
+    text = (VAGRANT_DIR / f"provision-{role}.sh").read_text()
+    assert f"systemctl enable {ROLE_UNIT[role]}" in text
+    for other in set(ROLE_UNIT.values()) - {ROLE_UNIT[role]}:
+        assert other not in text
+    assert f"cat >{CONFIG} <<CONF" in text
+    section = {"online": "[online]", "assistant": "[assist]", "target": "[target]"}[role]
+    assert section in text and "[general]" in text
+
+
+def test_lab_sysctls():
+    assert "net.ipv4.conf.all.rp_filter = 2" in (VAGRANT_DIR / "provision-target.sh").read_text()
+    assert "net.ipv4.ip_forward = 0" in (VAGRANT_DIR / "provision-assistant.sh").read_text()
+
+
+def test_client_load_is_bounded():
+    text = (VAGRANT_DIR / "provision-client.sh").read_text()
+    assert "-gt 10000" in text and "--max-time" in text and "sleep 0.1" in text
+    assert "systemctl" not in text  # the client runs no nfreplay unit
+
+
+# --- the tools themselves ------------------------------------------------------------
+
+def vagrant_env(tmp_path: Path) -> dict[str, str]:
+    # A private home and dotfile dir: validate then leaves no .vagrant/ in the repo
+    # and no ~/.vagrant.d; no version check over the network.
+    env = dict(os.environ)
+    env.update(VAGRANT_HOME=str(tmp_path / "home"), VAGRANT_DOTFILE_PATH=str(tmp_path / "dot"),
+               VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_NO_COLOR="1")
+    return env
+
+
+@pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant not installed (apt-get install vagrant)")
+def test_vagrant_validate(tmp_path):
+    # --ignore-provider: validates everything but the provider blocks, and needs no
+    # usable provider (plain `vagrant validate` fails with "No usable default
+    # provider" when neither VirtualBox nor vagrant-libvirt is installed).
+    had_dotdir = (ROOT / ".vagrant").exists()
+    r = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=ROOT, env=vagrant_env(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "validated successfully" in r.stdout
+    assert (ROOT / ".vagrant").exists() == had_dotdir
+
+
+def _vagrant_plugins() -> str:
+    if shutil.which("vagrant") is None:
+        return ""
+    r = subprocess.run(["vagrant", "plugin", "list"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"})
+    return r.stdout
+
+
+@pytest.mark.parametrize("provider", ["libvirt", "virtualbox"])
+def test_vagrant_validate_provider(tmp_path, provider):
+    if shutil.which("vagrant") is None:
+        pytest.skip("vagrant not installed (apt-get install vagrant)")
+    if provider == "libvirt" and "vagrant-libvirt" not in _vagrant_plugins():
+        pytest.skip("vagrant-libvirt plugin not installed")
+    if provider == "virtualbox" and shutil.which("VBoxManage") is None:
+        pytest.skip("VirtualBox not installed")
+    env = vagrant_env(tmp_path)
+    env["VAGRANT_DEFAULT_PROVIDER"] = provider
+    r = subprocess.run(["vagrant", "validate"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _exec_paths(unit: dict) -> set[str]:
+    paths = set()
+    for key in ("ExecStartPre", "ExecStart", "ExecStop", "ExecStopPost"):
+        for v in values(unit, "Service", key):
+            paths.add(command(v)[1][0])
+    return paths
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify(tmp_path):
+    # Offline, against a root that has the host's system units (for
+    # network-online.target, multi-user.target, ...) and a stub for every command the
+    # units run: verify checks that each ExecX= path is executable.
+    system_units = next((p for p in (Path("/lib/systemd/system"), Path("/usr/lib/systemd/system"))
+                         if (p / "multi-user.target").exists()), None)
+    if system_units is None:
+        pytest.skip("no systemd system units on this host")
+    root = tmp_path / "root"
+    shutil.copytree(system_units, root / "lib/systemd/system", symlinks=True)
+    etc = root / "etc/systemd/system"
+    etc.mkdir(parents=True)
+    names = sorted(p.name for p in SYSTEMD.glob("*.service"))
+    for name in names:
+        shutil.copy(SYSTEMD / name, etc / name)
+        for exe in _exec_paths(load_unit(name)):
+            stub = root / exe.lstrip("/")
+            stub.parent.mkdir(parents=True, exist_ok=True)
+            stub.write_text("#!/bin/sh\nexit 0\n")
+            stub.chmod(0o755)
+    r = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *(f"/etc/systemd/system/{n}" for n in names)],
+                       capture_output=True, text=True, timeout=120)
+    # Unknown keys and bad values only warn (exit 0): any output is a failure.
+    assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
