@@ -115,12 +115,14 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
     with common.pid_file(paths, "assist", cfg.general.instance):
         stats_file = stats.StatsFile(paths.stats, role="assist", instance=cfg.general.instance)
         queue = None
+        started = False
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # rcvbuf capped by rmem_max
                 queue = Queue(a.queue, engine.on_packet)
             engine.queue = queue
             manager.up(plan)
+            started = True
             log.info("up: queue %d bound, %d rule(s) installed, listening on %s:%d",
                      a.queue, len(plan.rules), a.listen_ip, a.listen_port)
             next_publish = 0.0
@@ -138,7 +140,8 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
             if queue is not None:
                 queue.close()
             engine.shutdown()
-            log.info("down: %s", "complete" if not problems else f"{len(problems)} problem(s)")
+            if started:
+                log.info("down: %s", "complete" if not problems else f"{len(problems)} problem(s)")
     return common.report_teardown(problems, "nfreplay-assist")
 
 

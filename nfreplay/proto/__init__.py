@@ -1,0 +1,18 @@
+"""Pure wire formats: no I/O, no logging, no clocks, standard library only.
+
+Modules:
+    seq       TCP sequence arithmetic modulo 2**32
+    checksum  the Internet checksum: full computation, verification, incremental update (RFC 1624)
+    tcpip     IPv4/TCP header views over one buffer (``Segment``), TCP options, ``build``,
+              in-place ``rewrite`` (the per-packet hot path), timestamp rewrites, ``trim_front``
+    channel   the tcpcopy 1.3 / intercept 1.0 control channel (default build profile):
+              version and CLIENT_ADD messages, 64-byte response records, count-prefixed frames
+
+Invariants shared by all of them:
+    * Fields are host-order Python ints (IPv4 addresses too); the wire is network byte order.
+    * Bytes a peer or a capture got wrong raise ``nfreplay.errors.WireError`` with a one-line
+      message; calling the API wrongly raises ``ValueError`` / ``TypeError``.
+    * Lengths come from the headers, not from the size of the buffer they are read from.
+    * Computed checksums equal a full RFC 1071 recompute, whether obtained in full or
+      incrementally.
+"""

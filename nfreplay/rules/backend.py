@@ -36,6 +36,14 @@ class RuleBackend(Protocol):
     def delete(self, rule: Rule) -> None:
         """Delete one copy of `rule`; already gone = success."""
 
+    def has_table(self, table: str) -> bool:
+        """Whether `table` exists now (so `up` knows whether it is the one creating it)."""
+        ...
+
+    def drop_table_if_empty(self, table: str) -> bool:
+        """Remove `table` if it holds no rule and no user chain; False if it stays."""
+        ...
+
     def exists(self, rule: Rule) -> bool:
         """True if `rule` is present in its chain."""
 

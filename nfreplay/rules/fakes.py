@@ -67,6 +67,20 @@ class FakeRuleBackend(_Failures):
         if rule in chain:
             chain.remove(rule)
 
+    def has_table(self, table: str) -> bool:
+        """A table exists once something was inserted into it, until dropped."""
+        return any(t == table for t, _ in self.chains)
+
+    def drop_table_if_empty(self, table: str) -> bool:
+        """Drop the table's chains if none holds a rule."""
+        self._call("drop_table", table)
+        keys = [k for k in self.chains if k[0] == table]
+        if any(self.chains[k] for k in keys):
+            return False
+        for k in keys:
+            del self.chains[k]
+        return True
+
     def exists(self, rule: Rule) -> bool:
         """True if a copy is in its chain."""
         self._call("exists", rule)

@@ -92,6 +92,24 @@ class NftBackend:
         if done.returncode == 1 and not _missing(done.stderr):
             raise RulesError(f"{rule.describe()}: delete failed: {first_line(done.stderr)}")
 
+    def has_table(self, table: str) -> bool:
+        """From the full save (`-t T` would print an empty table even when there is none)."""
+        return f"*{table}" in self._run([self._save]).stdout.splitlines()
+
+    def drop_table_if_empty(self, table: str) -> bool:
+        """`nft delete table ip T` when the table holds only empty built-in chains: iptables-nft
+        creates a table on first use but never removes it, and `down` must leave
+        `iptables-save` as it found it. Without the `nft` binary the empty table stays."""
+        if not self.has_table(table):
+            return True
+        lines = self._run([self._save, "-t", table]).stdout.splitlines()
+        busy = [line for line in lines if line.startswith("-") or
+                (line.startswith(":") and line.split()[1] == "-")]  # a rule or a user chain
+        if busy or shutil.which("nft") is None:
+            return False
+        self._run(["nft", "delete", "table", "ip", table])
+        return True
+
     def exists(self, rule: Rule) -> bool:
         """`iptables-nft -w -t T -C CHAIN spec`."""
         done = self._run([self._bin, "-w", "-t", rule.table, "-C", rule.chain, *rule.spec()],
@@ -237,6 +255,14 @@ class XtablesBackend:
                 return  # someone else removed it meanwhile
             raise RulesError(f"{rule.describe()} (legacy): delete failed: {_iptc_message(exc)}"
                              ) from exc
+
+    def has_table(self, table: str) -> bool:
+        """Legacy tables cannot be removed from userspace, so they are never ours to remove:
+        report them as present and `up` journals nothing for them."""
+        return True
+
+    def drop_table_if_empty(self, table: str) -> bool:
+        return False
 
     def exists(self, rule: Rule) -> bool:
         """True if iptables-legacy-save shows the rule."""

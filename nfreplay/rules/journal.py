@@ -24,7 +24,7 @@ from typing import Any, Sequence, Union
 from nfreplay.errors import RulesError
 from nfreplay.rules.model import Route, Rule
 
-__all__ = ["Journal", "RuleEntry", "RouteEntry", "SysctlEntry", "Entry"]
+__all__ = ["Journal", "RuleEntry", "RouteEntry", "SysctlEntry", "TableEntry", "Entry"]
 
 VERSION = 1
 
@@ -65,7 +65,20 @@ class SysctlEntry:
         return f"sysctl {self.key}={self.new} (was {self.old})"
 
 
-Entry = Union[RuleEntry, RouteEntry, SysctlEntry]
+@dataclass(frozen=True)
+class TableEntry:
+    """A table that did not exist before `up` created it in backend `backend`; teardown
+    removes it again once it is empty."""
+
+    backend: str
+    table: str
+
+    def describe(self) -> str:
+        """One line."""
+        return f"[{self.backend}] table {self.table} (created by nfreplay)"
+
+
+Entry = Union[RuleEntry, RouteEntry, SysctlEntry, TableEntry]
 
 
 def _encode(entry: Entry) -> dict[str, Any]:
@@ -76,6 +89,8 @@ def _encode(entry: Entry) -> dict[str, Any]:
     if isinstance(entry, RouteEntry):
         t = entry.route
         return {"kind": "route", "dst": t.dst, "via": t.via, "proto": t.proto, "table": t.table}
+    if isinstance(entry, TableEntry):
+        return {"kind": "table", "backend": entry.backend, "table": entry.table}
     return {"kind": "sysctl", "key": entry.key, "old": entry.old, "new": entry.new}
 
 
@@ -88,6 +103,8 @@ def _decode(obj: Any) -> Entry:
     if kind == "route":
         return RouteEntry(Route(dst=obj["dst"], via=obj["via"], proto=int(obj["proto"]),
                                 table=int(obj["table"])))
+    if kind == "table":
+        return TableEntry(backend=str(obj["backend"]), table=str(obj["table"]))
     if kind == "sysctl":
         return SysctlEntry(key=str(obj["key"]), old=str(obj["old"]), new=str(obj["new"]))
     raise ValueError(f"unknown entry kind {kind!r}")

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from nfreplay.errors import NfreplayError, RulesError
 from nfreplay.rules.backend import RouteBackend, RuleBackend, SysctlBackend
-from nfreplay.rules.journal import Entry, Journal, RouteEntry, RuleEntry, SysctlEntry
+from nfreplay.rules.journal import Entry, Journal, RouteEntry, RuleEntry, SysctlEntry, TableEntry
 from nfreplay.rules.model import Plan, Rule, SysctlCheck
 
 __all__ = ["RuleManager"]
@@ -90,6 +90,10 @@ class RuleManager:
             for check, old in fixes:
                 self.journal.append(SysctlEntry(check.key, old, check.want))
                 self.sysctl.write(check.key, check.want)
+            for table in dict.fromkeys(rule.table for rule in plan.rules):
+                # Journaled before its rules, so teardown drops it after them.
+                if not self.rules.has_table(table):
+                    self.journal.append(TableEntry(self.rules.name, table))
             for rule in reversed(plan.rules):
                 self.journal.append(RuleEntry(self.rules.name, rule))
                 self.rules.insert(rule, 1)
@@ -180,6 +184,10 @@ class RuleManager:
             backend.delete(entry.rule)
         elif isinstance(entry, RouteEntry):
             self.routes.delete(entry.route)
+        elif isinstance(entry, TableEntry):
+            backend = self._backends.get(entry.backend)
+            if backend is not None:
+                backend.drop_table_if_empty(entry.table)
         else:
             self.sysctl.write(entry.key, entry.old)
 

@@ -48,7 +48,7 @@ REASONS = (
     "target_reset",  # the target answered with a RST
     "handshake_failed",  # no SYN-ACK after every SYN retry
     "timed_out",  # nothing from the target for session_timeout
-    "superseded",  # the client reused its port for a new connection
+    "superseded",  # the client's next connection on this port could not wait any longer
     "shutdown",  # nfreplay-online stopped while the session was live
 )
 
@@ -67,6 +67,7 @@ class Params:
     rto_min: float = 0.2
     rto_max: float = 3.0
     linger: float = 2.0
+    successor_wait: float = 5.0  # longest a reused port's new connection waits for the old
 
 
 class Announce:
@@ -98,7 +99,7 @@ class Counters(BaseCounters):
         "sessions_opened", "sessions_established", "sessions_live", "requests_sent",
         "responses_complete", "responses_timed_out", "retransmits", "syn_retransmits",
         "records_received", "records_no_session", "records_bad", "acks_sent", "resets_sent",
-        *(f"sessions_{r}" for r in REASONS),
+        "stale_resets", *(f"sessions_{r}" for r in REASONS),
     )
 
 
@@ -364,6 +365,8 @@ class Session:
         if self.state == SYN_SENT:
             if flags & SYN and flags & ACK and seg.ack == self.snd_nxt:
                 self._established(seg, now, out)
+            elif flags & ACK:
+                self._clear_stale(seg.ack, now, out)
             return
         if self.state != ESTABLISHED:
             return
@@ -399,6 +402,20 @@ class Session:
             self._finish("completed", now)
             return
         self._pump(now, out)
+
+    def _clear_stale(self, ack: int, now: float, out: list) -> None:
+        """The target answered our SYN with a plain ACK (or a SYN-ACK for another SYN): it
+        still holds an older connection on this 4-tuple (the client reused its port before
+        the old replay's close reached the target). Reset that connection at the sequence
+        number it expects, then offer our SYN again at once."""
+        out.append(tcpip.build(self.client_ip, self.p.target_ip, self.client_port,
+                               self.p.target_port, ack, 0, RST, window=0))
+        self.c.stale_resets += 1
+        if self.syn_pkt is not None:
+            out.append(self.syn_pkt)
+            self.c.syn_retransmits += 1
+            self.syn_deadline = now + self.p.syn_rto
+            self._rewake()
 
     def _established(self, seg: tcpip.Segment, now: float, out: list) -> None:
         _mss, wscale, _sack, ts = tcpip.syn_options(seg)

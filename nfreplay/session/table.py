@@ -11,6 +11,7 @@ import heapq
 import itertools
 
 from nfreplay.proto import tcpip
+from nfreplay.proto.seq import seq_diff
 from nfreplay.proto.tcpip import ACK, SYN
 from nfreplay.session.machine import INF, Counters, Params, Session
 
@@ -26,6 +27,9 @@ class SessionTable:
         self._serial = itertools.count()
         self._scheduled: dict[int, float] = {}  # id(session) -> earliest wake already pushed
         self._dirty: list[Session] = []
+        # A client's next connection on a port whose previous replay is still running.
+        self._held: dict[int, list[tuple[tcpip.Segment, bytearray]]] = {}
+        self._held_until: dict[int, float] = {}
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -34,21 +38,56 @@ class SessionTable:
         """A client→service packet, as captured (`pkt` is ours to modify)."""
         key = (seg.src << 16) | seg.sport
         s = self.sessions.get(key)
+        held = self._held.get(key)
+        if held is not None and self._belongs_to_next(seg, s, held):
+            held.append((seg, pkt))
+            return
         if s is None or s.done:
             if seg.flags & SYN and not seg.flags & ACK:
-                s = self._open(key, seg, now, out)
+                s = self._open(key, seg, now)
             else:
                 # Sessions that began before we started (mid-stream) are not replayed yet.
                 self.c.packets_no_session += 1
                 return
         elif seg.flags & SYN and not seg.flags & ACK and seg.seq != s.isn:
-            # The client reused its port for a new connection while the old one was live.
-            s.abort(now, out, "superseded")
-            s = self._open(key, seg, now, out)
+            # The client reused its port for a new connection before our replay of the old
+            # one finished (the target can hold only one): the new one waits its turn.
+            self._held[key] = [(seg, pkt)]
+            self._held_until[key] = now + self.p.successor_wait
+            self._schedule(s)
+            return
         s.client_packet(seg, pkt, now, out)
+        self._after(s, key, now, out)
+
+    @staticmethod
+    def _belongs_to_next(seg: tcpip.Segment, s: Session | None,
+                         held: list[tuple[tcpip.Segment, bytearray]]) -> bool:
+        """Held packets follow the new connection's SYN; the old one's stragglers are told
+        apart by which ISN their sequence number is nearer to."""
+        if s is None or s.done:
+            return True
+        new_isn = held[0][0].seq
+        return abs(seq_diff(seg.seq, new_isn)) < abs(seq_diff(seg.seq, s.isn))
+
+    def _after(self, s: Session, key: int, now: float, out: list) -> None:
+        """After any event: start a held successor once its predecessor is over."""
+        if s.done and key in self._held:
+            self._start_successor(key, now, out)
+        else:
+            self._schedule(s)
+
+    def _start_successor(self, key: int, now: float, out: list) -> None:
+        held = self._held.pop(key)
+        self._held_until.pop(key, None)
+        old = self.sessions.get(key)
+        if old is not None and not old.done:
+            old.abort(now, out, "superseded")
+        s = self._open(key, held[0][0], now)
+        for seg, pkt in held:
+            s.client_packet(seg, pkt, now, out)
         self._schedule(s)
 
-    def _open(self, key: int, seg: tcpip.Segment, now: float, out: list) -> Session:
+    def _open(self, key: int, seg: tcpip.Segment, now: float) -> Session:
         s = Session(self.p, self.c, seg.src, seg.sport, now)
         self.sessions[key] = s
         return s
@@ -62,7 +101,7 @@ class SessionTable:
         s.response(seg, now, out)
         if s.ack_due:
             self._dirty.append(s)
-        self._schedule(s)
+        self._after(s, (s.client_ip << 16) | s.client_port, now, out)
 
     def flush(self, out: list) -> None:
         """End of a wake-up: one ACK per session that received target data."""
@@ -79,23 +118,32 @@ class SessionTable:
             if self._scheduled.get(sid) != wake:
                 continue  # superseded by an earlier push
             del self._scheduled[sid]
+            key = (s.client_ip << 16) | s.client_port
+            if self.sessions.get(key) is not s:
+                continue  # a predecessor replaced by its successor: nothing left to do
+            if key in self._held and (s.done or now >= self._held_until[key]):
+                self._start_successor(key, now, out)
+                continue
             if s.done and now >= s.linger_until:
-                key = (s.client_ip << 16) | s.client_port
-                if self.sessions.get(key) is s:
-                    del self.sessions[key]
+                del self.sessions[key]
                 continue
             s.timer(now, out)
             if s.ack_due:
                 s.flush_ack(out)
-            self._schedule(s)
+            self._after(s, key, now, out)
 
     def next_wake(self) -> float:
         return self._heap[0][0] if self._heap else INF
 
     def _schedule(self, s: Session) -> None:
         wake = s.wake
-        if wake == INF:
-            return
+        held_until = self._held_until.get((s.client_ip << 16) | s.client_port)
+        if held_until is not None and held_until < wake:
+            wake = held_until
+        if wake != INF:
+            self._push(wake, s)
+
+    def _push(self, wake: float, s: Session) -> None:
         sid = id(s)
         have = self._scheduled.get(sid)
         if have is not None and have <= wake:
@@ -108,6 +156,8 @@ class SessionTable:
         for s in self.sessions.values():
             s.abort(now, out)
         self.sessions.clear()
+        self._held.clear()
+        self._held_until.clear()
         self._heap.clear()
         self._scheduled.clear()
 

@@ -246,3 +246,25 @@ def test_installed_lists_live_rules_and_journal_items(host: Host) -> None:
 def test_plan_of_another_owner_is_a_programming_error(host: Host) -> None:
     with pytest.raises(ValueError):
         host.manager("nfreplay:assist:other").up(plan())
+
+
+def test_table_created_by_up_is_dropped_by_down_and_an_existing_one_kept(tmp_path) -> None:
+    from nfreplay.rules.fakes import FakeRouteBackend, FakeRuleBackend, FakeSysctlBackend
+    from nfreplay.rules.journal import Journal
+    from nfreplay.rules.manager import RuleManager
+    from nfreplay.rules.model import Rule, assist_plan
+
+    plan = assist_plan("t1", "198.18.0.3", 80, ["198.18.1.0/24"], "colocated", 0)
+    rules = FakeRuleBackend()
+    m = RuleManager(plan.owner, Journal(tmp_path / "j.json"), rules, FakeRouteBackend(),
+                    FakeSysctlBackend({"net.ipv4.ip_forward": "0"}))
+    m.up(plan)
+    assert rules.has_table("raw")
+    assert m.down() == []
+    assert not rules.has_table("raw")
+    # A table that was there before (an operator's rule in it) is never dropped.
+    mine = Rule("raw", "OUTPUT", ("-p", "udp"), ("ACCEPT",), "operator")
+    rules.insert(mine)
+    m.up(plan)
+    assert m.down() == []
+    assert rules.chain("raw", "OUTPUT") == [mine]

@@ -289,10 +289,30 @@ def test_packets_without_session_are_counted_not_replayed() -> None:
     assert lab.c.packets_no_session == 1 and lab.c.sessions_opened == 0
 
 
-def test_port_reuse_supersedes_live_session() -> None:
+def test_reused_port_waits_for_previous_replay_then_starts() -> None:
     lab = Lab()
     lab.established()
-    out = lab.cl(SYN, ISN + 500_000)
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"q" * 10)
+    lab.rec(FIN | ACK, T1, ISN + 11, 20)
+    # The client already closed and reconnected on the same port: the new connection (and
+    # its request) wait while the old replay still has its FIN to exchange.
+    new = ISN + 700_000
+    assert lab.cl(SYN, new) == []
+    assert lab.cl(ACK | PSH, new + 1, 9000, b"next") == []
+    out = lab.cl(FIN | ACK, ISN + 11, OSEQ + 22)  # the old connection's FIN, captured late
+    assert [view(p)[2:4] for p in out] == [(FIN | ACK, ISN + 11)]
+    out = lab.rec(ACK, (T1 + 21) % 2**32, ISN + 12)
+    assert lab.c.sessions_completed == 1
+    assert out[-2] == Announce(CLIENT, CPORT) and view(out[-1])[2:4] == (SYN, new)
+    out = lab.rec(SYN | ACK, 42, new + 1)
+    assert [view(p)[2:6] for p in out] == [(ACK, new + 1, 43, 0), (ACK | PSH, new + 1, 43, 4)]
+
+
+def test_reused_port_supersedes_a_replay_that_does_not_finish() -> None:
+    lab = Lab()
+    lab.established()
+    assert lab.cl(SYN, ISN + 500_000) == []
+    out = lab.advance(PARAMS.successor_wait)
     assert [type(x).__name__ for x in out] == ["bytearray", "Announce", "bytearray"]
     assert view(out[0])[2] == RST | ACK and view(out[2])[2:4] == (SYN, ISN + 500_000)
     assert lab.c.sessions_superseded == 1
@@ -336,3 +356,14 @@ def test_sequence_wrap_in_client_space(isn: int) -> None:
     assert [view(p)[3] for p in out] == [(isn + 1) % 2**32]
     out = lab.cl(ACK, (isn + 11) % 2**32, OSEQ + 1, b"w" * 10)
     assert [view(p)[3] for p in out] == [(isn + 11) % 2**32]
+
+
+def test_stale_connection_on_target_is_reset_and_syn_offered_again() -> None:
+    lab = Lab()
+    lab.cl(SYN, ISN)
+    # The target still has an older connection on this 4-tuple and answers with a plain ACK.
+    out = lab.rec(ACK, 777, 12345)
+    assert [view(p)[2:5] for p in out] == [(RST, 12345, 0), (SYN, ISN, 0)]
+    assert lab.c.stale_resets == 1
+    out = lab.rec(SYN | ACK, TISN, ISN + 1)
+    assert [view(p)[2] for p in out] == [ACK] and lab.c.sessions_established == 1

@@ -1,0 +1,204 @@
+"""The whole product in the four-namespace lab: real nginx on online and target, real daemons.
+
+Asserts on the target's own view (its access log), on what the client namespace saw, on
+`nfreplay status --json` during the run, and that `down` (also after SIGKILL) restores every
+namespace's iptables (nft and legacy) and routes exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nfreplay.stats import pid_alive
+from tests.lab.topology import ADDR, CLIENT_NET, CLIENTS, Lab
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)"),
+]
+
+LOAD = Path(__file__).with_name("load.py")
+
+
+@pytest.fixture
+def lab():
+    with Lab() as lab:
+        yield lab
+
+
+def run_load(lab: Lab, tag: str, short: int, keepalive: int, per_conn: int = 5) -> dict:
+    done = subprocess.run(
+        ["ip", "netns", "exec", lab.ns["client"], sys.executable, str(LOAD),
+         "--server", ADDR["online"], "--sources", ",".join(CLIENTS), "--tag", tag,
+         "--short", str(short), "--keepalive", str(keepalive), "--per-conn", str(per_conn),
+         "--threads", "8", "--deadline", "240"],
+        capture_output=True, text=True, timeout=300)
+    summary = json.loads(done.stdout)
+    assert summary["failed"] == 0 and summary["unsent"] == 0, summary
+    return summary
+
+
+def paths(log: Path, tag: str) -> list[str]:
+    if not log.exists():
+        return []
+    return [p for p in log.read_text().split() if f"/{tag}/" in p]
+
+
+def wait_for(log: Path, tag: str, want: set[str], timeout: float) -> set[str]:
+    deadline = time.monotonic() + timeout
+    got: set[str] = set()
+    while time.monotonic() < deadline:
+        got = set(paths(log, tag))
+        if want <= got:
+            break
+        time.sleep(0.25)
+    return got
+
+
+def status_json(lab: Lab, role: str) -> dict:
+    done = lab.nfreplay(role, "nfreplay", "status", "--json")
+    return json.loads(done.stdout)
+
+
+def fresh_status(lab: Lab, role: str, counter: str, timeout: float = 5.0) -> dict:
+    """`status --json` once the daemon published a snapshot with `counter` > 0 (snapshots
+    are taken once a second, off the hot path)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = status_json(lab, role)
+        daemons = st["daemons"]
+        if (daemons and daemons[0]["counters"].get(counter, 0) > 0) or time.monotonic() > deadline:
+            return st
+        time.sleep(0.2)
+
+
+def start_capture(lab: Lab) -> subprocess.Popen[bytes]:
+    """tcpdump in the client namespace: any IP packet from the target to this host."""
+    pcap = lab.dir / "client.pcap"
+    p = lab.spawn("client", ["tcpdump", "-i", "eth0", "-n", "-U", "-w", str(pcap),
+                             f"ip src host {ADDR['target']} and ether dst {lab.mac['client']}"],
+                  "tcpdump.log")
+    deadline = time.monotonic() + 10
+    while "listening on" not in lab.log("tcpdump") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return p
+
+
+def count_captured(lab: Lab, p: subprocess.Popen[bytes]) -> int:
+    time.sleep(0.3)
+    lab.stop(p, signal.SIGINT)
+    log = lab.log("tcpdump")
+    for line in log.splitlines():
+        if "packets captured" in line:
+            return int(line.split()[0])
+    raise AssertionError(f"tcpdump did not report a count: {log}")
+
+
+def test_live_replay_end_to_end(lab: Lab) -> None:
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    before = lab.firewall_and_routes()
+
+    lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                 "--via", ADDR["assist"])
+    assist = lab.start_assist()
+    online = lab.start_online()
+    sniffer = start_capture(lab)
+
+    summary = run_load(lab, "e2e", short=1000, keepalive=200, per_conn=5)
+    assert summary["ok"] == 2000
+
+    # (d) status during the run: queue bound, counters moving.
+    st = fresh_status(lab, "assist", "records_sent")
+    queues = st["nfqueue"]["queues"]
+    assert [q["queue_number"] for q in queues] == [0] and queues[0]["peer_portid"] > 0
+    assist_counters = st["daemons"][0]["counters"]
+    assert assist_counters["packets_queued"] > 0 and assist_counters["records_sent"] > 0
+    st_online = fresh_status(lab, "online", "sessions_established")["daemons"][0]
+    assert st_online["running"] and st_online["counters"]["sessions_established"] > 0
+
+    # (a) every request the online nginx logged reached the target's nginx.
+    online_paths = set(paths(online_log, "e2e"))
+    assert len(online_paths) == 2000
+    got = wait_for(target_log, "e2e", online_paths, timeout=60)
+    missing = sorted(online_paths - got)
+    if missing:
+        counters = {k: v for k, v in status_json(lab, "online")["daemons"][0]["counters"].items()
+                    if v}
+        raise AssertionError(f"{len(missing)} requests never reached the target, e.g. "
+                             f"{missing[:5]}; online counters: {counters}")
+
+    # (b) no packet from the target ever reached the client namespace.
+    assert count_captured(lab, sniffer) == 0
+
+    assert lab.stop(online) == 0, lab.log("online")
+    assert lab.stop(assist) == 0, lab.log("assist")
+    st = lab.nfreplay("online", "nfreplay", "status", "--json")
+    assert json.loads(st.stdout)["daemons"] == []
+
+    lab.nfreplay("target", "nfreplay", "target", "down")
+    # (c) everything restored.
+    assert lab.firewall_and_routes() == before
+
+
+def test_down_after_sigkill_restores_everything(lab: Lab) -> None:
+    lab.start_nginx("target")
+    before = lab.firewall_and_routes()
+    lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                 "--via", ADDR["assist"])
+    assist = lab.start_assist()
+    during = lab.firewall_and_routes()
+    assert during["assist"] != before["assist"] and during["target"] != before["target"]
+    assert "nfreplay:assist:" in during["assist"][0]  # the host's iptables (nft) shows it
+
+    assert lab.stop(assist, signal.SIGKILL) == -signal.SIGKILL
+    # The kill left the rule behind; `up` again must clean it first and not duplicate it.
+    assert lab.firewall_and_routes()["assist"] == during["assist"]
+    again = lab.start_assist()
+    assert lab.firewall_and_routes()["assist"] == during["assist"]
+    os.kill(again.pid, signal.SIGKILL)
+    again.wait()
+
+    down = lab.nfreplay("assist", "nfreplay-assist", "down")
+    assert down.returncode == 0, down.stderr
+    lab.nfreplay("target", "nfreplay", "target", "down")
+    assert lab.firewall_and_routes() == before
+
+
+def test_down_stops_a_running_daemon_and_cleans(lab: Lab) -> None:
+    before = lab.firewall_and_routes()
+    assist = lab.start_assist("--daemon")
+    assert assist.wait(10) == 0  # the parent returns once the daemon is detached
+    lab.wait_stats("assist")
+    st = status_json(lab, "assist")
+    pid = st["daemons"][0]["pid"]
+    assert st["daemons"][0]["running"] and pid
+    down = lab.nfreplay("assist", "nfreplay-assist", "down")
+    assert down.returncode == 0, down.stderr
+    assert not pid_alive(pid)  # gone (or a zombie of whatever init adopted it)
+    assert lab.firewall_and_routes() == before
+
+
+def test_operator_errors_are_one_line(lab: Lab) -> None:
+    # A separate assistant with ip_forward=1 is refused before anything is installed.
+    before = lab.firewall_and_routes()
+    lab.sh("assist", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    done = lab.nfreplay("assist", "nfreplay-assist", "up", "--target", f"{ADDR['target']}:80",
+                        "--clients", CLIENT_NET, check=False)
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "ip_forward" in done.stderr and "Traceback" not in done.stderr
+    assert lab.firewall_and_routes() == before
+    # Bad values name their key and exit 2.
+    done = lab.nfreplay("assist", "nfreplay-assist", "up", "--target", "198.18.0.3:99999",
+                        "--clients", CLIENT_NET, check=False)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "assist.target" in done.stderr

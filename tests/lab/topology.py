@@ -1,0 +1,243 @@
+"""The four-host lab in network namespaces: client, online, target and assistant on one bridge.
+
+    198.18.1.10-13/24  client      (on-link route to 198.18.0.0/24)
+    198.18.0.2/24      online      nginx :80, nfreplay-online (on-link route to 198.18.1.0/24)
+    198.18.0.3/24      target      nginx :80, `nfreplay target up` routes 198.18.1.0/24 via .4
+    198.18.0.4/24      assistant   nfreplay-assist, ip_forward = 0
+    bridge             in a fifth namespace, so the root namespace is never touched
+
+Every name carries a per-run prefix; `Lab.close()` stops what it started and deletes the
+namespaces, treating "already gone" as success. Used by the lab tests and by the demo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from tests.lab import netns
+
+ADDR = {"online": "198.18.0.2", "target": "198.18.0.3", "assist": "198.18.0.4"}
+CLIENTS = ["198.18.1.10", "198.18.1.11", "198.18.1.12", "198.18.1.13"]
+CLIENT_NET = "198.18.1.0/24"
+HOST_NET = "198.18.0.0/24"
+ROLES = ("client", "online", "target", "assist")
+BIN = Path(sys.executable).parent  # the venv's bin: nfreplay, nfreplay-online, nfreplay-assist
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+master_process off;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    log_format paths '$request_uri';
+    access_log {dir}/access.log paths;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 10000;
+    keepalive_timeout 30s;
+    server {{
+        listen {ip}:80 reuseport;
+        location / {{ return 200 "{name} $request_uri\\n"; }}
+    }}
+}}
+"""
+
+
+class Lab:
+    """Builds the namespaces; `start_*` helpers run real daemons inside them."""
+
+    def __init__(self, prefix: str | None = None) -> None:
+        self.prefix = prefix or f"nfl{os.getpid() % 100000}"
+        self.ns = {role: f"{self.prefix}{role[0]}" for role in ROLES}
+        self.switch = f"{self.prefix}s"
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.mac: dict[str, str] = {}
+        self._created: list[str] = []
+
+    # -------------------------------------------------------------- topology
+
+    def build(self) -> "Lab":
+        try:
+            for name in [self.switch, *self.ns.values()]:
+                netns.create(name)
+                self._created.append(name)
+                # nfreplay is IPv4-only; IPv6 autoconfiguration would only add noise.
+                netns.run_in(name, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                                    "net.ipv6.conf.default.disable_ipv6=1"])
+            self.sh("switch", "ip", "link", "add", "br0", "type", "bridge")
+            self.sh("switch", "ip", "link", "set", "br0", "up")
+            for role in ROLES:
+                port = f"p{role[0]}"
+                netns.veth(self.ns[role], "eth0", self.switch, port)
+                self.sh("switch", "ip", "link", "set", port, "master", "br0")
+                # Captured packets must carry real checksums, as they do off a real NIC.
+                self.sh(role, "ethtool", "-K", "eth0", "tx", "off", check=False)
+                self.mac[role] = self._mac(role)
+            for role, ip in ADDR.items():
+                self.sh(role, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+            for ip in CLIENTS:
+                self.sh("client", "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+            self.sh("client", "ip", "route", "add", HOST_NET, "dev", "eth0")
+            self.sh("online", "ip", "route", "add", CLIENT_NET, "dev", "eth0")
+            self.sh("assist", "sysctl", "-qw", "net.ipv4.ip_forward=0")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _mac(self, role: str) -> str:
+        out = self.sh(role, "cat", "/sys/class/net/eth0/address").stdout
+        return out.strip()
+
+    def sh(self, role: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        ns = self.switch if role == "switch" else self.ns[role]
+        return netns.run_in(ns, list(argv), check=check)
+
+    def spawn(self, role: str, argv: Sequence[str], log: str) -> subprocess.Popen[bytes]:
+        out = open(self.dir / log, "ab")
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns[role], *argv], stdout=out,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        self.procs.append(p)
+        return p
+
+    # -------------------------------------------------------------- services
+
+    def start_nginx(self, role: str) -> Path:
+        d = self.dir / f"nginx-{role}"
+        d.mkdir()
+        conf = d / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=d, ip=ADDR[role], name=role))
+        self.spawn(role, ["nginx", "-c", str(conf), "-e", str(d / "error.log")], f"nginx-{role}.log")
+        self.wait_port(role, ADDR[role], 80)
+        return d / "access.log"
+
+    def wait_port(self, role: str, ip: str, port: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = self.sh(role, "ss", "-Hltn", f"src {ip}:{port}", check=False)
+            if done.stdout.strip():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{role}: nothing listens on {ip}:{port} after {timeout} s")
+
+    # -------------------------------------------------------------- nfreplay
+
+    def state_dir(self, role: str) -> str:
+        return str(self.dir / f"state-{role}")
+
+    def nfreplay(self, role: str, tool: str, *args: str, check: bool = True,
+                 timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run an nfreplay command inside `role`'s namespace with the lab's instance/state dir."""
+        argv = [str(BIN / tool), *args, "--instance", self.prefix, "--state-dir", self.state_dir(role)]
+        done = subprocess.run(["ip", "netns", "exec", self.ns[role], *argv], capture_output=True,
+                              text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
+        return done
+
+    def start_assist(self, *extra: str) -> subprocess.Popen[bytes]:
+        argv = [str(BIN / "nfreplay-assist"), "up", "--target", f"{ADDR['target']}:80",
+                "--clients", CLIENT_NET, "--instance", self.prefix,
+                "--state-dir", self.state_dir("assist"), *extra]
+        p = self.spawn("assist", argv, "assist.log")
+        if "--daemon" not in extra:
+            self.wait_stats("assist", p.pid)
+        return p
+
+    def start_online(self, *extra: str) -> subprocess.Popen[bytes]:
+        argv = [str(BIN / "nfreplay-online"), "up", "--service", f"{ADDR['online']}:80",
+                "--target", f"{ADDR['target']}:80", "--assistant", ADDR["assist"],
+                "--interface", "eth0", "--instance", self.prefix,
+                "--state-dir", self.state_dir("online"), *extra]
+        p = self.spawn("online", argv, "online.log")
+        self.wait_stats("online", p.pid)
+        return p
+
+    def wait_stats(self, role: str, pid: int | None = None, timeout: float = 10.0) -> None:
+        """Until `role`'s daemon (process `pid`, if given) has published its first snapshot:
+        by then its rules are installed and its queue or capture is open."""
+        path = Path(self.state_dir(role)) / f"{role}-{self.prefix}.stats.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if pid is None or json.loads(path.read_text()).get("pid") == pid:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{role}: no stats file after {timeout} s; log:\n{self.log(role)}")
+
+    def log(self, name: str) -> str:
+        path = self.dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # -------------------------------------------------------------- observation
+
+    def firewall_and_routes(self) -> dict[str, tuple[str, str, str]]:
+        """What `down` must restore: iptables-save (nft and legacy) and routes, per namespace."""
+        state = {}
+        for role in ROLES:
+            nft = self.sh(role, "iptables-nft-save", check=False).stdout
+            legacy = self.sh(role, "iptables-legacy-save", check=False).stdout
+            routes = self.sh(role, "ip", "-4", "route", "show", "table", "all").stdout
+            state[role] = (_strip_comments(nft), _strip_comments(legacy), routes)
+        return state
+
+    # -------------------------------------------------------------- teardown
+
+    def stop(self, p: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+             timeout: float = 15.0) -> int:
+        if p.poll() is None:
+            os.killpg(p.pid, sig)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        return p.returncode
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            try:
+                self.stop(p, timeout=10.0)
+            except ProcessLookupError:
+                pass
+        for name in reversed(self._created):
+            netns.delete(name)
+        self._created.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "Lab":
+        return self.build()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _strip_comments(save: str) -> str:
+    """iptables-save output without its timestamp comments and packet counters."""
+    lines = []
+    for line in save.splitlines():
+        if line.startswith("#"):
+            continue
+        if line.startswith(":"):
+            line = line.split(" [", 1)[0]
+        lines.append(line)
+    return "\n".join(lines)
