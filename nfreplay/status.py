@@ -266,12 +266,26 @@ def _daemon_block(d: dict[str, Any], now: float) -> list[str]:
         lines.append(f"  journal {journal} records installed rules/routes (`{down}` removes them)")
 
     pairs = [(k, str(v)) for k, v in d["counters"].items()]
-    pairs += [(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in d["extra"].items()]
+    pairs += _flatten("", d["extra"])
     if pairs:
         kw = max(len(k) for k, _ in pairs)
-        vw = max(len(v) for _, v in pairs)
-        lines += [f"  {k.ljust(kw)}  {v.rjust(vw)}" for k, v in pairs]
+        # Numbers right-aligned in their own column; text starts where the numbers start.
+        vw = max([len(v) for k, v in pairs if v.lstrip("-").isdigit()] or [0])
+        lines += [f"  {k.ljust(kw)}  {v.rjust(vw) if v.lstrip('-').isdigit() else v}"
+                  for k, v in pairs]
     return lines
+
+
+def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
+    """Nested daemon extras as `a.b  value` lines; lists joined, empty ones shown as '-'."""
+    if isinstance(value, dict):
+        out: list[tuple[str, str]] = []
+        for k, v in value.items():
+            out += _flatten(f"{prefix}.{k}" if prefix else str(k), v)
+        return out if out or not prefix else [(prefix, "-")]
+    if isinstance(value, (list, tuple)):
+        return [(prefix, ", ".join(str(v) for v in value) or "-")]
+    return [(prefix, value if isinstance(value, str) else json.dumps(value))]
 
 
 def render_table(data: dict[str, Any]) -> str:

@@ -330,3 +330,18 @@ def test_render_json_with_real_stats_file(tmp_path: pathlib.Path) -> None:
     text = status.render_table(data)
     # declaration order, not alphabetical
     assert text.index("queued") < text.index("dropped") < text.index("queues")
+
+
+def test_render_table_flattens_nested_extras(tmp_path: pathlib.Path) -> None:
+    p = stats.state_paths(str(tmp_path), "online", "x")
+    stats.StatsFile(p.stats).write(
+        {"packets_captured": 12345, "sessions_live": 3},
+        {"capture": {"received": 7, "filter": "tcp and dst port 80"}, "peers": ["a:1", "b:2"],
+         "errors": {}})
+    text = status.render_table(status.collect(str(tmp_path), nfqueue_path=str(tmp_path / "nq")))
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ")}
+    assert lines["capture.filter"].split(None, 1)[1] == "tcp and dst port 80"
+    assert lines["peers"].split(None, 1)[1] == "a:1, b:2"
+    assert lines["errors"].split()[1] == "-"
+    # numbers share one right-aligned column
+    assert lines["packets_captured"].index("12345") + 5 == lines["sessions_live"].index("3") + 1
