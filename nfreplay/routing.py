@@ -51,6 +51,7 @@ class Router(Generic[C]):
         """A CLIENT_ADD arrived on `conn`; returns parked records now owed to it (in order)."""
         self._maybe_rotate(now)
         self._current[key] = conn
+        self._previous.pop(key, None)
         parked = self._parked.pop(key, None)
         if parked is None:
             return []
@@ -60,7 +61,7 @@ class Router(Generic[C]):
     def lookup(self, key: int) -> C | None:
         conn = self._current.get(key)
         if conn is None:
-            conn = self._previous.get(key)
+            conn = self._previous.pop(key, None)
             if conn is None:
                 return None
             self._current[key] = conn  # promote: it is in use

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from nfreplay.stats import pid_alive
-from tests.lab.topology import ADDR, CLIENT_NET, CLIENTS, Lab
+from tests.lab.topology import ADDR, BIN, CLIENT_NET, CLIENTS, Lab
 
 pytestmark = [
     pytest.mark.lab,
@@ -202,3 +202,61 @@ def test_operator_errors_are_one_line(lab: Lab) -> None:
                         "--clients", CLIENT_NET, check=False)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "assist.target" in done.stderr
+
+
+def online_channel_up(lab: Lab, want: int, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        daemons = status_json(lab, "online")["daemons"]
+        if daemons and daemons[0]["extra"]["channel"]["up"] == want:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_online_reconnects_when_the_assistant_restarts(lab: Lab) -> None:
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                 "--via", ADDR["assist"])
+    assist = lab.start_assist()
+    online = lab.start_online()
+    run_load(lab, "before", short=50, keepalive=10)
+    want = set(paths(online_log, "before"))
+    assert want <= wait_for(target_log, "before", want, timeout=30)
+
+    assert lab.stop(assist) == 0
+    assert online_channel_up(lab, 0), lab.log("online")
+    assist = lab.start_assist()
+    assert online_channel_up(lab, 2), lab.log("online")
+
+    run_load(lab, "after", short=50, keepalive=10)
+    want = set(paths(online_log, "after"))
+    got = wait_for(target_log, "after", want, timeout=30)
+    assert want and want <= got, f"{len(want - got)} requests lost after the reconnect"
+    assert lab.stop(online) == 0 and lab.stop(assist) == 0
+    lab.nfreplay("target", "nfreplay", "target", "down")
+
+
+def test_colocated_assist_on_the_target(lab: Lab) -> None:
+    """nfreplay-assist on the target itself: replies queued in raw OUTPUT, no route needed."""
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    # The target knows its way to the clients (as a real one does), so only the queue stops
+    # its replies from reaching them.
+    lab.sh("target", "ip", "route", "add", CLIENT_NET, "dev", "eth0")
+    before = lab.firewall_and_routes()
+    argv = [str(BIN / "nfreplay-assist"), "up", "--mode", "colocated",
+            "--target", f"{ADDR['target']}:80", "--clients", CLIENT_NET,
+            "--instance", lab.prefix, "--state-dir", lab.state_dir("target")]
+    assist = lab.spawn("target", argv, "assist.log")
+    lab.wait_stats("target-assist", assist.pid)
+    online = lab.start_online("--assistant", ADDR["target"])
+    sniffer = start_capture(lab)
+    run_load(lab, "colo", short=100, keepalive=20)
+    want = set(paths(online_log, "colo"))
+    got = wait_for(target_log, "colo", want, timeout=30)
+    assert len(want) == 200 and want <= got
+    assert count_captured(lab, sniffer) == 0
+    assert lab.stop(online) == 0 and lab.stop(assist) == 0, lab.log("assist")
+    assert lab.firewall_and_routes() == before

@@ -173,7 +173,9 @@ class Lab:
     def wait_stats(self, role: str, pid: int | None = None, timeout: float = 10.0) -> None:
         """Until `role`'s daemon (process `pid`, if given) has published its first snapshot:
         by then its rules are installed and its queue or capture is open."""
-        path = Path(self.state_dir(role)) / f"{role}-{self.prefix}.stats.json"
+        host, _, daemon = role.partition("-")  # "target-assist": the assist daemon on target
+        daemon = daemon or host
+        path = Path(self.state_dir(host)) / f"{daemon}-{self.prefix}.stats.json"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
