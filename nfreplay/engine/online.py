@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from nfreplay.adapters.channel import Assistant
 from nfreplay.errors import WireError
 from nfreplay.proto import channel, tcpip
+from nfreplay.proto.tcpip import SYN
 from nfreplay.session.machine import Announce, Counters, Params
 from nfreplay.session.table import SessionTable
 
@@ -60,6 +61,11 @@ class OnlineEngine:
             return
         if len(pkt) > seg.tot_len:  # Ethernet padding of short frames
             del pkt[seg.tot_len:]
+        if not self.channel_up and seg.flags & SYN:
+            # Nobody could report the target's replies: the session would only leave a
+            # half-open connection on the target. Count it instead.
+            self.c.sessions_skipped_no_channel += 1
+            return
         self.table.client_packet(seg, pkt, self.now, self.out)
 
     def _on_record(self, record: bytes, now: float) -> None:

@@ -367,3 +367,17 @@ def test_stale_connection_on_target_is_reset_and_syn_offered_again() -> None:
     assert lab.c.stale_resets == 1
     out = lab.rec(SYN | ACK, TISN, ISN + 1)
     assert [view(p)[2] for p in out] == [ACK] and lab.c.sessions_established == 1
+
+
+def test_pure_acks_carry_current_timestamps_and_valid_checksums() -> None:
+    lab = Lab()
+    lab.established(opts=ts_opt(777, 0), sa_opts=ts_opt(123456, 777))
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"q", opts=ts_opt(780, 999))
+    acks = []
+    for i, tsval in enumerate((123500, 123600, 123700)):
+        lab.cl(ACK, ISN + 2, OSEQ + 1, opts=ts_opt(781 + i, 1))  # client pure ACK: new TSval
+        acks += lab.rec(ACK, (T1 + 10 * i) % 2**32, ISN + 2, 10, opts=ts_opt(tsval, 780))
+    assert [view(p)[2:6] for p in acks] == [(ACK, ISN + 2, (T1 + 10 * (i + 1)) % 2**32, 0)
+                                            for i in range(3)]
+    assert [tcpip.timestamps(tcpip.parse(p)) for p in acks] == [
+        (781, 123500), (782, 123600), (783, 123700)]
