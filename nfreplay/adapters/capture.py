@@ -6,6 +6,7 @@ wake-up. Link types: Ethernet (with 802.1Q/802.1ad tags), Linux cooked v1 ("any"
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from struct import Struct
 
@@ -19,6 +20,13 @@ LINKTYPE_RAW = 101
 _ETH_IP = 0x0800
 _VLAN_TYPES = (0x8100, 0x88A8)
 _U16 = Struct("!H")
+# pcap_activate() results (pcap/pcap.h); pcapy-ng returns them instead of raising.
+_ACTIVATE_ERRORS = {
+    -5: "no such device",
+    -8: "permission denied (run as root or with CAP_NET_RAW)",
+    -9: "the interface is down",
+    -10: "cannot capture on this kind of device",
+}
 
 
 def link_offset(dlt: int) -> Callable[[bytes], int]:
@@ -48,6 +56,12 @@ class Capture:
             import pcapy  # type: ignore[import-untyped]
         except ImportError as exc:  # pragma: no cover - packaging problem
             raise HostError(f"capture: pcapy-ng is not installed ({exc})") from None
+        if interface != "any":
+            try:
+                socket.if_nametoindex(interface)
+            except OSError:
+                raise HostError(f"capture: no interface {interface!r} here "
+                                "(`ip link` lists them; \"any\" captures on all)") from None
         try:
             p = pcapy.create(interface)
             p.set_snaplen(snaplen)
@@ -55,7 +69,10 @@ class Capture:
             # TPACKET_V3 hands over a block when it is full or this old (ms): the latency bound.
             p.set_timeout(1)
             p.set_buffer_size(buffer_size)
-            p.activate()
+            status = p.activate()
+            if status is not None and status < 0:
+                why = _ACTIVATE_ERRORS.get(status, f"libpcap error {status}")
+                raise HostError(f"capture on {interface!r}: {why}")
             p.setfilter(bpf)
             p.setnonblock(1)
             # Only what arrives: our own injected packets must never be captured again.

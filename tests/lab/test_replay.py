@@ -202,6 +202,14 @@ def test_operator_errors_are_one_line(lab: Lab) -> None:
                         "--clients", CLIENT_NET, check=False)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "assist.target" in done.stderr
+    # A capture interface that is not there (or down) is one line too.
+    for iface, why in (("nope0", "no interface"), ("lo", "down")):
+        lab.sh("online", "ip", "link", "set", "lo", "down")
+        done = lab.nfreplay("online", "nfreplay-online", "up", "--service", "80", "--target",
+                            f"{ADDR['target']}:80", "--assistant", ADDR["assist"],
+                            "--interface", iface, check=False)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert why in done.stderr
 
 
 def online_channel_up(lab: Lab, want: int, timeout: float = 15.0) -> bool:
