@@ -97,6 +97,10 @@ class Online:
     response_timeout: float = 3.0
     reconnect_interval: float = 2.0
     snaplen: int = 65535
+    keepalive_timeout: float = 600.0
+    no_wait: bool = False
+    syn_only: bool = False
+    max_sessions: int = 200_000
 
 
 @dataclass(frozen=True)
@@ -402,6 +406,10 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "reconnect_interval": _k(_seconds, "reconnect_interval"),
         # libpcap's MAXIMUM_SNAPLEN is 262144; below 68 not even the IP+TCP headers fit.
         "snaplen": _k(_integer(68, 262144), "snaplen"),
+        "keepalive_timeout": _k(_seconds, "keepalive_timeout"),
+        "no_wait": _k(_boolean, "no_wait"),
+        "syn_only": _k(_boolean, "syn_only"),
+        "max_sessions": _k(_integer(1, 10_000_000), "max_sessions"),
     },
     "assist": {
         "target": _k(_endpoint(ip="required"), "target_ip", "target_port", required=True),

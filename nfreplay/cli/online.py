@@ -21,14 +21,20 @@ FLAGS = {
     "connections": "online.connections",
     "session_timeout": "online.session_timeout",
     "response_timeout": "online.response_timeout",
+    "keepalive_timeout": "online.keepalive_timeout",
+    "no_wait": "online.no_wait",
+    "syn_only": "online.syn_only",
+    "fake_mss": "online.fake_mss",
+    "max_sessions": "online.max_sessions",
 }
 
 DESCRIPTION = """\
 Runs on the online (production) host. `up` captures the packets clients send to the service
 (libpcap, BPF "tcp and dst port P [and dst host H]"), replays each session to the target with
 the client's own address (raw socket), and paces it on the reply headers nfreplay-assist
-reports over the control channel (TCP 36524; an existing intercept works too). Sessions are
-replayed from their SYN. `up` stays in the foreground until SIGINT/SIGTERM; `down` stops it."""
+reports over the control channel (TCP 36524; an existing intercept works too). Sessions
+already open when it starts are joined mid-stream with a faked handshake (--syn-only: not).
+`up` stays in the foreground until SIGINT/SIGTERM; `down` stops it."""
 
 EXAMPLES = """\
 examples:
@@ -55,6 +61,14 @@ def parser() -> argparse.ArgumentParser:
                    help="end a session after this long without a reply (default 120)")
     g.add_argument("--response-timeout", metavar="SECONDS",
                    help="longest a request waits for the previous response (default 3)")
+    g.add_argument("--keepalive-timeout", metavar="SECONDS",
+                   help="keep an idle session that did send requests this long (default 600)")
+    g.add_argument("--no-wait", action="store_const", const=True, default=None,
+                   help="send requests without waiting for the previous response")
+    g.add_argument("--syn-only", action="store_const", const=True, default=None,
+                   help="replay only sessions whose SYN is captured (no mid-stream joins)")
+    g.add_argument("--fake-mss", metavar="BYTES", help="MSS of faked handshakes (default 1460)")
+    g.add_argument("--max-sessions", metavar="N", help="sessions in memory at most (default 200000)")
     g.add_argument("--daemon", action="store_true", help="detach after start-up")
     common.add_common(p)
     return p
@@ -95,7 +109,9 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
 
     o = cfg.online
     params = Params(target_ip=ip2int(o.target_ip), target_port=o.target_port,
-                    session_timeout=o.session_timeout, response_timeout=o.response_timeout)
+                    session_timeout=o.session_timeout, response_timeout=o.response_timeout,
+                    keepalive_timeout=o.keepalive_timeout, fake_mss=o.fake_mss,
+                    no_wait=o.no_wait, syn_only=o.syn_only, max_sessions=o.max_sessions)
     capture = Capture(o.interface, bpf(cfg), snaplen=o.snaplen)
     sender = RawSender()
     assistants = [Assistant(ip, port, o.connections) for ip, port in o.assistants]

@@ -13,6 +13,6 @@ Invariants shared by all of them:
     * Bytes a peer or a capture got wrong raise ``nfreplay.errors.WireError`` with a one-line
       message; calling the API wrongly raises ``ValueError`` / ``TypeError``.
     * Lengths come from the headers, not from the size of the buffer they are read from.
-    * Computed checksums equal a full RFC 1071 recompute, whether obtained in full or
-      incrementally.
+    * Computed checksums equal a full RFC 1071 recompute (and scapy's), whether computed in full
+      or updated incrementally from a correct old checksum.
 """

@@ -99,7 +99,8 @@ def fill_checksums(pkt: bytearray, off: int = 0) -> None:
         raise ValueError(f"fill_checksums: tot_len {tot_len} does not fit the buffer and headers")
     # Same trick as in _tcp_sum_fix: subtract the old checksum instead of zeroing its field.
     old = pkt[off + 10] << 8 | pkt[off + 11]
-    _pack_u16(pkt, off + 10, (old - int.from_bytes(memoryview(pkt)[off : off + ihl], "big")) % 0xFFFF)
+    ip_sum = int.from_bytes(memoryview(pkt)[off : off + ihl], "big")
+    _pack_u16(pkt, off + 10, (old - ip_sum) % 0xFFFF)
     _pack_u16(pkt, off + ihl + 16, _tcp_sum_fix(pkt, off + ihl, tot_len - ihl, src, dst))
 
 

@@ -63,10 +63,12 @@ _RW_IN = Struct("!HIIHHIIxxHH")
 _RW_OUT = Struct("!HIIHHII")
 _unpack_rw = _RW_IN.unpack_from
 _pack_rw = _RW_OUT.pack_into
-# rewrite() with IPv4 options: the IP part (checksum, src, dst) and the TCP part separately.
-_RW_IP = Struct("!HII")
+# rewrite() without an address change, or with IPv4 options: the TCP fields (sport, dport, seq,
+# ack, window, checksum) and the IP part (checksum, src, dst) separately.
 _RW_TCP_IN = Struct("!HHIIxxHH")
+_unpack_tcp_rw = _RW_TCP_IN.unpack_from
 _RW_TCP_OUT = Struct("!HHII")
+_RW_IP = Struct("!HII")
 _WIN_CSUM = Struct("!HH")
 _pack_win_csum = _WIN_CSUM.pack_into
 _IP = Struct("!BxHHHBBxxII")  # the fields of _HDR that sit in the IPv4 header
@@ -181,12 +183,11 @@ def parse(buf: _Buffer, off: int = 0) -> Segment:
     except StructError:
         return _parse_slow(buf, off)
     doff = (doff >> 2) & 0x3C  # top nibble of byte 12, in 32-bit words → bytes
-    # 0x3FFF = the MF bit plus the 13-bit fragment offset. A single chained test keeps the
-    # common case at one branch. Any failure goes to _parse_slow, which is the one place that
-    # words the errors (and handles ihl > 5).
+    # 0x3FFF = the MF bit plus the 13-bit fragment offset. Anything unusual (ihl > 5, or any
+    # error) goes to _parse_slow, which is the one place that words the errors.
     if vihl != 0x45 or proto != 6 or frag & 0x3FFF or doff < 20 or tot_len < 20 + doff:
         return _parse_slow(buf, off)
-    # Skip Segment.__init__: assigning the slots directly saves the call (~150 ns of the ~500).
+    # Skip Segment.__init__: assigning the slots here saves ~150 ns per call (measured).
     seg = _new(Segment)
     seg.buf = buf
     seg.off = off
@@ -384,14 +385,42 @@ def rewrite(
     The old values are read from ``pkt`` itself, so the checksums stay right even if ``seg`` is
     stale. Only ``seg.ihl`` is used; ``seg`` is typically the ``parse`` result of the packet that
     ``pkt`` was copied from, and ``off`` may differ from ``seg.off``. The values of fields that
-    are not given do not change. Their bytes may be stored again unchanged, because one wide
-    ``pack_into`` is cheaper than several narrow ones. ``seg`` is not updated. The result is only
+    are not given do not change. When an address is given, their bytes may be stored again
+    unchanged, because one wide ``pack_into`` is cheaper than several narrow ones. ``seg`` is not updated. The result is only
     right if the old checksums were (see the ``checksum`` module on offload).
     """
     # Each term of delta is new - old of a field that ends on a 16-bit boundary, so it adds as a
     # plain int (checksum.adjust, inlined). Addresses count in the IPv4 header and again in the
-    # TCP pseudo-header. Fields that are not given are filled with their old values, so the
-    # contiguous run from the IP checksum to the ack goes out in one pack_into.
+    # TCP pseudo-header.
+    #
+    # Two shapes, chosen by measurement (50-250 ns apart either way). With no address change,
+    # the IPv4 header is left alone and each given TCP field is written separately (retransmits
+    # change only ack; pure ACKs change seq/ack/window). With an address change (every first
+    # send of a client packet: dst, dport, ack and more), the fields that are not given are filled
+    # with their old values, and the run from the IP checksum to the ack goes out in one
+    # pack_into.
+    if src is None and dst is None:
+        tcp = off + seg.ihl
+        o_sport, o_dport, o_seq, o_ack, o_window, tcp_csum = _unpack_tcp_rw(pkt, tcp)
+        delta = 0
+        if sport is not None:
+            delta = sport - o_sport
+            _pack_u16(pkt, tcp, sport)
+        if dport is not None:
+            delta += dport - o_dport
+            _pack_u16(pkt, tcp + 2, dport)
+        if seq is not None:
+            delta += seq - o_seq
+            _pack_u32(pkt, tcp + 4, seq)
+        if ack is not None:
+            delta += ack - o_ack
+            _pack_u32(pkt, tcp + 8, ack)
+        if window is not None:
+            delta += window - o_window
+            _pack_win_csum(pkt, tcp + 14, window, (tcp_csum - delta) % 0xFFFF)
+        elif delta:
+            _pack_u16(pkt, tcp + 16, (tcp_csum - delta) % 0xFFFF)
+        return
     if seg.ihl != 20:
         _rewrite_ip_options(pkt, off, seg.ihl, src, sport, dst, dport, seq, ack, window)
         return
@@ -437,21 +466,20 @@ def _rewrite_ip_options(
     pkt: bytearray, off: int, ihl: int, src: int | None, sport: int | None, dst: int | None,
     dport: int | None, seq: int | None, ack: int | None, window: int | None,
 ) -> None:  # fmt: skip
-    """``rewrite`` for ihl > 5, where the IP and TCP fields are not contiguous."""
+    """``rewrite`` of an address for ihl > 5, where the IP and TCP fields are not contiguous."""
+    ip_csum, o_src, o_dst = _RW_IP.unpack_from(pkt, off + 10)
     delta = 0
-    if src is not None or dst is not None:
-        ip_csum, o_src, o_dst = _RW_IP.unpack_from(pkt, off + 10)
-        if src is None:
-            src = o_src
-        else:
-            delta = src - o_src
-        if dst is None:
-            dst = o_dst
-        else:
-            delta += dst - o_dst
-        _RW_IP.pack_into(pkt, off + 10, (ip_csum - delta) % 0xFFFF, src, dst)
+    if src is None:
+        src = o_src
+    else:
+        delta = src - o_src
+    if dst is None:
+        dst = o_dst
+    else:
+        delta += dst - o_dst
+    _RW_IP.pack_into(pkt, off + 10, (ip_csum - delta) % 0xFFFF, src, dst)
     tcp = off + ihl
-    o_sport, o_dport, o_seq, o_ack, o_window, tcp_csum = _RW_TCP_IN.unpack_from(pkt, tcp)
+    o_sport, o_dport, o_seq, o_ack, o_window, tcp_csum = _unpack_tcp_rw(pkt, tcp)
     if sport is None:
         sport = o_sport
     else:
@@ -483,7 +511,8 @@ def _set_ts_field(pkt: bytearray, field: int, value: int, ts_off: int, off: int)
     delta = value - old
     # TS fields sit at ts_off+2 and ts_off+6. With the usual NOP,NOP,TS layout they end on a
     # 16-bit boundary of the TCP header. Options may start at any byte, though, and an odd kind
-    # offset puts the field's bytes in the swapped halves of the checksum words (checksum.odd_delta).
+    # offset puts the field's bytes in the swapped halves of the checksum words
+    # (checksum.odd_delta).
     if (ts_off - tcp) & 1:
         delta <<= 8
     c = tcp + 16

@@ -20,7 +20,12 @@ Invariants (all sequence numbers are mod 2**32):
   and pipelined requests (same client ACK) are sent at once.
 - A response is complete when the target has sent as many bytes as the online server did
   (learnt from the client's ACK when the next request is captured), or has been quiet for
-  `params.response_quiet`, or `params.response_timeout` passed without any response.
+  `params.response_quiet`, or `params.response_timeout` passed without any response. A
+  server-first greeting is a response to no request: the client's first data waits for it.
+- Sessions whose SYN was not captured (mid-stream) get a faked handshake: SYN at
+  first-data-seq − 1 with only an MSS option, our own third ACK, window forced to 65535 (no
+  scaling was negotiated). A target RST (or FIN) with client data still to send makes the
+  session reconnect the same way on the same client port.
 - `wake` is the earliest time `timer()` must be called; `done` is final.
 """
 
@@ -50,6 +55,8 @@ REASONS = (
     "handshake_failed",  # no SYN-ACK after every SYN retry
     "timed_out",  # nothing from the target for session_timeout
     "superseded",  # the client's next connection on this port could not wait any longer
+    "capture_gap",  # bytes missing from the capture never arrived (gap_timeout)
+    "overflow",  # more client data buffered than max_pending_bytes
     "shutdown",  # nfreplay-online stopped while the session was live
 )
 
@@ -69,6 +76,15 @@ class Params:
     rto_max: float = 3.0
     linger: float = 2.0
     successor_wait: float = 5.0  # longest a reused port's new connection waits for the old
+    keepalive_timeout: float = 600.0  # idle sessions that did send requests live this long
+    gap_timeout: float = 5.0  # a hole in the captured client stream ends the session
+    fake_mss: int = 1460  # MSS option of faked SYNs
+    no_wait: bool = False  # send requests as soon as they are in order (tcpcopy -W)
+    max_pending_bytes: int = 4 << 20  # client bytes buffered per session before giving up
+    dupack_threshold: int = 3  # duplicate target ACKs that trigger a fast retransmit
+    max_reconnects: int = 3  # per session, after target RSTs/FINs with client data owed
+    syn_only: bool = False  # replay only sessions whose SYN was captured (tcpcopy -O)
+    max_sessions: int = 200_000  # sessions in memory; more are counted, not replayed
 
 
 class Announce:
@@ -100,7 +116,9 @@ class Counters(BaseCounters):
         "sessions_opened", "sessions_established", "sessions_live", "requests_sent",
         "responses_complete", "responses_timed_out", "retransmits", "syn_retransmits",
         "records_received", "records_no_session", "records_bad", "acks_sent", "resets_sent",
-        "stale_resets", "sessions_skipped_no_channel", *(f"sessions_{r}" for r in REASONS),
+        "stale_resets", "sessions_skipped_no_channel", "sessions_midstream", "reconnects",
+        "fast_retransmits", "window_probes", "greetings", "midstream_refused",
+        "sessions_rejected_limit", "packets_split", *(f"sessions_{r}" for r in REASONS),
     )
 
 
@@ -127,7 +145,9 @@ class Session:
         "c_tsval", "c_win", "pending", "unacked", "syn_pkt", "syn_tries", "syn_deadline",
         "rto", "rto_deadline", "waiting", "req_ack", "req_time", "resp_bytes", "resp_expect",
         "resp_last", "any_request", "fin_sent", "target_fin", "ack_due", "last_ack_sent",
-        "idle_deadline", "linger_until", "ack_tpl", "ack_seg",
+        "idle_deadline", "linger_until", "ack_tpl", "ack_seg", "fake", "midstream",
+        "greeting", "c_ack0", "pending_bytes", "gap_since", "t_last", "dupacks",
+        "persist_deadline", "responded", "reconnect_count",
     )
 
     def __init__(self, params: Params, counters: Counters, client_ip: int, client_port: int,
@@ -172,6 +192,17 @@ class Session:
         self.linger_until = INF
         self.ack_tpl: bytearray | None = None
         self.ack_seg: tcpip.Segment | None = None
+        self.fake = False  # the current handshake is ours (mid-stream start or reconnect)
+        self.midstream = False
+        self.greeting = False  # waiting to learn whether the server speaks first
+        self.c_ack0 = -1  # the client's first ACK value (online server ISN + 1)
+        self.pending_bytes = 0
+        self.gap_since = INF
+        self.t_last = now
+        self.dupacks = 0
+        self.persist_deadline = INF
+        self.responded = False  # the target sent data on this connection
+        self.reconnect_count = 0
         counters.sessions_opened += 1
         counters.sessions_live += 1
 
@@ -188,16 +219,36 @@ class Session:
             if ts is not None and seq_gt(ts[0], self.c_tsval):
                 self.c_tsval = ts[0]
         if flags & SYN:
-            if self.state == CLOSED:
+            if self.state == CLOSED and not self.isn_known():
                 self._send_syn(seg, pkt, now, out)
             # else: the client retransmitted its SYN; our own SYN timer covers the target
             return
+        if self.c_ack0 < 0 and flags & ACK:
+            # The client's first ACK: the online server's ISN + 1, the base for greetings.
+            self.c_ack0 = seg.ack
+            if self.greeting:
+                self.req_ack = seg.ack
         if not (flags & (FIN | RST)) and seg.payload_len == 0:
             # Pure ACKs (the client's handshake ACK, window updates, keep-alive probes) refer
             # to the online server's data; the target gets our own ACKs instead.
             self.c.client_acks_absorbed += 1
             return
+        if self.state == CLOSED:
+            if not seg.payload_len:
+                return  # a FIN or RST of a connection we never saw start: nothing to replay
+            self.midstream = True
+            self.c.sessions_midstream += 1
+            self._fake_syn(seq_add(seg.seq, -1), now, out)
         item = Pending(seg, pkt)
+        if self.fake:
+            # No window scaling was negotiated on a faked handshake: the client's scaled
+            # window would read as tiny.
+            tcpip.rewrite(pkt, 0, seg, window=65535)
+            seg.window = 65535
+        self.pending_bytes += seg.payload_len
+        if self.pending_bytes > self.p.max_pending_bytes:
+            self.abort(now, out, "overflow")
+            return
         pend = self.pending
         if not pend or not seq_lt(item.seq, pend[-1].seq):
             pend.append(item)
@@ -207,6 +258,25 @@ class Session:
                 i -= 1
             pend.insert(i, item)
         self._pump(now, out)
+
+    def isn_known(self) -> bool:
+        return self.syn_pkt is not None or self.state != CLOSED
+
+    def _fake_syn(self, seq: int, now: float, out: list) -> None:
+        """Open (or reopen) the target's side with a handshake of our own at `seq`."""
+        self.isn = seq
+        self.snd_nxt = self.t_una = seq_add(seq, 1)
+        self.fake = True
+        self.ts_ok = False
+        self.syn_pkt = tcpip.build(self.client_ip, self.p.target_ip, self.client_port,
+                                   self.p.target_port, seq, 0, SYN, window=65535,
+                                   options=b"\x02\x04" + self.p.fake_mss.to_bytes(2, "big"))
+        self.state = SYN_SENT
+        self.syn_tries = 1
+        self.syn_deadline = now + self.p.syn_rto
+        out.append(Announce(self.client_ip, self.client_port))
+        out.append(self.syn_pkt)
+        self._rewake()
 
     def _send_syn(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: list) -> None:
         self.isn = seg.seq
@@ -245,10 +315,15 @@ class Session:
             if not seq_gt(item.end, snd_nxt):
                 # Entirely before what we sent: a client retransmission.
                 pend.pop(0)
+                self.pending_bytes -= item.seg.payload_len
                 self.c.client_duplicates += 1
                 continue
             if seq_gt(item.seq, snd_nxt):
-                break  # a gap in the capture: wait for the missing bytes
+                # A gap in the capture: wait for the missing bytes, but not forever.
+                if self.gap_since == INF:
+                    self.gap_since = now
+                break
+            self.gap_since = INF
             if seq_lt(item.seq, snd_nxt):
                 # Partial overlap with what we sent: drop the old bytes.
                 trimmed = tcpip.trim_front(item.pkt, 0, item.seg, seq_diff(snd_nxt, item.seq))
@@ -264,18 +339,39 @@ class Session:
                 if expect > 0:
                     self.resp_expect = expect
             if plen:
+                if self.target_fin and self.responded and self.reconnect_count < self.p.max_reconnects:
+                    # The target closed (e.g. its idle timeout) and the client goes on:
+                    # reconnect on the same client port and send the request there.
+                    self._reconnect(now, out)
+                    return
                 new_request = self.any_request and item.cack != self.req_ack
-                if self.waiting and new_request and not self._response_complete(now):
+                if self.greeting:
+                    # The first request of a SYN session: if the client's ACK moved past
+                    # the handshake, the online server spoke first; wait for the target's
+                    # greeting as if it were a response.
+                    new_request = item.cack != self.req_ack
+                    if new_request:
+                        self.c.greetings += 1
+                    else:
+                        self.waiting = False
+                    self.greeting = False
+                if (self.waiting and new_request and not self.p.no_wait
+                        and not self._response_complete(now)):
                     break
                 if seq_diff(item.end, self.t_una) > self.t_win:
-                    break  # beyond the target's window: wait for it to open
+                    # Beyond the target's window: wait for it to open, probing if it is shut.
+                    if not self.unacked and self.persist_deadline == INF:
+                        self.persist_deadline = now + self.rto
+                    break
                 if not self.waiting or new_request:
                     self._start_request(item.cack, now)
             elif flags & FIN:
-                # A bare FIN goes once the target has everything before it and has answered.
-                if self.t_una != item.seq or (self.waiting and not self._response_complete(now)):
+                # A bare FIN goes once the target has answered and has everything before it.
+                if (self.waiting and not self._response_complete(now)) or self.t_una != item.seq:
                     break
             pend.pop(0)
+            self.pending_bytes -= plen
+            self.persist_deadline = INF
             self._transmit(item, out)
             self.snd_nxt = item.end
             self.unacked.append(item)
@@ -284,6 +380,25 @@ class Session:
             if flags & FIN:
                 self.fin_sent = True
         self._rewake()
+
+    def _reconnect(self, now: float, out: list) -> None:
+        """The target's side is gone but client data remains: reset whatever the target
+        still holds, then a faked handshake on the same client port, and replay from the
+        first byte the target did not acknowledge."""
+        self._send_rst(out)
+        self.c.reconnects += 1
+        self.reconnect_count += 1
+        resend = [i for i in self.unacked if seq_gt(i.end, self.t_una)]
+        self.unacked.clear()
+        self.pending[:0] = resend
+        first = self.pending[0].seq if self.pending else self.snd_nxt
+        self.target_fin = self.fin_sent = self.responded = False
+        self.waiting = self.greeting = False
+        self.rto_deadline = self.persist_deadline = INF
+        self.rto = self.p.rto_min
+        self.ack_tpl = None
+        self.dupacks = 0
+        self._fake_syn(seq_add(first, -1), now, out)
 
     def _start_request(self, cack: int, now: float) -> None:
         self.waiting = True
@@ -376,8 +491,14 @@ class Session:
             if flags & (FIN) or seg.payload_len:
                 self.ack_due = True
             return
+        self.t_last = now
         self.idle_deadline = now + self.p.session_timeout
         if flags & RST:
+            if self.state == ESTABLISHED and self._may_reconnect():
+                self._reconnect(now, out)
+                return
+            if self.midstream and not self.responded:
+                self.c.midstream_refused += 1
             self._finish("target_reset" if self.state == ESTABLISHED else "handshake_failed", now)
             return
         if self.state == SYN_SENT:
@@ -393,7 +514,7 @@ class Session:
             self.ack_due = True
             return
         if flags & ACK:
-            self._acked(seg.ack, now)
+            self._acked(seg, now, out)
             self.t_win = seg.window << self.t_wscale
         if self.ts_ok:
             ts = tcpip.timestamps(seg)
@@ -408,6 +529,7 @@ class Session:
                 self.resp_bytes += seq_diff(end, self.rcv_nxt)
                 self.rcv_nxt = end
                 self.resp_last = now
+                self.responded = True
             self.ack_due = True
         if flags & FIN:
             fin_seq = seq_add(seg.seq, plen)
@@ -418,6 +540,12 @@ class Session:
         if self.target_fin and self.fin_sent and self.t_una == self.snd_nxt:
             self._send_ack(out)
             self._finish("completed", now)
+            return
+        if flags & FIN and self.midstream and not self.responded and not self.any_request:
+            # A mid-stream session the target's application refused (a stateful protocol
+            # cannot be joined in the middle): count it, and end it cleanly.
+            self.c.midstream_refused += 1
+            self.abort(now, out, "target_reset")
             return
         self._pump(now, out)
 
@@ -435,6 +563,15 @@ class Session:
             self.syn_deadline = now + self.p.syn_rto
             self._rewake()
 
+    def _may_reconnect(self) -> bool:
+        """After a target RST: reconnect only if client data is still owed to the target and
+        the target did answer on this connection before (a target that refuses outright, as
+        a stateful server joined mid-stream does, would refuse again), a few times at most."""
+        if not self.responded or self.reconnect_count >= self.p.max_reconnects:
+            return False
+        return any(i.seg.payload_len for i in self.pending) or any(
+            i.seg.payload_len and seq_gt(i.end, self.t_una) for i in self.unacked)
+
     def _established(self, seg: tcpip.Segment, now: float, out: list) -> None:
         _mss, wscale, _sack, ts = tcpip.syn_options(seg)
         self.state = ESTABLISHED
@@ -449,14 +586,31 @@ class Session:
         self.syn_pkt = None
         self.c.sessions_established += 1
         self._send_ack(out)
+        if not self.fake and not self.any_request:
+            # Until the client's first data shows otherwise, the server may speak first.
+            self.greeting = True
+            self.waiting = True
+            self.req_ack = self.c_ack0 if self.c_ack0 >= 0 else 0
+            self.req_time = now
+            self.resp_bytes = 0
+            self.resp_expect = -1
         self._pump(now, out)
 
-    def _acked(self, ack: int, now: float) -> None:
+    def _acked(self, seg: tcpip.Segment, now: float, out: list) -> None:
+        ack = seg.ack
         if not seq_gt(ack, self.t_una):
+            if (ack == self.t_una and self.unacked and not seg.payload_len
+                    and not seg.flags & FIN and (seg.window << self.t_wscale) == self.t_win):
+                # A duplicate ACK: the target is missing the segment at t_una.
+                self.dupacks += 1
+                if self.dupacks == self.p.dupack_threshold:
+                    self._transmit(self.unacked[0], out)
+                    self.c.fast_retransmits += 1
             return
         if seq_gt(ack, self.snd_nxt):
             return  # acknowledges bytes we never sent: a stale or foreign record
         self.t_una = ack
+        self.dupacks = 0
         unacked = self.unacked
         while unacked and not seq_gt(unacked[0].end, ack):
             unacked.popleft()
@@ -491,12 +645,31 @@ class Session:
             self.c.retransmits += 1
             self.rto = min(self.rto * 2, self.p.rto_max)
             self.rto_deadline = now + self.rto
-        if now >= self.idle_deadline:
-            if self.state == ESTABLISHED:
-                self._send_rst(out)
-            self._finish("timed_out", now)
+        if now >= self.persist_deadline and self.pending and self.state == ESTABLISHED:
+            # The target's window stayed shut: send the next segment anyway; its answer
+            # carries the window we need to go on.
+            self.persist_deadline = INF
+            item = self.pending[0]
+            if not seq_gt(item.seq, self.snd_nxt) and item.seg.payload_len:
+                self.c.window_probes += 1
+                self.pending.pop(0)
+                self.pending_bytes -= item.seg.payload_len
+                self._transmit(item, out)
+                self.snd_nxt = item.end
+                self.unacked.append(item)
+                self.rto_deadline = now + self.rto
+        if now - self.gap_since >= self.p.gap_timeout:
+            self.abort(now, out, "capture_gap")
             return
-        if self.waiting and self.pending:
+        if now >= self.idle_deadline:
+            if (not self.pending and self.any_request and now < self.t_last + self.p.keepalive_timeout
+                    and (not self.waiting or self._response_complete(now))):
+                # An idle keep-alive connection that did its work: it may stay longer.
+                self.idle_deadline = self.t_last + self.p.keepalive_timeout
+            else:
+                self.abort(now, out, "timed_out")
+                return
+        if self.pending:
             self._pump(now, out)
         self._rewake()
 
@@ -504,7 +677,8 @@ class Session:
         if self.done:
             self.wake = self.linger_until
             return
-        wake = min(self.syn_deadline, self.idle_deadline)
+        wake = min(self.syn_deadline, self.idle_deadline, self.persist_deadline,
+                   self.gap_since + self.p.gap_timeout)
         if self.unacked and self.rto_deadline < wake:
             wake = self.rto_deadline
         if self.waiting and self.pending:
@@ -516,6 +690,8 @@ class Session:
         self.wake = wake
 
     def _finish(self, reason: str, now: float) -> None:
+        if self.midstream and reason in ("handshake_failed",) and not self.responded:
+            self.c.midstream_refused += 1
         self.done = True
         self.reason = reason
         self.state = CLOSED

@@ -15,6 +15,8 @@ from nfreplay.proto.seq import seq_diff
 from nfreplay.proto.tcpip import ACK, SYN
 from nfreplay.session.machine import INF, Counters, Params, Session
 
+TIMER_GRAIN = 0.001  # the finest timer step; a session never asks to wake sooner than this
+
 
 class SessionTable:
     """Creates sessions on a client SYN, routes packets and records to them, runs timers."""
@@ -45,9 +47,13 @@ class SessionTable:
         if s is None or s.done:
             if seg.flags & SYN and not seg.flags & ACK:
                 s = self._open(key, seg, now)
+            elif seg.payload_len and not self.p.syn_only:
+                s = self._open(key, seg, now)  # mid-stream: the session fakes its handshake
             else:
-                # Sessions that began before we started (mid-stream) are not replayed yet.
+                # Pure ACKs, FINs, RSTs of connections we never saw (or `syn_only`).
                 self.c.packets_no_session += 1
+                return
+            if s is None:
                 return
         elif seg.flags & SYN and not seg.flags & ACK and seg.seq != s.isn:
             # The client reused its port for a new connection before our replay of the old
@@ -82,12 +88,18 @@ class SessionTable:
         old = self.sessions.get(key)
         if old is not None and not old.done:
             old.abort(now, out, "superseded")
+        self.sessions.pop(key, None)
         s = self._open(key, held[0][0], now)
+        if s is None:
+            return
         for seg, pkt in held:
             s.client_packet(seg, pkt, now, out)
         self._schedule(s)
 
-    def _open(self, key: int, seg: tcpip.Segment, now: float) -> Session:
+    def _open(self, key: int, seg: tcpip.Segment, now: float) -> Session | None:
+        if len(self.sessions) >= self.p.max_sessions:
+            self.c.sessions_rejected_limit += 1
+            return None
         s = Session(self.p, self.c, seg.src, seg.sport, now)
         self.sessions[key] = s
         return s
@@ -130,6 +142,9 @@ class SessionTable:
             s.timer(now, out)
             if s.ack_due:
                 s.flush_ack(out)
+            if s.wake <= now and not s.done:
+                # Nothing a timer can do before the next event: never spin on it.
+                s.wake = now + TIMER_GRAIN
             self._after(s, key, now, out)
 
     def next_wake(self) -> float:

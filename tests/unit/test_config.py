@@ -244,6 +244,10 @@ BAD = [
     ("online", "reconnect_interval", "false", "online.reconnect_interval: must be a number of seconds, got false"),
     ("online", "snaplen", "67", "online.snaplen: must be 68-262144, got 67"),
     ("online", "snaplen", "262145", "online.snaplen: must be 68-262144, got 262145"),
+    ("online", "keepalive_timeout", "-1", "online.keepalive_timeout: must be a finite number of seconds > 0"),
+    ("online", "no_wait", '"yes"', "online.no_wait: must be true or false"),
+    ("online", "syn_only", "1", "online.syn_only: must be true or false"),
+    ("online", "max_sessions", "0", "online.max_sessions: must be 1-10000000, got 0"),
     ("assist", "target", '"198.18.0.3:0"', "assist.target.port: must be 1-65535, got 0"),
     ("assist", "target", '"198.18.0.256:80"', 'assist.target.ip: "198.18.0.256" is not an IPv4 address'),
     ("assist", "clients", '["198.18.1.1/24"]', 'assist.clients[0]: "198.18.1.1/24" has host bits set'),
@@ -305,7 +309,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 11 + 7 + 2
+    assert len(config.keys()) == 4 + 15 + 7 + 2
 
 
 # ------------------------------------------------------------------------------ overrides

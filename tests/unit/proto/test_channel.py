@@ -1,12 +1,12 @@
 """The tcpcopy/intercept control channel: reference §1.9 vectors, framing, split boundaries."""
 
 import random
+import struct
 from collections.abc import Callable
 
 import pytest
 
 from nfreplay.errors import WireError
-from nfreplay.proto import channel
 from nfreplay.proto.channel import (
     COMB_MAX, DEFAULT_PORT, MAX_TCP_HEADER_IN_RECORD, MSG_MIN_SIZE, MSG_SIZE, RECORD_SIZE,
     TYPE_CLIENT_ADD, TYPE_CLIENT_DEL, VERSION, ClientMessage, FrameDecoder, MessageDecoder,
@@ -75,22 +75,23 @@ def _stream() -> tuple[bytes, list[ClientMessage]]:
         ClientMessage(ip2int("10.1.2.4"), 2, TYPE_CLIENT_DEL, 0, 0),
         ClientMessage(0xFFFFFFFF, 65535, 77, 0xFFFFFFFF, 65535),  # unknown type: passed on
     ]
-    data = encode_version() + b"".join(
-        channel._MSG.pack(*m) if m.type != TYPE_CLIENT_ADD else encode_client_add(m.clt_ip, m.clt_port, m.target_ip, m.target_port)
-        for m in msgs
-    )
+    # Types other than CLIENT_ADD have no encoder (tcpcopy never sends them): pack by hand.
+    data = encode_version() + b"".join(struct.pack("!IHHIH", *m) for m in msgs)
+    assert data[14:28] == encode_client_add(CLT_IP, CLT_PORT, TGT_IP, TGT_PORT)
     return data, msgs
 
 
 def test_message_decoder_reference_handshake() -> None:
     dec = MessageDecoder()
     assert dec.version is None and not dec.version_mismatch
-    assert dec.feed(HANDSHAKE) == [ClientMessage(CLT_IP, CLT_PORT, TYPE_CLIENT_ADD, TGT_IP, TGT_PORT)]
+    assert dec.feed(HANDSHAKE) == [
+        ClientMessage(CLT_IP, CLT_PORT, TYPE_CLIENT_ADD, TGT_IP, TGT_PORT)
+    ]
     assert dec.version == VERSION and not dec.version_mismatch
 
 
-def _feed_split(dec: MessageDecoder | FrameDecoder, data: bytes, cuts: list[int]) -> list:  # type: ignore[type-arg]
-    out = []
+def _feed_split(dec: MessageDecoder | FrameDecoder, data: bytes, cuts: list[int]) -> list[object]:
+    out: list[object] = []
     prev = 0
     for cut in [*cuts, len(data)]:
         out += dec.feed(data[prev:cut])
@@ -119,7 +120,14 @@ def test_message_decoder_keeps_a_partial_message() -> None:
     assert dec.feed(b"") == []
 
 
-@pytest.mark.parametrize("first", [unhex(CLIENT_ADD_HEX), bytes(4) + b"\x9c\x40" + b"\x00\x06", b"\x00\x00\x00\x01" + bytes(4)])
+@pytest.mark.parametrize(
+    "first",
+    [
+        unhex(CLIENT_ADD_HEX),
+        bytes(4) + b"\x9c\x40" + b"\x00\x06",  # port alone is nonzero
+        b"\x00\x00\x00\x01" + bytes(4),  # ip alone is nonzero
+    ],
+)
 def test_message_decoder_rejects_old_client_after_8_bytes(first: bytes) -> None:
     dec = MessageDecoder()
     assert dec.feed(first[:7]) == []
@@ -143,7 +151,9 @@ def test_message_decoder_version_mismatch_is_accepted_and_flagged(version: int) 
 def test_message_decoder_ignores_the_version_message_target_fields() -> None:
     dec = MessageDecoder()
     hello = bytes(6) + b"\x00\x06" + b"\xff" * 6  # intercept never looks at bytes 8..13
-    assert dec.feed(hello + unhex(CLIENT_ADD_HEX)) == [ClientMessage(CLT_IP, CLT_PORT, 1, TGT_IP, TGT_PORT)]
+    assert dec.feed(hello + unhex(CLIENT_ADD_HEX)) == [
+        ClientMessage(CLT_IP, CLT_PORT, 1, TGT_IP, TGT_PORT)
+    ]
     assert not dec.version_mismatch
 
 
@@ -153,7 +163,9 @@ SYNACK_OPTIONS = unhex("020405b40402080a0004a3f100882a9c01030307")
 
 
 def synack() -> bytearray:
-    return build(TGT_IP, CLT_IP, TGT_PORT, CLT_PORT, 0x1A2B3C4D, 0x00BC614F, SYN | ACK, 28960, SYNACK_OPTIONS)
+    return build(
+        TGT_IP, CLT_IP, TGT_PORT, CLT_PORT, 0x1A2B3C4D, 0x00BC614F, SYN | ACK, 28960, SYNACK_OPTIONS
+    )
 
 
 def test_make_record_of_reference_synack_is_the_reference_record() -> None:
@@ -236,7 +248,12 @@ def test_frame_decoder_rejects_bad_count_as_soon_as_it_arrives(count: int) -> No
 
 @pytest.mark.parametrize(
     ("records", "message"),
-    [([], "0 records"), ([bytes(64)] * 17, "17 records"), ([bytes(63)], "63 bytes"), ([bytes(64), bytes(65)], "65 bytes")],
+    [
+        ([], "0 records"),
+        ([bytes(64)] * 17, "17 records"),
+        ([bytes(63)], "63 bytes"),
+        ([bytes(64), bytes(65)], "65 bytes"),
+    ],
 )
 def test_encode_frame_rejects_misuse(records: list[bytes], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -268,7 +285,8 @@ def test_make_record_truncates_tcp_header_over_44_bytes() -> None:
 
 
 def test_make_record_normalises_ip_options() -> None:
-    pkt = add_ip_options(build(TGT_IP, CLT_IP, 80, 40000, 5, 6, ACK | PSH, options=TS_DATA, payload=bytes(1448)), 8)
+    plain = build(TGT_IP, CLT_IP, 80, 40000, 5, 6, ACK | PSH, options=TS_DATA, payload=bytes(1448))
+    pkt = add_ip_options(plain, 8)
     assert pkt[0] == 0x47
     rec = make_record(pkt)
     assert rec[0] == 0x45

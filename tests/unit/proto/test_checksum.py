@@ -7,7 +7,9 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw
 
-from nfreplay.proto.checksum import adjust, checksum, fill_checksums, odd_delta, tcp_checksum, verify
+from nfreplay.proto.checksum import (
+    adjust, checksum, fill_checksums, odd_delta, tcp_checksum, verify,
+)  # fmt: skip
 from nfreplay.proto.tcpip import ACK, SYN, build, ip2int
 
 from .packets import random_packet, scapy_checksums, stored_checksums
@@ -64,7 +66,7 @@ def _scapy_packets() -> list[bytes]:
     out = []
     for i in range(200):
         payload = rng.randbytes(rng.choice([0, 1, 2, 3, 99, 1448, 1449]))
-        ip = IP(src=f"10.{i % 250}.{rng.randrange(256)}.1", dst="198.19.3.7", id=rng.randrange(65536))
+        ip = IP(src=f"10.{i % 250}.{rng.randrange(256)}.1", dst="198.19.3.7", id=i)
         if i % 5 == 0:
             ip.options = [b"\x01\x01\x01\x00"]  # 4 bytes of IP options: ihl 6
         tcp = TCP(
@@ -74,7 +76,7 @@ def _scapy_packets() -> list[bytes]:
             ack=rng.randrange(2**32),
             flags="PA",
             window=rng.randrange(65536),
-            options=rng.choice([[], [("NOP", None), ("NOP", None), ("Timestamp", (rng.randrange(2**32), 5))]]),
+            options=rng.choice([[], [("NOP", None), ("NOP", None), ("Timestamp", (i, 5))]]),
         )
         out.append(bytes(ip / tcp / Raw(payload)))
     return out
@@ -188,7 +190,8 @@ def test_odd_delta_for_a_field_at_an_odd_offset() -> None:
 
 
 def test_build_of_syn_matches_scapy_checksums() -> None:
-    pkt = build(ip2int("192.0.2.1"), ip2int("192.0.2.2"), 5555, 443, 77, 0, SYN, options=b"\x02\x04\x05\xb4")
+    mss = b"\x02\x04\x05\xb4"
+    pkt = build(ip2int("192.0.2.1"), ip2int("192.0.2.2"), 5555, 443, 77, 0, SYN, options=mss)
     parsed = IP(bytes(pkt))
     assert parsed[TCP].options == [("MSS", 1460)]
     assert scapy_checksums(pkt) == (parsed.chksum, parsed[TCP].chksum)

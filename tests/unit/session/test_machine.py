@@ -285,8 +285,9 @@ def test_idle_session_times_out_with_reset() -> None:
 
 def test_packets_without_session_are_counted_not_replayed() -> None:
     lab = Lab()
-    assert lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"mid-stream") == []
-    assert lab.c.packets_no_session == 1 and lab.c.sessions_opened == 0
+    assert lab.cl(ACK, ISN + 1, OSEQ + 1) == []  # a pure ACK of an unknown connection
+    assert lab.cl(FIN | ACK, ISN + 1, OSEQ + 1) == []
+    assert lab.c.packets_no_session == 2 and lab.c.sessions_opened == 0
 
 
 def test_reused_port_waits_for_previous_replay_then_starts() -> None:
@@ -381,3 +382,157 @@ def test_pure_acks_carry_current_timestamps_and_valid_checksums() -> None:
                                             for i in range(3)]
     assert [tcpip.timestamps(tcpip.parse(p)) for p in acks] == [
         (781, 123500), (782, 123600), (783, 123700)]
+
+
+# ----------------------------------------------------------------- issue 3 behaviours
+
+def mss_only(pkt: bytearray) -> bool:
+    return tcpip.options(tcpip.parse(pkt)) == [(tcpip.OPT_MSS, (1460).to_bytes(2, "big"))]
+
+
+def test_midstream_session_gets_a_faked_handshake() -> None:
+    lab = Lab()
+    out = lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET /mid HTTP/1.1\r\n\r\n")
+    assert out[0] == Announce(CLIENT, CPORT)
+    syn = tcpip.parse(out[1])
+    assert (syn.flags, syn.seq, syn.window) == (SYN, ISN, 65535) and mss_only(out[1])
+    out = lab.rec(SYN | ACK, TISN, ISN + 1)
+    assert [view(p)[2:6] for p in out] == [(ACK, ISN + 1, T1, 0), (ACK | PSH, ISN + 1, T1, 21)]
+    assert tcpip.parse(out[1]).window == 65535  # no scaling was negotiated
+    assert lab.c.sessions_midstream == 1
+
+
+def test_syn_only_ignores_midstream_sessions() -> None:
+    lab = Lab(Params(target_ip=TARGET, target_port=TPORT, syn_only=True))
+    assert lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"x") == []
+    assert lab.c.packets_no_session == 1 and lab.c.sessions_opened == 0
+
+
+def test_midstream_refused_by_a_stateful_target_is_counted() -> None:
+    lab = Lab()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"\x00\x00\x00\x08query")
+    lab.rec(SYN | ACK, TISN, ISN + 1)
+    lab.rec(RST | ACK, T1, ISN + 10)
+    assert lab.c.midstream_refused == 1 and lab.c.sessions_target_reset == 1
+
+
+def test_server_first_greeting_is_awaited_then_client_data_goes_without_extra_trigger() -> None:
+    lab = Lab()
+    lab.established()
+    # The online server greeted (20 bytes) and the client answered: its ACK covers them.
+    assert lab.cl(ACK | PSH, ISN + 1, OSEQ + 21, b"USER x\r\n") == []
+    out = lab.rec(ACK | PSH, T1, ISN + 1, 20)  # the target's greeting arrives
+    assert [view(p)[2:6] for p in out] == [(ACK | PSH, ISN + 1, (T1 + 20) % 2**32, 8)]
+    assert lab.c.greetings == 1
+
+
+def test_client_first_protocol_is_not_delayed_by_the_greeting_check() -> None:
+    lab = Lab()
+    lab.established()
+    out = lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n")
+    assert len(out) == 1 and lab.c.greetings == 0
+
+
+def test_no_wait_sends_the_next_request_at_once() -> None:
+    lab = Lab(Params(target_ip=TARGET, target_port=TPORT, no_wait=True))
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
+    out = lab.cl(ACK | PSH, ISN + 11, OSEQ + 81, b"b" * 10)  # response not yet seen
+    assert [view(p)[3] for p in out] == [ISN + 11]
+
+
+def test_target_reset_with_unsent_data_reconnects_on_the_same_port() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
+    lab.rec(ACK, T1, ISN + 11, 30)
+    lab.cl(ACK | PSH, ISN + 11, OSEQ + 31, b"b" * 10)  # second request, sent at once
+    out = lab.rec(RST, (T1 + 30) % 2**32, 0)  # the target drops the connection before acking it
+    assert [type(x).__name__ for x in out] == ["bytearray", "Announce", "bytearray"]
+    assert view(out[0])[2] == RST | ACK
+    assert tcpip.parse(out[2]).flags == SYN and tcpip.parse(out[2]).seq == ISN + 10
+    out = lab.rec(SYN | ACK, 7000, ISN + 11)
+    assert [view(p)[2:6] for p in out] == [(ACK, ISN + 11, 7001, 0), (ACK | PSH, ISN + 11, 7001, 10)]
+    assert lab.c.reconnects == 1 and lab.c.sessions_target_reset == 0
+
+
+def test_target_reset_without_unsent_data_ends_the_session() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
+    lab.rec(ACK, T1, ISN + 11, 30)
+    assert lab.rec(RST, (T1 + 30) % 2**32, 0) == []
+    assert lab.c.sessions_target_reset == 1 and lab.c.reconnects == 0
+
+
+def test_target_closed_first_then_a_new_request_reconnects() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
+    lab.rec(ACK, T1, ISN + 11, 30)
+    lab.advance(0.2)
+    lab.rec(FIN | ACK, (T1 + 30) % 2**32, ISN + 11)  # the target's idle timeout
+    out = lab.cl(ACK | PSH, ISN + 11, OSEQ + 31, b"b" * 10)
+    assert [type(x).__name__ for x in out] == ["bytearray", "Announce", "bytearray"]
+    assert view(out[0])[2] == RST | ACK and tcpip.parse(out[2]).seq == ISN + 10
+    assert lab.c.reconnects == 1
+
+
+def test_capture_gap_that_never_fills_ends_the_session_with_a_reset() -> None:
+    lab = Lab(Params(target_ip=TARGET, target_port=TPORT, gap_timeout=5.0))
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 11, OSEQ + 1, b"b" * 10)  # bytes 1..10 never captured
+    assert lab.advance(4.9) == []
+    out = lab.advance(0.2)
+    assert [view(p)[2] for p in out] == [RST | ACK]
+    assert lab.c.sessions_capture_gap == 1
+
+
+def test_buffer_overflow_ends_the_session() -> None:
+    lab = Lab(Params(target_ip=TARGET, target_port=TPORT, max_pending_bytes=25))
+    lab.established()
+    lab.cl(ACK, ISN + 11, OSEQ + 1, b"x" * 20)  # held behind a gap
+    out = lab.cl(ACK, ISN + 31, OSEQ + 1, b"y" * 20)
+    assert [view(p)[2] for p in out] == [RST | ACK] and lab.c.sessions_overflow == 1
+
+
+def test_idle_keepalive_session_outlives_session_timeout_until_keepalive_timeout() -> None:
+    lab = Lab(Params(target_ip=TARGET, target_port=TPORT, session_timeout=60.0,
+                     keepalive_timeout=300.0))
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
+    lab.rec(ACK, T1, ISN + 11, 30)
+    lab.advance(0.2)
+    assert lab.advance(100.0) == [] and lab.c.sessions_live == 1
+    out = lab.advance(200.0)
+    assert [view(p)[2] for p in out] == [RST | ACK] and lab.c.sessions_timed_out == 1
+
+
+def test_three_duplicate_acks_trigger_one_fast_retransmit() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK, ISN + 1, OSEQ + 1, b"a" * 10)
+    lab.cl(ACK, ISN + 11, OSEQ + 1, b"b" * 10)
+    outs = [lab.rec(ACK, T1, ISN + 1) for _ in range(4)]  # first segment lost
+    assert outs[:2] == [[], []]
+    assert [view(p)[3] for p in outs[2]] == [ISN + 1] and outs[3] == []
+    assert lab.c.fast_retransmits == 1
+
+
+def test_zero_window_is_probed_and_sending_resumes_on_update() -> None:
+    lab = Lab()
+    lab.established()
+    lab.rec(ACK, T1, ISN + 1, window=0)
+    assert lab.cl(ACK, ISN + 1, OSEQ + 1, b"a" * 10) == []
+    out = lab.advance(0.25)  # persist timer: a probe
+    assert [view(p)[3] for p in out] == [ISN + 1] and lab.c.window_probes == 1
+    lab.cl(ACK, ISN + 11, OSEQ + 1, b"b" * 10)
+    out = lab.rec(ACK, T1, ISN + 11, window=1000)  # update that acks everything
+    assert [view(p)[3] for p in out] == [ISN + 11]
+
+
+def test_session_cap_counts_what_it_refuses() -> None:
+    lab = Lab(Params(target_ip=TARGET, target_port=TPORT, max_sessions=1))
+    lab.cl(SYN, ISN)
+    assert lab.cl(SYN, ISN, port=CPORT + 1) == []
+    assert lab.c.sessions_rejected_limit == 1
