@@ -268,3 +268,43 @@ def test_colocated_assist_on_the_target(lab: Lab) -> None:
     assert count_captured(lab, sniffer) == 0
     assert lab.stop(online) == 0 and lab.stop(assist) == 0, lab.log("assist")
     assert lab.firewall_and_routes() == before
+
+
+def test_midstream_keepalive_sessions_replay_after_online_starts(lab: Lab) -> None:
+    """Connections opened before nfreplay-online started are joined mid-stream (faked
+    handshake); their later requests reach the target. With --syn-only they would not."""
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                 "--via", ADDR["assist"])
+    assist = lab.start_assist()
+    ready, go = lab.dir / "ready", lab.dir / "go"
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns["client"], sys.executable,
+         str(LOAD.with_name("midstream_client.py")), "--server", ADDR["online"],
+         "--sources", ",".join(CLIENTS), "--tag", "mid", "--connections", "20",
+         "--requests", "3", "--ready", str(ready), "--go", str(go)],
+        stdout=subprocess.PIPE, text=True, cwd=LOAD.parent)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), "phase 1 of the client never finished"
+        online = lab.start_online()
+        go.write_text("1")
+        out, _ = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert json.loads(out) == {"ok": 120, "failed": 0}
+    phase2 = {p for p in paths(online_log, "mid") if "/p2/" in p}
+    assert len(phase2) == 60
+    got = wait_for(target_log, "mid", phase2, timeout=30)
+    missing = phase2 - got
+    counters = fresh_status(lab, "online", "sessions_midstream")["daemons"][0]["counters"]
+    assert not missing, f"{len(missing)} mid-stream requests lost; {counters}"
+    assert not {p for p in got if "/p1/" in p}  # before the start: nothing to replay
+    assert counters["sessions_midstream"] == 20
+    assert lab.stop(online) == 0 and lab.stop(assist) == 0
+    lab.nfreplay("target", "nfreplay", "target", "down")

@@ -58,6 +58,53 @@ http {{
 """
 
 
+BIG_SIZE = 1 << 20  # the 1 MiB file nginx serves under /big/ (same bytes on online and target)
+
+# `$request_uri $status $bytes_sent $request_length` per line. /big/... answers the 1 MiB file
+# (any path under it), /up/... reads a request body of up to 2 MiB (proxied to a local server:
+# nginx counts a body in $request_length only when a module reads it, `return` discards it),
+# anything else answers "<name> <uri>" like NGINX_CONF ("online" and "target" are both 6 bytes
+# long, so the two servers' responses have the same length).
+NGINX_FILES_CONF = """\
+worker_processes 1;
+daemon off;
+master_process off;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    log_format files '$request_uri $status $bytes_sent $request_length';
+    access_log {dir}/access.log files;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 10000;
+    keepalive_timeout 30s;
+    client_max_body_size 2m;
+    client_body_buffer_size 2m;
+    server {{
+        listen {ip}:80 reuseport;
+        location /big/ {{ root {dir}/www; rewrite ^ /big.bin break; }}
+        location /up/ {{ proxy_pass http://127.0.0.1:8081; }}
+        location / {{ return 200 "{name} $request_uri\\n"; }}
+    }}
+    server {{
+        listen 127.0.0.1:8081;
+        access_log off;
+        location / {{ return 200 "{name} $request_uri\\n"; }}
+    }}
+}}
+"""
+
+
+def big_file_bytes() -> bytes:
+    """The content of /big/ (deterministic, so online and target serve the same bytes)."""
+    return bytes(range(256)) * (BIG_SIZE // 256)
+
+
 class Lab:
     """Builds the namespaces; `start_*` helpers run real daemons inside them."""
 
@@ -128,6 +175,20 @@ class Lab:
         self.wait_port(role, ADDR[role], 80)
         return d / "access.log"
 
+    def start_nginx_files(self, role: str) -> Path:
+        """nginx on `role` with NGINX_FILES_CONF (1 MiB download under /big/, up to 2 MiB
+        upload under /up/); returns its access log (`$request_uri $status $bytes_sent
+        $request_length` per line)."""
+        d = self.dir / f"nginx-files-{role}"
+        (d / "www").mkdir(parents=True)
+        (d / "www" / "big.bin").write_bytes(big_file_bytes())
+        conf = d / "nginx.conf"
+        conf.write_text(NGINX_FILES_CONF.format(dir=d, ip=ADDR[role], name=role))
+        self.spawn(role, ["nginx", "-c", str(conf), "-e", str(d / "error.log")],
+                   f"nginx-files-{role}.log")
+        self.wait_port(role, ADDR[role], 80)
+        return d / "access.log"
+
     def wait_port(self, role: str, ip: str, port: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -169,6 +230,37 @@ class Lab:
         p = self.spawn("online", argv, "online.log")
         self.wait_stats("online", p.pid)
         return p
+
+    def start_replay(self, port: int = 80, *online_extra: str
+                     ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+        """The replay path for a service on `port` (online:port → target:port), in the
+        README's order: the target's route, nfreplay-assist, then nfreplay-online (later
+        flags win, so `--target`/`--service` override start_assist/start_online's :80).
+        Returns (assist, online); `stop_replay` undoes it, and so does `close()`."""
+        self.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                      "--via", ADDR["assist"])
+        assist = self.start_assist("--target", f"{ADDR['target']}:{port}")
+        online = self.start_online("--service", f"{ADDR['online']}:{port}",
+                                   "--target", f"{ADDR['target']}:{port}", *online_extra)
+        return assist, online
+
+    def stop_replay(self, assist: subprocess.Popen[bytes],
+                    online: subprocess.Popen[bytes]) -> tuple[int, int]:
+        """nfreplay-online, then nfreplay-assist, then `target down`; the two exit codes."""
+        rc_online = self.stop(online)
+        rc_assist = self.stop(assist)
+        self.nfreplay("target", "nfreplay", "target", "down", check=False)
+        return rc_online, rc_assist
+
+    def online_status(self) -> dict:
+        """`daemons[0]` of `nfreplay status --json` in the online namespace ({} if none);
+        its "counters" are the session machine's (retransmits, sessions_*, ...)."""
+        done = self.nfreplay("online", "nfreplay", "status", "--json", check=False)
+        try:
+            daemons = json.loads(done.stdout)["daemons"]
+        except (ValueError, KeyError, TypeError):
+            return {}
+        return dict(daemons[0]) if daemons else {}
 
     def wait_stats(self, role: str, pid: int | None = None, timeout: float = 10.0) -> None:
         """Until `role`'s daemon (process `pid`, if given) has published its first snapshot:

@@ -1,0 +1,1 @@
+"""Client programs the protocol lab tests run inside the client namespace (as scripts)."""

@@ -1,0 +1,511 @@
+"""Session fidelity of the replay for real protocols, on real servers, in the four-namespace lab.
+
+What nfreplay replays today is sessions that start with a SYN while nfreplay-online runs, so
+every client here starts after nfreplay-online. Every test asserts on the TARGET server's own
+view, never on what the client was told (the client talks to the online server):
+
+- HTTP/1.1 (nginx): keep-alive sessions, pipelined requests (several in one send), a 1 MiB
+  download and a 1 MiB upload; the target's access log (`$request_uri $status $bytes_sent
+  $request_length`) must hold every path, with status 200, the download's full byte count
+  and the upload's full request length.
+- Redis (redis-server, redis-cli): many short sessions, one long session, one pipelined
+  (`--pipe`) session; every key must be on the target with its value.
+- PostgreSQL 15 (psql): one long session of many transactions and one connection per
+  transaction; every row must be on the target.
+- FTP (vsftpd, the server speaks first): the target's own command log.
+- HTTP keep-alive under 5 % random loss of the replayed packets, and of the target's replies
+  before they reach NFQUEUE: every request still reaches the target, and the online side's
+  `retransmits` / `syn_retransmits` counters move.
+
+HTTP, Redis and PostgreSQL must be replayed completely at this low rate (there is no reason
+for a single request to be lost: nothing is dropped, every session starts with a SYN). The
+fidelity figure printed for each (run with -rP to see it) is the share of what the online
+server saw that the target saw too. FTP's sessions are few and server-first; its figure is
+printed and bounded below by 95 % (one lost session in ten would already be a real bug, not
+noise: nothing in the lab drops packets in that test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.lab import netns
+from tests.lab.servers import FTP_PORT, PG_BIN, PG_PORT, REDIS_PORT, Postgres, Redis, Vsftpd
+from tests.lab.topology import ADDR, BIG_SIZE, CLIENTS, Lab
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)"),
+]
+
+HERE = Path(__file__).parent
+LOAD = HERE / "load.py"
+HTTP_CLIENT = HERE / "clients" / "http.py"
+FTP_CLIENT = HERE / "clients" / "ftp.py"
+LOSS = "0.05"
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with Lab() as lab:
+        yield lab
+
+
+@pytest.fixture
+def servers(lab: Lab) -> Iterator[Callable]:
+    """`servers(Redis, "target")` starts a server; every one is stopped (and its directory
+    removed) at the end of the test, whatever happened, before the Lab goes."""
+    with ExitStack() as stack:
+        def start(cls, role: str):
+            server = cls(lab, role)
+            stack.callback(server.stop)
+            return server.start()
+        yield start
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def in_client(lab: Lab, argv: list[str], timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return netns.run_in(lab.ns["client"], argv, check=False, timeout=timeout, **kw)
+
+
+def run_script(lab: Lab, script: Path, *args: str, timeout: float = 120) -> dict:
+    done = in_client(lab, [sys.executable, str(script), *args], timeout=timeout)
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        raise AssertionError(f"{script.name} {args}: exit {done.returncode}\n{done.stderr}")
+
+
+def wait_until(check: Callable[[], bool], timeout: float, step: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+
+
+def counters(lab: Lab) -> dict[str, int]:
+    return lab.online_status().get("counters", {})
+
+
+def nonzero(c: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in c.items() if v}
+
+
+def settled_counters(lab: Lab, timeout: float = 10.0) -> dict[str, int]:
+    """Online counters once no session is live any more (snapshots are taken once a second)."""
+    c: dict[str, int] = {}
+
+    def quiet() -> bool:
+        nonlocal c
+        c = counters(lab)
+        return bool(c) and c.get("sessions_live", 1) == 0
+
+    wait_until(quiet, timeout, 0.5)
+    return c
+
+
+def fidelity(name: str, got: int, want: int) -> float:
+    share = 100.0 * got / want if want else 0.0
+    print(f"fidelity {name}: {got}/{want} = {share:.1f} %")
+    return share
+
+
+def access_log(path: Path) -> dict[str, tuple[int, int, int]]:
+    """uri -> (status, bytes_sent, request_length) from NGINX_FILES_CONF's log format."""
+    entries = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 4:
+                entries[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[3]))
+    return entries
+
+
+# ------------------------------------------------------------------------------ HTTP
+
+
+def target_connections(lab: Lab, port: int) -> list[str]:
+    """The target's own TCP connections on `port` with a client (state, peer), TIME-WAIT
+    excluded: a replayed session closed as the client closed it leaves none."""
+    out = lab.sh("target", "ss", "-Htan", "state", "all", f"( sport = :{port} )").stdout
+    conns = []
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 5 and f[4].startswith("198.18.1.") and f[0] != "TIME-WAIT":
+            conns.append(f"{f[0]} {f[4]} send-q={f[2]}")
+    return conns
+
+
+def report_unclosed(lab: Lab, port: int, wait: float = 3.0) -> list[str]:
+    """Target connections still open `wait` s after the sessions ended (printed)."""
+    conns: list[str] = []
+
+    def closed() -> bool:
+        nonlocal conns
+        conns = target_connections(lab, port)
+        return not conns
+
+    wait_until(closed, wait, 0.5)
+    print(f"target connections on :{port} not closed: {len(conns)} {conns[:6]}")
+    return conns
+
+
+
+
+def wait_target_log(target_log: Path, want: dict[str, tuple[int, int, int]],
+                    timeout: float) -> dict[str, tuple[int, int, int]]:
+    got: dict[str, tuple[int, int, int]] = {}
+
+    def complete() -> bool:
+        nonlocal got
+        got = {u: e for u, e in access_log(target_log).items() if u in want}
+        return len(got) == len(want)
+
+    wait_until(complete, timeout)
+    return got
+
+
+def test_http_keepalive_and_pipelined(lab: Lab) -> None:
+    online_log = lab.start_nginx_files("online")
+    target_log = lab.start_nginx_files("target")
+    assist, online = lab.start_replay(80)
+
+    # Keep-alive sessions: 20 connections of 10 requests each, one at a time per connection.
+    done = in_client(lab, [sys.executable, str(LOAD), "--server", ADDR["online"],
+                           "--sources", ",".join(CLIENTS), "--tag", "ka", "--short", "0",
+                           "--keepalive", "20", "--per-conn", "10", "--threads", "4",
+                           "--deadline", "60"])
+    summary = json.loads(done.stdout)
+    assert summary["ok"] == 200 and summary["failed"] == 0, summary
+    # Pipelined: 10 connections x 2 batches of 5 requests, each batch written in one send.
+    summary = run_script(lab, HTTP_CLIENT, "--server", ADDR["online"], "--sources",
+                         ",".join(CLIENTS), "--tag", "hp", "--pipelined", "10", "--depth", "5",
+                         "--batches", "2", "--deadline", "60")
+    assert len(summary["ok"]) == 100 and not summary["failed"], summary
+
+    seen_online = {u: e for u, e in access_log(online_log).items()
+                   if "/ka/" in u or "/hp/" in u}
+    assert len(seen_online) == 300, f"online logged {len(seen_online)}"
+    got = wait_target_log(target_log, seen_online, timeout=30)
+    c = settled_counters(lab)
+    share = fidelity("http keep-alive + pipelined requests", len(got), len(seen_online))
+    missing = sorted(set(seen_online) - set(got))
+    assert share == 100.0, (f"{len(missing)} requests never reached the target, e.g. "
+                            f"{missing[:8]}; online counters: {nonzero(c)}")
+    assert all(e[0] == 200 for e in got.values()), got
+    assert sum(u.startswith("/p/") for u in got) == 100
+    assert c.get("sessions_established", 0) == 30, nonzero(c)
+    report_unclosed(lab, 80)
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "nfreplay sends the target TCP timestamps that go backwards, and the target's PAWS check "
+    "(RFC 7323) drops them: (A) client packets captured while the replay is in SYN_SENT do not "
+    "update c_tsval, so every synthetic ACK after an upload sent during the handshake carries "
+    "the SYN's TSval, the final ACK is dropped and the target's connection stays in LAST-ACK; "
+    "(B) client packets captured while a request is held (FIN, ACKs after the next request) "
+    "raise c_tsval before the held request is sent, so the request (older TSval) is dropped "
+    "and retransmitted unchanged until session_timeout: /after-big/... never reaches the "
+    "target"))
+def test_http_1mib_download_and_upload(lab: Lab) -> None:
+    online_log = lab.start_nginx_files("online")
+    target_log = lab.start_nginx_files("target")
+    assist, online = lab.start_replay(80)
+    # Three 1 MiB downloads and three 1 MiB uploads, each on its own connection and followed
+    # by a small request on it (held by nfreplay until the big response is complete).
+    summary = run_script(lab, HTTP_CLIENT, "--server", ADDR["online"], "--sources",
+                         ",".join(CLIENTS), "--tag", "hb", "--download", "3", "--upload", "3",
+                         "--deadline", "60")
+    assert len(summary["ok"]) == 12 and not summary["failed"], summary
+    seen_online = {u: e for u, e in access_log(online_log).items() if "/hb/" in u}
+    assert len(seen_online) == 12, f"online logged {len(seen_online)}"
+    got = wait_target_log(target_log, seen_online, timeout=15)
+    c = settled_counters(lab)
+    share = fidelity("http 1 MiB downloads/uploads + follow-up requests", len(got),
+                     len(seen_online))
+    unclosed = report_unclosed(lab, 80)
+    missing = sorted(set(seen_online) - set(got))
+    assert share == 100.0, (f"{len(missing)} requests never reached the target: {missing}; "
+                            f"online counters: {nonzero(c)}; target connections not closed: "
+                            f"{unclosed}")
+    for uri, (status, sent, length) in got.items():
+        o_status, o_sent, o_length = seen_online[uri]
+        assert status == 200 == o_status, (uri, got[uri], seen_online[uri])
+        if uri.startswith("/big/"):
+            # The whole file went out: the same byte count as the online server (headers of
+            # the same length included), and at least the file itself.
+            assert sent == o_sent and sent >= BIG_SIZE, (uri, got[uri], seen_online[uri])
+        if uri.startswith("/up/"):
+            # The whole 1 MiB body arrived: request line + headers + body, as on online.
+            assert length == o_length and length >= BIG_SIZE, (uri, got[uri], seen_online[uri])
+    assert sum(u.startswith("/big/") for u in got) == 3 and sum(u.startswith("/up/")
+                                                                 for u in got) == 3
+    # Every replayed connection was closed on the target as the client closed it online.
+    assert not unclosed, f"target connections not closed: {unclosed}; counters {nonzero(c)}"
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")
+
+
+# ------------------------------------------------------------------------------ Redis
+
+
+def redis_cli(lab: Lab, stdin: str, *extra: str) -> subprocess.CompletedProcess:
+    return in_client(lab, ["redis-cli", "-h", ADDR["online"], "-p", str(REDIS_PORT), *extra],
+                     input=stdin, timeout=60)
+
+
+def resp(*words: str) -> str:
+    return f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+
+
+def test_redis_short_long_and_pipelined_sessions(lab: Lab, servers: Callable) -> None:
+    online_db = servers(Redis, "online")
+    target_db = servers(Redis, "target")
+    assist, online = lab.start_replay(REDIS_PORT)
+    want: dict[str, str] = {}
+
+    # Many short sessions: one redis-cli each, SET then GET.
+    for i in range(40):
+        key, val = f"short:{i}", f"v-short-{i}"
+        done = redis_cli(lab, f"SET {key} {val}\nGET {key}\n")
+        assert done.returncode == 0 and done.stdout.split() == ["OK", val], done
+        want[key] = val
+    # One long session: 150 SET/GET pairs, each command answered before the next is sent.
+    lines = []
+    for i in range(150):
+        key, val = f"long:{i}", f"v-long-{i}-" + "x" * (i % 40)
+        lines += [f"SET {key} {val}", f"GET {key}"]
+        want[key] = val
+    done = redis_cli(lab, "\n".join(lines) + "\n")
+    assert done.returncode == 0 and done.stdout.count("OK") == 150, done.stderr
+    # One pipelined session (redis-cli --pipe writes everything, then reads the replies).
+    data = []
+    for i in range(200):
+        key, val = f"pipe:{i}", f"v-pipe-{i}"
+        data.append(resp("SET", key, val))
+        want[key] = val
+    done = redis_cli(lab, "".join(data), "--pipe")
+    assert done.returncode == 0 and "errors: 0, replies: 200" in done.stdout, done
+
+    assert online_db.mget(sorted(want)) == want  # the online server has them all (sanity)
+    keys = sorted(want)
+    got: dict[str, str | None] = {}
+
+    def complete() -> bool:
+        nonlocal got
+        got = target_db.mget(keys)
+        return got == want
+
+    wait_until(complete, timeout=30, step=0.5)
+    c = settled_counters(lab)
+    right = sum(got.get(k) == v for k, v in want.items())
+    share = fidelity("redis keys", right, len(want))
+    wrong = {k: got.get(k) for k, v in want.items() if got.get(k) != v}
+    assert share == 100.0, (f"{len(wrong)} keys missing or wrong on the target, e.g. "
+                            f"{dict(list(wrong.items())[:8])}; online counters: {nonzero(c)}")
+    assert c.get("sessions_established", 0) == 42, nonzero(c)
+    report_unclosed(lab, REDIS_PORT)
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")
+
+
+# ------------------------------------------------------------------------------ PostgreSQL
+
+PG_DDL = "CREATE TABLE items (id integer PRIMARY KEY, tag text NOT NULL, val text NOT NULL)"
+
+
+def transaction(ids: list[int], tag: str) -> str:
+    """One transaction, one statement per line: psql sends each as its own Query message."""
+    rows = "\n".join(f"INSERT INTO items VALUES ({i}, '{tag}', 'value-{i}');" for i in ids)
+    return (f"BEGIN;\n{rows}\nSELECT id, val FROM items WHERE id IN "
+            f"({', '.join(map(str, ids))}) ORDER BY id;\nCOMMIT;\n")
+
+
+def psql(lab: Lab, script: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PGCONNECT_TIMEOUT="10")
+    return in_client(lab, [str(PG_BIN / "psql"), "-h", ADDR["online"], "-p", str(PG_PORT),
+                           "-U", "postgres", "-d", "lab", "-X", "-q", "-At",
+                           "-v", "ON_ERROR_STOP=1", "-f", "-"], input=script, env=env,
+                     timeout=60)
+
+
+def test_postgres_long_session_and_connection_per_transaction(lab: Lab, servers: Callable) -> None:
+    online_db = servers(Postgres, "online")
+    target_db = servers(Postgres, "target")
+    for db in (online_db, target_db):  # the same database and table on both, before the replay
+        db.create_schema("lab", PG_DDL)
+    assist, online = lab.start_replay(PG_PORT)
+    want: set[int] = set()
+
+    # One long-lived session: 40 transactions of two INSERTs and a SELECT.
+    script = "".join(transaction([2 * t, 2 * t + 1], "long") for t in range(40))
+    done = psql(lab, script)
+    assert done.returncode == 0, done.stderr
+    want |= set(range(80))
+    # One connection per transaction: 20 psql sessions.
+    for t in range(20):
+        ids = [1000 + 2 * t, 1000 + 2 * t + 1]
+        done = psql(lab, transaction(ids, "short"))
+        assert done.returncode == 0, done.stderr
+        want |= set(ids)
+
+    online_ids = {int(r[0]) for r in online_db.query("SELECT id FROM items", "lab")}
+    assert online_ids == want  # sanity: the online server committed them all
+    got: set[int] = set()
+
+    def complete() -> bool:
+        nonlocal got
+        got = {int(r[0]) for r in target_db.query("SELECT id FROM items", "lab")}
+        return got >= want
+
+    wait_until(complete, timeout=30, step=0.5)
+    c = settled_counters(lab)
+    share = fidelity("postgresql rows", len(got & want), len(want))
+    missing = sorted(want - got)
+    assert share == 100.0, (f"{len(missing)} rows missing on the target: {missing[:20]}; "
+                            f"online counters: {nonzero(c)}; target saw:\n"
+                            f"{target_db.statements()[-3000:]}")
+    rows = target_db.query("SELECT id, tag, val FROM items ORDER BY id", "lab")
+    assert all(val == f"value-{i}" for i, _tag, val in rows)
+    assert c.get("sessions_established", 0) == 21, nonzero(c)
+    report_unclosed(lab, PG_PORT)
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")
+
+
+# ------------------------------------------------------------------------------ FTP
+
+
+FTP_COMMANDS = ("USER", "PASS", "PWD", "CWD", "NOOP", "QUIT")
+
+
+def test_ftp_server_first_sessions(lab: Lab, servers: Callable) -> None:
+    online_ftp = servers(Vsftpd, "online")
+    target_ftp = servers(Vsftpd, "target")
+    assist, online = lab.start_replay(FTP_PORT)
+
+    sessions = 10
+    summary = run_script(lab, FTP_CLIENT, "--server", ADDR["online"], "--sources",
+                         ",".join(CLIENTS), "--tag", "ftp", "--sessions", str(sessions),
+                         "--deadline", "60")
+    assert len(summary["ok"]) == sessions, summary
+
+    def verbs(cmds: list[tuple[str, str]]) -> dict[str, int]:
+        return {v: sum(line.split(" ")[0].upper() == v for _ip, line in cmds)
+                for v in FTP_COMMANDS}
+
+    online_cmds = online_ftp.commands()
+    assert verbs(online_cmds) == {v: sessions for v in FTP_COMMANDS}, online_cmds
+    want = {f"CWD /ftp/{i}" for i in range(sessions)}
+    got: set[str] = set()
+
+    def complete() -> bool:
+        nonlocal got
+        cmds = target_ftp.commands()
+        got = {line for _ip, line in cmds if line in want}
+        return got == want and verbs(cmds)["QUIT"] == sessions
+
+    wait_until(complete, timeout=20)
+    c = settled_counters(lab)
+    target_cmds = target_ftp.commands()
+    share = fidelity("ftp sessions (CWD seen)", len(got), sessions)
+    detail = (f"target's verbs {verbs(target_cmds)}, online's {verbs(online_cmds)}; "
+              f"online counters: {nonzero(c)}; target log:\n{target_ftp.logtext()[-3000:]}")
+    assert share >= 95.0, detail
+    assert verbs(target_cmds) == verbs(online_cmds), detail
+    # The clients' own addresses are kept: the target logs the client, not the online host.
+    assert {ip for ip, _ in target_cmds} <= set(CLIENTS), detail
+    report_unclosed(lab, FTP_PORT)
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")
+
+
+# ------------------------------------------------------------------------------ loss
+
+
+def saved_with(lab: Lab, role: str, needle: str) -> str:
+    """The iptables flavour (`iptables-nft` / `iptables-legacy`) whose ruleset holds `needle`."""
+    for tool in ("iptables-nft", "iptables-legacy"):
+        if needle in lab.sh(role, f"{tool}-save", check=False).stdout:
+            return tool
+    raise AssertionError(f"no iptables ruleset in {role} holds {needle!r}")
+
+
+def rule_hits(lab: Lab, role: str, tool: str, table: str, chain: str, comment: str) -> int:
+    out = lab.sh(role, tool, "-t", table, "-L", chain, "-v", "-x", "-n").stdout
+    for line in out.splitlines():
+        if comment in line:
+            return int(line.split()[0])
+    raise AssertionError(f"rule {comment!r} not found in {role} {table} {chain}:\n{out}")
+
+
+@pytest.mark.parametrize("where", ["replayed", "replies"])
+def test_http_keepalive_survives_random_loss(lab: Lab, where: str) -> None:
+    """5 % random loss of (replayed) the packets nfreplay-online sends to the target, dropped
+    in the online namespace's OUTPUT (raw IP_HDRINCL sends traverse it: the rule's counter
+    shows it), or of (replies) the target's replies, dropped on the assistant before its
+    NFQUEUE rule (so nfreplay-assist never reports them)."""
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    before = lab.firewall_and_routes()
+    assist, online = lab.start_replay(80)
+    comment = f"nfreplay-test-loss-{lab.prefix}"
+    if where == "replayed":
+        role, tool, table, chain = "online", "iptables", "filter", "OUTPUT"
+        match = ["-p", "tcp", "-d", ADDR["target"], "--dport", "80"]
+    else:
+        role, table, chain = "assist", "raw", "PREROUTING"
+        tool = saved_with(lab, "assist", "nfreplay:assist:")  # the same table as the NFQUEUE rule
+        match = ["-p", "tcp", "-s", ADDR["target"], "--sport", "80"]
+    rule = [table, chain, *match, "-m", "statistic", "--mode", "random", "--probability", LOSS,
+            "-m", "comment", "--comment", comment, "-j", "DROP"]
+    lab.sh(role, tool, "-t", rule[0], "-I", rule[1], "1", *rule[2:])
+    try:
+        done = in_client(lab, [sys.executable, str(LOAD), "--server", ADDR["online"],
+                               "--sources", ",".join(CLIENTS), "--tag", f"loss{where}",
+                               "--short", "120", "--keepalive", "40", "--per-conn", "5",
+                               "--threads", "4", "--deadline", "60"])
+        summary = json.loads(done.stdout)
+        assert summary["ok"] == 320 and summary["failed"] == 0, summary
+        tag = f"/loss{where}/"
+        want = {p for p in online_log.read_text().split() if tag in p}
+        assert len(want) == 320
+        got: set[str] = set()
+
+        def complete() -> bool:
+            nonlocal got
+            got = {p for p in target_log.read_text().split() if tag in p}
+            return got >= want
+
+        wait_until(complete, timeout=60, step=0.5)
+        c = settled_counters(lab, timeout=20)
+        hits = rule_hits(lab, role, tool, table, chain, comment)
+        extra = lab.online_status().get("extra", {})
+    finally:
+        lab.sh(role, tool, "-t", rule[0], "-D", rule[1], *rule[2:], check=False)
+    share = fidelity(f"http under {LOSS} loss of {where}", len(got & want), len(want))
+    print(f"loss of {where}: {hits} packets dropped; retransmits={c.get('retransmits')} "
+          f"syn_retransmits={c.get('syn_retransmits')} send_errors={extra.get('send_errors')}")
+    missing = sorted(want - got)
+    assert share == 100.0, (f"{len(missing)} requests never reached the target, e.g. "
+                            f"{missing[:8]}; online counters: {nonzero(c)}")
+    assert hits > 0, "the loss rule never matched"
+    assert c.get("retransmits", 0) > 0 and c.get("syn_retransmits", 0) > 0, nonzero(c)
+    assert c.get("sessions_handshake_failed", 0) == 0, nonzero(c)
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")
+    assert lab.firewall_and_routes() == before  # the loss rule is gone, so is nfreplay's
