@@ -119,7 +119,7 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
         os.makedirs(cfg.general.state_dir, exist_ok=True)
         common.daemonize(paths.pid[: -len(".pid")] + ".log")
     stop = common.Stop()
-    engine = OnlineEngine(params, capture, sender, assistants,
+    engine = OnlineEngine(params, capture, sender, assistants, mtu=o.mtu,
                           reconnect_interval=o.reconnect_interval)
     with common.pid_file(paths, "online", cfg.general.instance):
         stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from nfreplay.adapters.channel import Assistant
 from nfreplay.errors import WireError
 from nfreplay.proto import channel, tcpip
+from nfreplay.proto.resegment import split
 from nfreplay.proto.tcpip import SYN
 from nfreplay.session.machine import Announce, Counters, Params
 from nfreplay.session.table import SessionTable
@@ -27,7 +28,8 @@ class OnlineEngine:
     """Runs until `stop()` says so; adapters come in through the constructor."""
 
     def __init__(self, params: Params, capture: object, sender: object,
-                 assistants: Sequence[Assistant], *, reconnect_interval: float = 2.0,
+                 assistants: Sequence[Assistant], *, mtu: int = 1500,
+                 reconnect_interval: float = 2.0,
                  connect_timeout: float = 0.5, clock: Callable[[], float] = time.monotonic,
                  counters: Counters | None = None) -> None:
         self.p = params
@@ -35,6 +37,7 @@ class OnlineEngine:
         self.sender = sender
         self.assistants = list(assistants)
         self.reconnect_interval = reconnect_interval
+        self.mtu = mtu
         self.connect_timeout = connect_timeout
         self.clock = clock
         self.c = counters if counters is not None else Counters()
@@ -65,6 +68,12 @@ class OnlineEngine:
             # Nobody could report the target's replies: the session would only leave a
             # half-open connection on the target. Count it instead.
             self.c.sessions_skipped_no_channel += 1
+            return
+        if seg.tot_len > self.mtu:
+            # A GRO/TSO capture: the raw socket would refuse it, so send it in MTU pieces.
+            self.c.packets_split += 1
+            for piece in split(pkt, seg, self.mtu):
+                self.table.client_packet(tcpip.parse(piece), piece, self.now, self.out)
             return
         self.table.client_packet(seg, pkt, self.now, self.out)
 
