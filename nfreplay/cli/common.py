@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -153,7 +154,15 @@ def report_teardown(problems: list[str], what: str) -> int:
     return 1 if problems else 0
 
 
+def process_usage() -> dict[str, float]:
+    """CPU seconds and peak memory of this process (tcpcopy logs the same every 60 s)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_user_s": round(ru.ru_utime, 2), "cpu_sys_s": round(ru.ru_stime, 2),
+            "max_rss_kib": ru.ru_maxrss}
+
+
 def publish(stats_file: stats.StatsFile, counters: Any, extra: Mapping[str, object]) -> None:
+    extra = {**extra, "process": process_usage()}
     try:
         stats_file.write(counters.snapshot(), extra)
     except OSError as exc:  # a full /run must not kill the replay

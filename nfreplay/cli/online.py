@@ -131,9 +131,13 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
         log.info("up: capturing %r on %s, replaying to %s:%d", bpf(cfg), o.interface,
                  o.target_ip, o.target_port)
         next_publish = 0.0
+        next_check = engine.now + 30.0
         try:
             while not stop.requested:
                 engine.step(engine.next_timeout())
+                if engine.now >= next_check:
+                    next_check = engine.now + 30.0
+                    warn_if_handshakes_fail(engine.c)
                 if engine.now >= next_publish:
                     next_publish = engine.now + 1.0
                     received, dropped, ifdropped = capture.stats()
@@ -153,6 +157,16 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
             capture.close()
             sender.close()
     return 0
+
+
+def warn_if_handshakes_fail(c) -> None:  # type: ignore[no-untyped-def]
+    """tcpcopy's "many connections can't be established", with what to check."""
+    opened = c.sessions_opened
+    if opened >= 20 and c.sessions_established * 100 < opened * 80:
+        log.warning("only %d of %d sessions reached the target's handshake: are the target's "
+                    "replies routed to the assistant (nfreplay target up) and queued there "
+                    "(nfreplay status on the assistant: packets_queued)?",
+                    c.sessions_established, opened)
 
 
 def entry() -> None:

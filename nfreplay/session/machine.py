@@ -118,7 +118,9 @@ class Counters(BaseCounters):
         "records_received", "records_no_session", "records_bad", "acks_sent", "resets_sent",
         "stale_resets", "sessions_skipped_no_channel", "sessions_midstream", "reconnects",
         "fast_retransmits", "window_probes", "greetings", "midstream_refused",
-        "sessions_rejected_limit", "packets_split", *(f"sessions_{r}" for r in REASONS),
+        "sessions_rejected_limit", "packets_split", "client_syns", "client_data_packets",
+        "records_data", "records_fin", "records_rst", "syns_sent", "data_packets_sent",
+        "fins_sent", *(f"sessions_{r}" for r in REASONS),
     )
 
 
@@ -276,6 +278,7 @@ class Session:
         self.syn_deadline = now + self.p.syn_rto
         out.append(Announce(self.client_ip, self.client_port))
         out.append(self.syn_pkt)
+        self.c.syns_sent += 1
         self._rewake()
 
     def _send_syn(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: list) -> None:
@@ -291,6 +294,7 @@ class Session:
         self.syn_deadline = now + self.p.syn_rto
         out.append(Announce(self.client_ip, self.client_port))
         out.append(pkt)
+        self.c.syns_sent += 1
         self._rewake()
 
     # ----------------------------------------------------------------- sending to the target
@@ -445,6 +449,10 @@ class Session:
                 tcpip.set_tsecr(pkt, off, self.t_tsval)
         self.last_ack_sent = self.rcv_nxt
         self.ack_due = False
+        if seg.payload_len:
+            self.c.data_packets_sent += 1
+        if seg.flags & FIN:
+            self.c.fins_sent += 1
         out.append(pkt)
 
     def _synthetic(self, flags: int, seq: int, ack: int) -> bytearray:
@@ -493,6 +501,14 @@ class Session:
             return
         self.t_last = now
         self.idle_deadline = now + self.p.session_timeout
+        c = self.c
+        if seg.payload_len:
+            c.records_data += 1
+        if flags & (FIN | RST):
+            if flags & FIN:
+                c.records_fin += 1
+            else:
+                c.records_rst += 1
         if flags & RST:
             if self.state == ESTABLISHED and self._may_reconnect():
                 self._reconnect(now, out)
@@ -560,6 +576,7 @@ class Session:
         if self.syn_pkt is not None:
             out.append(self.syn_pkt)
             self.c.syn_retransmits += 1
+            self.c.syns_sent += 1
             self.syn_deadline = now + self.p.syn_rto
             self._rewake()
 
@@ -637,6 +654,7 @@ class Session:
                 return
             self.syn_tries += 1
             self.c.syn_retransmits += 1
+            self.c.syns_sent += 1
             out.append(self.syn_pkt)
             self.syn_deadline = now + self.p.syn_rto * (2 ** (self.syn_tries - 1))
         if now >= self.rto_deadline and self.unacked:

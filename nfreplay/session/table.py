@@ -39,6 +39,11 @@ class SessionTable:
     def client_packet(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: list) -> None:
         """A client→service packet, as captured (`pkt` is ours to modify)."""
         key = (seg.src << 16) | seg.sport
+        c = self.c
+        if seg.payload_len:
+            c.client_data_packets += 1
+        elif seg.flags & SYN:
+            c.client_syns += 1
         s = self.sessions.get(key)
         held = self._held.get(key)
         if held is not None and self._belongs_to_next(seg, s, held):

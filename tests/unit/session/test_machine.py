@@ -536,3 +536,19 @@ def test_session_cap_counts_what_it_refuses() -> None:
     lab.cl(SYN, ISN)
     assert lab.cl(SYN, ISN, port=CPORT + 1) == []
     assert lab.c.sessions_rejected_limit == 1
+
+
+def test_counters_of_one_midstream_session_match_tcpcopys() -> None:
+    """Reference §6 item 34: one mid-stream session → send syn 1, for no syn 1, conns 1."""
+    lab = Lab()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n")
+    lab.rec(SYN | ACK, TISN, ISN + 1)
+    lab.rec(ACK | PSH, T1, ISN + 19, 100)
+    lab.cl(FIN | ACK, ISN + 19, OSEQ + 101)
+    lab.rec(FIN | ACK, (T1 + 100) % 2**32, ISN + 20)
+    snap = lab.c.snapshot()
+    expect = {"syns_sent": 1, "sessions_midstream": 1, "sessions_established": 1,
+              "client_data_packets": 1, "client_syns": 0, "data_packets_sent": 1,
+              "fins_sent": 1, "records_data": 1, "records_fin": 1, "records_rst": 0,
+              "sessions_completed": 1, "sessions_live": 0, "reconnects": 0}
+    assert {k: snap[k] for k in expect} == expect
