@@ -6,4 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/setup.sh --tests
+# Undefined names, unused imports and syntax errors fail the run before any test does.
+.venv/bin/ruff check --quiet --select F,E9 nfreplay tests
 exec .venv/bin/python -m pytest -p no:cacheprovider -ra "$@" tests

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 import warnings
 from collections.abc import Sequence
 
@@ -64,30 +63,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
-    if args.action == "status":
-        from nfreplay.cli.main import status_main
-        return status_main(["--role", "assist", *common_passthrough(args)])
-    cfg = common.load_config(args, "assist" if args.action == "up" else "status", FLAGS)
-    common.setup_logging(cfg.general.log_level)
-    common.require_root()
-    paths = stats.state_paths(cfg.general.state_dir, "assist", cfg.general.instance)
-    if args.action == "down":
-        pid = common.stop_running(paths)
-        if pid:
-            log.info("stopped pid %d", pid)
-        problems = common.rule_manager(cfg, "assist").down()
-        return common.report_teardown(problems, "nfreplay-assist down")
-    return up(cfg, paths, daemon=args.daemon)
-
-
-def common_passthrough(args: argparse.Namespace) -> list[str]:
-    out = []
-    for flag in ("config", "instance", "state_dir"):
-        value = getattr(args, flag)
-        if value:
-            out += ["--" + flag.replace("_", "-"), value]
-    return out
+    return common.role_main(parser().parse_args(argv), "assist", FLAGS, up)
 
 
 def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no-untyped-def]

@@ -169,6 +169,28 @@ def publish(stats_file: stats.StatsFile, counters: Any, extra: Mapping[str, obje
         log.warning("stats: %s", exc)
 
 
+def role_main(args: argparse.Namespace, role: str, flags: Mapping[str, str],
+              up: Callable[..., int]) -> int:
+    """`up`, `down` and `status` of a daemon role (online, assist)."""
+    if args.action == "status":
+        from nfreplay.cli.main import status_main
+        passthrough = []
+        for flag in ("config", "instance", "state_dir"):
+            if getattr(args, flag):
+                passthrough += ["--" + flag.replace("_", "-"), getattr(args, flag)]
+        return status_main(["--role", role, *passthrough])
+    cfg = load_config(args, role if args.action == "up" else "status", flags)
+    setup_logging(cfg.general.log_level)
+    require_root()
+    paths = stats.state_paths(cfg.general.state_dir, role, cfg.general.instance)
+    if args.action == "up":
+        return up(cfg, paths, daemon=args.daemon)
+    pid = stop_running(paths)
+    print(f"nfreplay-{role}: stopped pid {pid}" if pid else f"nfreplay-{role}: not running")
+    # Also after a kill -9: whatever the instance installed goes (the journal says what).
+    return report_teardown(rule_manager(cfg, role).down(), f"nfreplay-{role} down")
+
+
 def rule_manager(cfg: config_mod.Config, role: str) -> Any:
     """The rule manager of `role` for this instance, on the host's backends."""
     from nfreplay.rules import iptables

@@ -8,8 +8,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from nfreplay import config as config_mod
-from nfreplay import stats, status
+from nfreplay import status
 from nfreplay.cli import common
 from nfreplay.errors import ConfigError
 

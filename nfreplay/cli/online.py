@@ -75,20 +75,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
-    if args.action == "status":
-        from nfreplay.cli.assist import common_passthrough
-        from nfreplay.cli.main import status_main
-        return status_main(["--role", "online", *common_passthrough(args)])
-    cfg = common.load_config(args, "online" if args.action == "up" else "status", FLAGS)
-    common.setup_logging(cfg.general.log_level)
-    common.require_root()
-    paths = stats.state_paths(cfg.general.state_dir, "online", cfg.general.instance)
-    if args.action == "down":
-        pid = common.stop_running(paths)
-        print(f"nfreplay-online: stopped pid {pid}" if pid else "nfreplay-online: not running")
-        return 0
-    return up(cfg, paths, daemon=args.daemon)
+    return common.role_main(parser().parse_args(argv), "online", FLAGS, up)
 
 
 def bpf(cfg) -> str:  # type: ignore[no-untyped-def]
