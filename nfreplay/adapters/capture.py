@@ -51,7 +51,7 @@ class Capture:
     """A live capture of one interface with a BPF filter, non-blocking, select()-able."""
 
     def __init__(self, interface: str, bpf: str, snaplen: int = 65535,
-                 buffer_size: int = 32 << 20) -> None:
+                 buffer_size: int = 64 << 20) -> None:
         try:
             import pcapy  # type: ignore[import-untyped]
         except ImportError as exc:  # pragma: no cover - packaging problem
@@ -66,8 +66,12 @@ class Capture:
             p = pcapy.create(interface)
             p.set_snaplen(snaplen)
             p.set_promisc(0)
-            # TPACKET_V3 hands over a block when it is full or this old (ms): the latency bound.
-            p.set_timeout(1)
+            # TPACKET_V3 hands over a block when it is full or this old (ms). A block is
+            # 256 KiB whatever it holds, so a short timeout turns the buffer into a few
+            # hundred mostly empty blocks (1 ms: ~150 ms of traffic before drops, measured);
+            # 10 ms, intercept's pcap timeout too, buffers ~1.3 s at low rates and costs at
+            # most 10 ms of replay delay.
+            p.set_timeout(10)
             p.set_buffer_size(buffer_size)
             status = p.activate()
             if status is not None and status < 0:

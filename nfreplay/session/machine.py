@@ -216,10 +216,11 @@ class Session:
         if self.done:
             return
         self.c_win = seg.window
-        if self.ts_ok or self.state == CLOSED:
-            ts = tcpip.timestamps(seg)
-            if ts is not None and seq_gt(ts[0], self.c_tsval):
-                self.c_tsval = ts[0]
+        # Tracked in every state: packets captured while our SYN is still unanswered carry
+        # newer TSvals, and an ACK of ours with an older one fails the target's PAWS check.
+        ts = tcpip.timestamps(seg)
+        if ts is not None and seq_gt(ts[0], self.c_tsval):
+            self.c_tsval = ts[0]
         if flags & SYN:
             if self.state == CLOSED and not self.isn_known():
                 self._send_syn(seg, pkt, now, out)
@@ -447,6 +448,10 @@ class Session:
             off = tcpip.find_option_offset(pkt, seg.off + seg.ihl, seg.doff, tcpip.OPT_TS)
             if off >= 0:
                 tcpip.set_tsecr(pkt, off, self.t_tsval)
+                # TSval never goes back on the wire: our ACKs already carried the newest
+                # one captured, and the target's PAWS check drops anything older.
+                if seq_lt(int.from_bytes(pkt[off + 2:off + 6], "big"), self.c_tsval):
+                    tcpip.set_tsval(pkt, off, self.c_tsval)
         self.last_ack_sent = self.rcv_nxt
         self.ack_due = False
         if seg.payload_len:

@@ -49,6 +49,9 @@ class SessionTable:
         if held is not None and self._belongs_to_next(seg, s, held):
             held.append((seg, pkt))
             return
+        if s is not None and s.done and not seg.payload_len and not seg.flags & SYN:
+            c.client_acks_absorbed += 1  # the client's last ACK of a finished session
+            return
         if s is None or s.done:
             if seg.flags & SYN and not seg.flags & ACK:
                 s = self._open(key, seg, now)

@@ -552,3 +552,28 @@ def test_counters_of_one_midstream_session_match_tcpcopys() -> None:
               "fins_sent": 1, "records_data": 1, "records_fin": 1, "records_rst": 0,
               "sessions_completed": 1, "sessions_live": 0, "reconnects": 0}
     assert {k: snap[k] for k in expect} == expect
+
+
+def test_client_timestamps_captured_before_the_syn_ack_are_tracked() -> None:
+    """Request and FIN captured while our SYN is unanswered: our ACKs must not carry the SYN's
+    older TSval (the target's PAWS check would drop them)."""
+    lab = Lab()
+    lab.cl(SYN, ISN, opts=ts_opt(100, 0))
+    lab.cl(ACK, ISN + 1, OSEQ + 1, opts=ts_opt(100, 5))
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n", opts=ts_opt(101, 5))
+    lab.cl(FIN | ACK, ISN + 19, OSEQ + 301, opts=ts_opt(102, 6))
+    out = lab.rec(SYN | ACK, TISN, ISN + 1, opts=ts_opt(9000, 100))
+    assert [view(p)[2] for p in out] == [ACK, ACK | PSH]
+    # Our handshake ACK carries the newest TSval captured, and the request is raised to it.
+    assert [tcpip.timestamps(tcpip.parse(p)) for p in out] == [(102, 9000), (102, 9000)]
+
+
+def test_last_ack_of_a_finished_session_is_absorbed_not_counted_as_unknown() -> None:
+    lab = Lab()
+    lab.established()
+    lab.rec(FIN | ACK, T1, ISN + 1)
+    lab.cl(FIN | ACK, ISN + 1, OSEQ + 2)
+    lab.rec(ACK, (T1 + 1) % 2**32, ISN + 2)
+    assert lab.c.sessions_completed == 1
+    lab.cl(ACK, ISN + 2, OSEQ + 2)
+    assert lab.c.packets_no_session == 0
