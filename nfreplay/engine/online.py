@@ -140,12 +140,12 @@ class OnlineEngine:
             self.connect(now)
 
     def _emit(self) -> None:
+        """Put this wake-up's announcements on the control channel, flush it once, then send
+        the packets: every CLIENT_ADD leaves before the SYN it announces."""
         out = self.out
         if not out:
             return
-        send = self.sender.send  # type: ignore[attr-defined]
-        target = self.target
-        c = self.c
+        announced = False
         for cmd in out:
             if type(cmd) is Announce:
                 msg = channel.encode_client_add(cmd.client_ip, cmd.client_port,
@@ -155,13 +155,19 @@ class OnlineEngine:
                     ok = a.announce(msg) or ok
                 if not ok:
                     self.announces_failed += 1
-                # Announcements must leave before the SYN they announce.
-                for a in self.assistants:
-                    for conn in a.live():
-                        if conn.out:
-                            conn.flush()
-            elif send(cmd, target):
-                c.packets_sent += 1
+                announced = True
+        if announced:
+            for a in self.assistants:
+                for conn in a.live():
+                    if conn.out:
+                        conn.flush()
+        send = self.sender.send  # type: ignore[attr-defined]
+        target = self.target
+        sent = 0
+        for cmd in out:
+            if type(cmd) is not Announce and send(cmd, target):
+                sent += 1
+        self.c.packets_sent += sent
         out.clear()
 
     def _drop(self, conn: object, why: str) -> None:
