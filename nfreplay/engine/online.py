@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import select
+import socket
 import time
 from collections.abc import Callable, Sequence
 
@@ -42,7 +43,7 @@ class OnlineEngine:
         self.clock = clock
         self.c = counters if counters is not None else Counters()
         self.table = SessionTable(params, self.c)
-        self.target = tcpip.int2ip(params.target_ip)
+        self._names: dict[bytes, str] = {}  # packed IPv4 -> dotted, for sendto()
         self.out: list = []
         self.now = clock()
         self._next_connect = 0.0
@@ -98,9 +99,8 @@ class OnlineEngine:
                 log.info("control channel to %s: %d/%d connections up", a.name,
                          len(a.live()), len(a.conns))
                 # Sessions announced on a connection that died would lose their records.
-                for ip, port in self.table.live_keys():
-                    a.announce(channel.encode_client_add(ip, port, self.p.target_ip,
-                                                         self.p.target_port))
+                for ip, port, tip, tport in self.table.live_keys():
+                    a.announce(channel.encode_client_add(ip, port, tip, tport))
         self.channel_up = sum(len(a.live()) for a in self.assistants)
 
     def step(self, timeout: float) -> None:
@@ -149,7 +149,7 @@ class OnlineEngine:
         for cmd in out:
             if type(cmd) is Announce:
                 msg = channel.encode_client_add(cmd.client_ip, cmd.client_port,
-                                                self.p.target_ip, self.p.target_port)
+                                                cmd.target_ip, cmd.target_port)
                 ok = False
                 for a in self.assistants:
                     ok = a.announce(msg) or ok
@@ -162,11 +162,16 @@ class OnlineEngine:
                     if conn.out:
                         conn.flush()
         send = self.sender.send  # type: ignore[attr-defined]
-        target = self.target
+        names = self._names
         sent = 0
         for cmd in out:
-            if type(cmd) is not Announce and send(cmd, target):
-                sent += 1
+            if type(cmd) is not Announce:
+                dst = bytes(cmd[16:20])
+                name = names.get(dst)
+                if name is None:
+                    name = names[dst] = socket.inet_ntoa(dst)
+                if send(cmd, name):
+                    sent += 1
         self.c.packets_sent += sent
         out.clear()
 

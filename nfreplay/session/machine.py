@@ -90,13 +90,17 @@ class Params:
 class Announce:
     """Command: announce a session on the control channel (CLIENT_ADD) before its SYN."""
 
-    __slots__ = ("client_ip", "client_port")
+    __slots__ = ("client_ip", "client_port", "target_ip", "target_port")
 
-    def __init__(self, client_ip: int, client_port: int) -> None:
+    def __init__(self, client_ip: int, client_port: int, target_ip: int = 0,
+                 target_port: int = 0) -> None:
         self.client_ip = client_ip
         self.client_port = client_port
+        self.target_ip = target_ip
+        self.target_port = target_port
 
     def __eq__(self, other: object) -> bool:
+        # The target is left out: a session announces its own, tests compare the client.
         return (
             isinstance(other, Announce)
             and other.client_ip == self.client_ip
@@ -149,15 +153,22 @@ class Session:
         "resp_last", "any_request", "fin_sent", "target_fin", "ack_due", "last_ack_sent",
         "idle_deadline", "linger_until", "ack_tpl", "ack_seg", "fake", "midstream",
         "greeting", "c_ack0", "pending_bytes", "gap_since", "t_last", "dupacks",
-        "persist_deadline", "responded", "reconnect_count",
+        "persist_deadline", "responded", "reconnect_count", "t_ip", "t_port", "orig_ip",
+        "orig_port",
     )
 
     def __init__(self, params: Params, counters: Counters, client_ip: int, client_port: int,
-                 now: float) -> None:
+                 now: float, *, target: tuple[int, int] | None = None,
+                 source: tuple[int, int] | None = None) -> None:
+        """`client_ip:client_port` is the address the target sees; `source` the captured
+        client's when it is rewritten (client pool, copies); `target` overrides the
+        params' one (several service ports)."""
         self.p = params
         self.c = counters
         self.client_ip = client_ip
         self.client_port = client_port
+        self.t_ip, self.t_port = target or (params.target_ip, params.target_port)
+        self.orig_ip, self.orig_port = source or (client_ip, client_port)
         self.state = CLOSED
         self.done = False
         self.reason = ""
@@ -271,13 +282,13 @@ class Session:
         self.snd_nxt = self.t_una = seq_add(seq, 1)
         self.fake = True
         self.ts_ok = False
-        self.syn_pkt = tcpip.build(self.client_ip, self.p.target_ip, self.client_port,
-                                   self.p.target_port, seq, 0, SYN, window=65535,
+        self.syn_pkt = tcpip.build(self.client_ip, self.t_ip, self.client_port,
+                                   self.t_port, seq, 0, SYN, window=65535,
                                    options=b"\x02\x04" + self.p.fake_mss.to_bytes(2, "big"))
         self.state = SYN_SENT
         self.syn_tries = 1
         self.syn_deadline = now + self.p.syn_rto
-        out.append(Announce(self.client_ip, self.client_port))
+        out.append(Announce(self.client_ip, self.client_port, self.t_ip, self.t_port))
         out.append(self.syn_pkt)
         self.c.syns_sent += 1
         self._rewake()
@@ -288,12 +299,12 @@ class Session:
         ts = tcpip.timestamps(seg)
         if ts is not None:
             self.c_tsval = ts[0]
-        tcpip.rewrite(pkt, 0, seg, dst=self.p.target_ip, dport=self.p.target_port)
+        self._retarget(pkt, seg)
         self.syn_pkt = pkt
         self.state = SYN_SENT
         self.syn_tries = 1
         self.syn_deadline = now + self.p.syn_rto
-        out.append(Announce(self.client_ip, self.client_port))
+        out.append(Announce(self.client_ip, self.client_port, self.t_ip, self.t_port))
         out.append(pkt)
         self.c.syns_sent += 1
         self._rewake()
@@ -436,14 +447,11 @@ class Session:
         """Rewrite a client packet into the target's space and emit it."""
         pkt = item.pkt
         seg = item.seg
-        p = self.p
-        if seg.dst != p.target_ip or seg.dport != p.target_port:
-            tcpip.rewrite(pkt, 0, seg, dst=p.target_ip, dport=p.target_port, ack=self.rcv_nxt)
-            seg.dst = p.target_ip
-            seg.dport = p.target_port
+        if seg.dst != self.t_ip or seg.dport != self.t_port:
+            self._retarget(pkt, seg, self.rcv_nxt)
         else:  # a retransmission: only the ACK can have moved
             tcpip.rewrite(pkt, 0, seg, ack=self.rcv_nxt)
-        seg.ack = self.rcv_nxt
+            seg.ack = self.rcv_nxt
         if self.ts_ok:
             off = tcpip.find_option_offset(pkt, seg.off + seg.ihl, seg.doff, tcpip.OPT_TS)
             if off >= 0:
@@ -460,13 +468,26 @@ class Session:
             self.c.fins_sent += 1
         out.append(pkt)
 
+    def _retarget(self, pkt: bytearray, seg: tcpip.Segment, ack: int | None = None) -> None:
+        """A captured packet, first time out: to the target, from the address the target
+        sees (rewritten when the client is mapped), with our ACK; `seg` follows."""
+        if self.orig_ip == self.client_ip and self.orig_port == self.client_port:
+            tcpip.rewrite(pkt, 0, seg, dst=self.t_ip, dport=self.t_port, ack=ack)
+        else:
+            tcpip.rewrite(pkt, 0, seg, src=self.client_ip, sport=self.client_port,
+                          dst=self.t_ip, dport=self.t_port, ack=ack)
+            seg.src, seg.sport = self.client_ip, self.client_port
+        seg.dst, seg.dport = self.t_ip, self.t_port
+        if ack is not None:
+            seg.ack = ack
+
     def _synthetic(self, flags: int, seq: int, ack: int) -> bytearray:
         options = b""
         if self.ts_ok and not flags & RST:
             options = b"\x01\x01\x08\x0a" + self.c_tsval.to_bytes(4, "big") + \
                 self.t_tsval.to_bytes(4, "big")
-        return tcpip.build(self.client_ip, self.p.target_ip, self.client_port,
-                           self.p.target_port, seq, ack, flags, window=self.c_win,
+        return tcpip.build(self.client_ip, self.t_ip, self.client_port,
+                           self.t_port, seq, ack, flags, window=self.c_win,
                            options=options)
 
     def _ack_packet(self) -> bytearray:
@@ -575,8 +596,8 @@ class Session:
         still holds an older connection on this 4-tuple (the client reused its port before
         the old replay's close reached the target). Reset that connection at the sequence
         number it expects, then offer our SYN again at once."""
-        out.append(tcpip.build(self.client_ip, self.p.target_ip, self.client_port,
-                               self.p.target_port, ack, 0, RST, window=0))
+        out.append(tcpip.build(self.client_ip, self.t_ip, self.client_port,
+                               self.t_port, ack, 0, RST, window=0))
         self.c.stale_resets += 1
         if self.syn_pkt is not None:
             out.append(self.syn_pkt)

@@ -184,6 +184,8 @@ class SessionTable:
         self._heap.clear()
         self._scheduled.clear()
 
-    def live_keys(self) -> list[tuple[int, int]]:
-        """(client ip, port) of every session not yet over, e.g. to announce them again."""
-        return [(s.client_ip, s.client_port) for s in self.sessions.values() if not s.done]
+    def live_keys(self) -> list[tuple[int, int, int, int]]:
+        """(client ip, port, target ip, port) of every session not yet over, e.g. to
+        announce them again on a new control connection."""
+        return [(s.client_ip, s.client_port, s.t_ip, s.t_port)
+                for s in self.sessions.values() if not s.done]
