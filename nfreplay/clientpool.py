@@ -92,10 +92,10 @@ def _split(specs: Iterable[str], key: str) -> list[str]:
         if not isinstance(spec, str):
             raise TypeError(f"{key}: spec {spec!r} is not a string")
         # tcpcopy takes "-c a,b,c"; accept that inside one spec as well.
-        out.extend(part.strip() for part in spec.split(","))
-    for part in out:
-        if not part:
-            raise ConfigError(f"{key}: empty address in {', '.join(specs)!r}")
+        parts = [part.strip() for part in spec.split(",")]
+        if not all(parts):
+            raise ConfigError(f"{key}: empty address in {spec!r}")
+        out.extend(parts)
     return out
 
 
@@ -221,8 +221,14 @@ class PortAllocator:
       where it can (easier to follow in a capture) and the per-address port space unstrained.
 
     A released pair is in quarantine for ``reuse_delay`` seconds (default 60, Linux's TIME_WAIT),
-    because the target may still hold the old connection and would answer a new SYN on it with a
-    challenge ACK. Quarantined pairs come back in release order.
+    because the target may still hold the old connection (TIME_WAIT, or a close it has not
+    seen) and answer a new SYN on it with an ACK for the old one instead of a SYN-ACK.
+    Quarantined pairs come back in release order. The quarantine holds every pair released in
+    the last ``reuse_delay`` seconds (about 100 bytes each).
+
+    With a pool, copy 0 of a client outside the pool lands on the address a ``ClientMap`` fed
+    the same clients would give it, so one allocator serves both ``-c`` style rewriting and
+    amplification.
 
     ``allocate`` returns None and counts ``failed`` when no pair is free; ``allocated`` counts
     successes. Allocation and release are O(1) amortised: a cursor through never-used ports and a

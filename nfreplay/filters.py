@@ -65,10 +65,7 @@ class ClientFilter:
                 return False
         if not self._allow:
             return True
-        for mask, nets in self._allow:
-            if ip & mask in nets:
-                return True
-        return False
+        return any(ip & mask in nets for mask, nets in self._allow)
 
 
 def toa(seg: Segment) -> tuple[int, int] | None:

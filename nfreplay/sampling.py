@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from hashlib import blake2b
 from struct import Struct
+from struct import error as StructError
 
 __all__ = ["DEFAULT_SEED", "BUCKETS", "Sampler"]
 
@@ -83,10 +84,13 @@ class Sampler:
     def bucket(self, client_ip: int, client_port: int) -> int:
         """The hash bucket, in ``[0, BUCKETS)``, of ``client_ip:client_port`` under this seed.
 
-        Raises ``ValueError`` (from ``struct``) if the ip or port is out of range.
+        Raises ``ValueError`` if the ip or port is out of range.
         """
         h = self._hasher.copy()
-        h.update(_KEY.pack(client_ip, client_port))
+        try:
+            h.update(_KEY.pack(client_ip, client_port))
+        except StructError:
+            raise ValueError(f"Sampler: bad client {client_ip}:{client_port}") from None
         # 2^64 mod 10^4 leaves a bias of about 10^-15 per bucket: irrelevant.
         return int.from_bytes(h.digest(), "big") % BUCKETS
 
@@ -106,7 +110,8 @@ class Sampler:
         """True if the new session from ``client_ip:client_port`` is to be replayed.
 
         Call it once per new session and keep the answer for the session (see the module
-        notes). ``now`` is the caller's clock in seconds.
+        notes). ``now`` is the caller's clock in seconds. Raises ``ValueError`` if the ip or
+        port is out of range.
         """
         if self.ramp_per_second is None:
             limit = self._limit
@@ -115,5 +120,8 @@ class Sampler:
         else:
             limit = self.percent_at(now) * (BUCKETS / 100)
         h = self._hasher.copy()
-        h.update(_KEY.pack(client_ip, client_port))
+        try:
+            h.update(_KEY.pack(client_ip, client_port))
+        except StructError:
+            raise ValueError(f"Sampler: bad client {client_ip}:{client_port}") from None
         return int.from_bytes(h.digest(), "big") % BUCKETS < limit

@@ -321,8 +321,9 @@ class CaptureFile:
         # IPv4 and the header length is fixed. It saves the call to strip (~13 % measured).
         tpos, hlen = _FIXED_TYPE_FIELD.get(self.linktype or 0, (0, MAX_CAPLEN + 1))
         divisor = 1e9 if self.nanoseconds else 1e6
-        # libpcap tolerates caplen > snaplen, but the brief for nfreplay is strict: a record
-        # longer than the file says it can be means the framing is lost. A snaplen of 0 (some
+        # libpcap reads a record with caplen > snaplen (cut to the snaplen); nfreplay stops
+        # instead: pcap has no resync marker, and a record longer than the file says records
+        # can be is far more often lost framing than a lax writer. A snaplen of 0 (some
         # writers) only gets the absolute limit.
         limit = min(self.snaplen, MAX_CAPLEN) if self.snaplen else MAX_CAPLEN
         errors = self.errors
