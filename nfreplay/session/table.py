@@ -3,6 +3,13 @@
 Still sans-I/O: the engine hands in parsed packets/records and the time, and sends whatever
 lands in `out`. Timers are a heap of (wake, serial, session) with lazy invalidation: a session
 whose `wake` moved is pushed again, and a popped entry that no longer matches is skipped.
+
+Sessions are keyed by the client address the target sees. Without client rewriting that is
+the captured address; with a client pool or copies (`Selection.maps_clients`) a captured
+connection is a `Flow` of one session per copy, each on a pair from the allocator, and every
+packet is handed to each copy (its own bytes: sessions rewrite packets in place).
+A captured connection the selection refuses is remembered in `_skipped` so that its later
+packets do not open it mid-stream; a new SYN on that ip:port is judged afresh.
 """
 
 from __future__ import annotations
@@ -14,17 +21,34 @@ from nfreplay.proto import tcpip
 from nfreplay.proto.seq import seq_diff
 from nfreplay.proto.tcpip import ACK, SYN
 from nfreplay.session.machine import INF, Counters, Params, Session
+from nfreplay.session.selection import Selection
 
 TIMER_GRAIN = 0.001  # the finest timer step; a session never asks to wake sooner than this
+SKIP_MEMORY = 120.0  # seconds a refused connection is remembered after its last packet
+
+
+class Flow:
+    """One captured connection replayed as several sessions (copies, or a mapped client)."""
+
+    __slots__ = ("isn", "sessions")
+
+    def __init__(self, isn: int, sessions: list[Session]) -> None:
+        self.isn = isn
+        self.sessions = sessions
 
 
 class SessionTable:
     """Creates sessions on a client SYN, routes packets and records to them, runs timers."""
 
-    def __init__(self, params: Params, counters: Counters | None = None) -> None:
+    def __init__(self, params: Params, counters: Counters | None = None,
+                 selection: Selection | None = None) -> None:
         self.p = params
         self.c = counters if counters is not None else Counters()
+        self.sel = selection if selection is not None else Selection()
         self.sessions: dict[int, Session] = {}
+        self.flows: dict[int, Flow] = {}  # captured key -> copies, when clients are mapped
+        self._skipped: dict[int, float] = {}  # captured key -> last packet seen
+        self._next_purge = 0.0
         self._heap: list[tuple[float, int, Session]] = []
         self._serial = itertools.count()
         self._scheduled: dict[int, float] = {}  # id(session) -> earliest wake already pushed
@@ -44,6 +68,16 @@ class SessionTable:
             c.client_data_packets += 1
         elif seg.flags & SYN:
             c.client_syns += 1
+        if self._skipped:
+            if key in self._skipped:
+                if not (seg.flags & SYN and not seg.flags & ACK):
+                    self._skipped[key] = now
+                    c.packets_not_selected += 1
+                    return
+                del self._skipped[key]  # a new connection on that ip:port: judge it afresh
+        if self.sel.maps_clients:
+            self._mapped_packet(key, seg, pkt, now, out)
+            return
         s = self.sessions.get(key)
         held = self._held.get(key)
         if held is not None and self._belongs_to_next(seg, s, held):
@@ -104,13 +138,73 @@ class SessionTable:
             s.client_packet(seg, pkt, now, out)
         self._schedule(s)
 
-    def _open(self, key: int, seg: tcpip.Segment, now: float) -> Session | None:
+    def _admit(self, key: int, seg: tcpip.Segment, now: float) -> bool:
         if len(self.sessions) >= self.p.max_sessions:
             self.c.sessions_rejected_limit += 1
+            return False
+        why = self.sel.admit(seg, now)
+        if why:
+            setattr(self.c, why, getattr(self.c, why) + 1)
+            self._skipped[key] = now
+            return False
+        return True
+
+    def _open(self, key: int, seg: tcpip.Segment, now: float) -> Session | None:
+        if not self._admit(key, seg, now):
             return None
-        s = Session(self.p, self.c, seg.src, seg.sport, now)
+        s = Session(self.p, self.c, seg.src, seg.sport, now,
+                    target=self.sel.target_for(seg.dport))
         self.sessions[key] = s
         return s
+
+    def _mapped_packet(self, key: int, seg: tcpip.Segment, pkt: bytearray, now: float,
+                       out: list) -> None:
+        """Client rewriting and copies: hand the packet to every session of its flow."""
+        syn = seg.flags & SYN and not seg.flags & ACK
+        flow = self.flows.get(key)
+        if flow is not None and syn and seg.seq != flow.isn:
+            flow = None  # a new connection on this ip:port; the old copies finish on their own
+        if flow is None or all(s.done for s in flow.sessions):
+            if not syn and not (seg.payload_len and not self.p.syn_only):
+                self.c.packets_no_session += 1
+                return
+            if not self._admit(key, seg, now):
+                return
+            pairs = self.sel.pairs_for(seg.src, seg.sport, now)
+            self.c.copies_unallocated += self.sel.copies - len(pairs)
+            target = self.sel.target_for(seg.dport)
+            sessions = []
+            for ip, port in pairs:
+                s = Session(self.p, self.c, ip, port, now, target=target,
+                            source=(seg.src, seg.sport))
+                self.sessions[(ip << 16) | port] = s
+                sessions.append(s)
+            if not sessions:
+                self._skipped[key] = now
+                return
+            flow = self.flows[key] = Flow(seg.seq if syn else seg.seq - 1, sessions)
+        last = len(flow.sessions) - 1
+        for i, s in enumerate(flow.sessions):
+            if s.done:
+                continue
+            if i == last:
+                s.client_packet(seg, pkt, now, out)
+            else:
+                copy = bytearray(pkt)
+                s.client_packet(tcpip.parse(copy), copy, now, out)
+            self._after(s, (s.client_ip << 16) | s.client_port, now, out)
+
+    def _remove(self, key: int, s: Session, now: float) -> None:
+        """A session's linger is over: forget it, give its client pair back."""
+        del self.sessions[key]
+        if self.sel.maps_clients:
+            self.sel.release((s.client_ip, s.client_port), now)
+            okey = (s.orig_ip << 16) | s.orig_port
+            flow = self.flows.get(okey)
+            if flow is not None and s in flow.sessions:
+                flow.sessions.remove(s)
+                if not flow.sessions:
+                    del self.flows[okey]
 
     def response(self, seg: tcpip.Segment, now: float, out: list) -> None:
         """A response record from the assistant (the target's packet to a client)."""
@@ -131,6 +225,10 @@ class SessionTable:
 
     def tick(self, now: float, out: list) -> None:
         """Run every timer that is due; drop sessions whose linger period is over."""
+        if now >= self._next_purge:
+            self._next_purge = now + SKIP_MEMORY / 4
+            limit = now - SKIP_MEMORY
+            self._skipped = {k: t for k, t in self._skipped.items() if t > limit}
         heap = self._heap
         while heap and heap[0][0] <= now:
             wake, _, s = heapq.heappop(heap)
@@ -145,7 +243,7 @@ class SessionTable:
                 self._start_successor(key, now, out)
                 continue
             if s.done and now >= s.linger_until:
-                del self.sessions[key]
+                self._remove(key, s, now)
                 continue
             s.timer(now, out)
             if s.ack_due:
@@ -179,6 +277,7 @@ class SessionTable:
         for s in self.sessions.values():
             s.abort(now, out)
         self.sessions.clear()
+        self.flows.clear()
         self._held.clear()
         self._held_until.clear()
         self._heap.clear()
