@@ -3,7 +3,8 @@
 # apt runs only for what is missing; the venv (.venv) is created once and nfreplay is
 # installed into it in editable mode.
 #
-# usage: tests/setup.sh [--tests]     --tests adds what only the test suite uses (vagrant)
+# usage: tests/setup.sh [--tests]     --tests adds what only the test suite uses (vagrant,
+#                                     systemd-analyze, the lab's redis, postgresql, vsftpd)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,9 @@ packages=(
     tcpdump ethtool               # the lab captures in the client namespace
     nginx-light                   # the service replayed in the lab
 )
-[[ ${1:-} == --tests ]] && packages+=(vagrant systemd)   # vagrant validate, systemd-analyze
+[[ ${1:-} == --tests ]] && packages+=(vagrant systemd redis-server postgresql vsftpd)
+# The lab starts its own servers inside network namespaces; none may run on the host.
+services=(nginx redis-server postgresql vsftpd)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -28,6 +31,15 @@ if ((${#missing[@]})); then
     [[ -e $policy ]] || { printf '#!/bin/sh\nexit 101\n' > $policy; chmod +x $policy; trap 'rm -f $policy' EXIT; }
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+    if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+        systemctl disable --now "${services[@]}" >/dev/null 2>&1 || true
+    fi
+    # postgresql's package creates a default cluster; the lab makes private ones.
+    if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v pg_dropcluster >/dev/null; then
+        pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
+            pg_dropcluster --stop "$ver" "$name" || true
+        done
+    fi
 fi
 
 [[ -x .venv/bin/python ]] || python3 -m venv .venv

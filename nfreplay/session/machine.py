@@ -364,14 +364,11 @@ class Session:
                 new_request = self.any_request and item.cack != self.req_ack
                 if self.greeting:
                     # The first request of a SYN session: if the client's ACK moved past
-                    # the handshake, the online server spoke first; wait for the target's
-                    # greeting as if it were a response.
+                    # the handshake, the online server spoke first; the target's greeting
+                    # is awaited like a response, and this data is then a new request.
                     new_request = item.cack != self.req_ack
-                    if new_request:
-                        self.c.greetings += 1
-                    else:
-                        self.waiting = False
-                    self.greeting = False
+                    if not new_request:
+                        self.greeting = self.waiting = False
                 if (self.waiting and new_request and not self.p.no_wait
                         and not self._response_complete(now)):
                     break
@@ -381,6 +378,9 @@ class Session:
                         self.persist_deadline = now + self.rto
                     break
                 if not self.waiting or new_request:
+                    if self.greeting:
+                        self.greeting = False
+                        self.c.greetings += 1
                     self._start_request(item.cack, now)
             elif flags & FIN:
                 # A bare FIN goes once the target has answered and has everything before it.
@@ -525,6 +525,9 @@ class Session:
             # Lingering: the target may repeat a FIN or data whose ACK it lost.
             if flags & (FIN) or seg.payload_len:
                 self.ack_due = True
+                ts = tcpip.timestamps(seg) if self.ts_ok else None
+                if ts is not None and seq_gt(ts[0], self.t_tsval):
+                    self.t_tsval = ts[0]
             return
         self.t_last = now
         self.idle_deadline = now + self.p.session_timeout

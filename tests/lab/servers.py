@@ -89,8 +89,12 @@ class _Server:
                     self.lab.stop(self.proc, self._stop_signal(), timeout=10.0)
                 except ProcessLookupError:
                     pass
+                self._wait_gone()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _wait_gone(self) -> None:
+        """Hook: after the spawned process ended, wait for anything it left running."""
 
     def __enter__(self) -> "_Server":
         return self
@@ -180,6 +184,35 @@ class Postgres(_Server):
 
     def _stop_signal(self) -> int:
         return signal.SIGINT  # "fast" shutdown: SIGTERM would wait for clients to leave
+
+    def postmaster_pid(self) -> int | None:
+        """The postmaster's pid (first line of postmaster.pid), while it runs."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        self._postmaster = self.postmaster_pid()
+        super().stop()
+
+    def _wait_gone(self) -> None:
+        # runuser usually outlives the postmaster it started, but make sure: the directory
+        # is removed next, and a postmaster must not be left writing into it.
+        pid = getattr(self, "_postmaster", None)
+        if pid is None:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def psql_local(self, sql: str, db: str = "postgres") -> str:
         """Run `sql` over the unix socket (never on the wire, so never replayed)."""

@@ -577,3 +577,18 @@ def test_last_ack_of_a_finished_session_is_absorbed_not_counted_as_unknown() -> 
     assert lab.c.sessions_completed == 1
     lab.cl(ACK, ISN + 2, OSEQ + 2)
     assert lab.c.packets_no_session == 0
+
+
+def test_greeting_awaited_when_first_command_arrives_before_it_then_paced() -> None:
+    """FTP-like: the client's first command (after a 20-byte greeting) is captured before the
+    target's greeting arrives; it waits, goes when the greeting does, and the next command
+    waits for the reply to this one (requests stay paced)."""
+    lab = Lab()
+    lab.established()
+    assert lab.cl(ACK | PSH, ISN + 1, OSEQ + 21, b"USER a\r\n") == []
+    assert lab.cl(ACK | PSH, ISN + 9, OSEQ + 41, b"PASS b\r\n") == []  # after a 20-byte reply
+    out = lab.rec(ACK | PSH, T1, ISN + 1, 20)  # greeting
+    assert [view(p)[3] for p in out] == [ISN + 1]
+    out = lab.rec(ACK | PSH, (T1 + 20) % 2**32, ISN + 9, 20)  # reply to USER
+    assert [view(p)[3] for p in out] == [ISN + 9]
+    assert lab.c.greetings == 1 and lab.c.requests_sent == 2
