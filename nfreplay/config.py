@@ -101,6 +101,17 @@ class Online:
     no_wait: bool = False
     syn_only: bool = False
     max_sessions: int = 200_000
+    max_new_per_second: int = 0  # 0: no limit
+    client_pool: tuple[str, ...] = ()  # addresses the target sees instead of the clients'
+    copies: int = 1
+    percent: float = 100.0
+    ramp: bool = False
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    pcap: str = ""  # offline: replay this capture file instead of a live interface
+    speed: float = 1.0
+    max_gap: float = 0.0  # ms; 0 = keep idle periods as captured
+    loops: int = 1
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,29 @@ def _integer(lo: int, hi: int) -> Parser:
         return number
 
     return parse
+
+
+def _fraction(lo: float, hi: float, what: str) -> Parser:
+    """A number in [lo, hi] (ints accepted), e.g. a percentage or a speed factor."""
+
+    def parse(key: str, value: object, cli: bool) -> float:
+        number: object = value
+        if cli and isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise _fail(key, f"must be {what}, got {_show(value)}") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise _fail(key, f"must be {what}, got {_show(value)}")
+        if not (math.isfinite(number) and lo <= number <= hi):
+            raise _fail(key, f"must be {what} ({lo:g}-{hi:g}), got {_show(value)}")
+        return float(number)
+
+    return parse
+
+
+def _text(key: str, value: object, cli: bool) -> str:
+    return _string(key, value)
 
 
 def _seconds(key: str, value: object, cli: bool) -> float:
@@ -410,6 +444,17 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "no_wait": _k(_boolean, "no_wait"),
         "syn_only": _k(_boolean, "syn_only"),
         "max_sessions": _k(_integer(1, 10_000_000), "max_sessions"),
+        "max_new_per_second": _k(_integer(0, 10_000_000), "max_new_per_second"),
+        "client_pool": _k(_list(_text), "client_pool"),
+        "copies": _k(_integer(1, 1000), "copies"),
+        "percent": _k(_fraction(0.01, 100.0, "a percentage"), "percent"),
+        "ramp": _k(_boolean, "ramp"),
+        "allow": _k(_list(_network), "allow"),
+        "deny": _k(_list(_network), "deny"),
+        "pcap": _k(_text, "pcap"),
+        "speed": _k(_fraction(0.01, 1000.0, "a speed factor"), "speed"),
+        "max_gap": _k(_fraction(0.0, 86_400_000.0, "milliseconds"), "max_gap"),
+        "loops": _k(_integer(1, 1_000_000), "loops"),
     },
     "assist": {
         "target": _k(_endpoint(ip="required"), "target_ip", "target_port", required=True),

@@ -44,7 +44,7 @@ def run_main(main: Callable[[Sequence[str]], int], argv: Sequence[str] | None = 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("common options")
-    g.add_argument("--config", "-C", metavar="FILE", help="TOML configuration file "
+    g.add_argument("--config", metavar="FILE", help="TOML configuration file "
                    "(default /etc/nfreplay/nfreplay.toml if it exists)")
     g.add_argument("--instance", metavar="NAME", help="instance name: tags rules "
                    "nfreplay:<role>:NAME and names state files (default: default)")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+import time
 from collections.abc import Sequence
 
 from nfreplay import stats
 from nfreplay.cli import common
+from nfreplay.errors import ConfigError
 from nfreplay.proto.tcpip import ip2int
 
 log = logging.getLogger("nfreplay.online")
@@ -19,6 +22,7 @@ FLAGS = {
     "assistant": "online.assistants",
     "interface": "online.interface",
     "connections": "online.connections",
+    "mtu": "online.mtu",
     "session_timeout": "online.session_timeout",
     "response_timeout": "online.response_timeout",
     "keepalive_timeout": "online.keepalive_timeout",
@@ -26,6 +30,17 @@ FLAGS = {
     "syn_only": "online.syn_only",
     "fake_mss": "online.fake_mss",
     "max_sessions": "online.max_sessions",
+    "max_new_per_second": "online.max_new_per_second",
+    "client_pool": "online.client_pool",
+    "copies": "online.copies",
+    "percent": "online.percent",
+    "ramp": "online.ramp",
+    "allow": "online.allow",
+    "deny": "online.deny",
+    "pcap": "online.pcap",
+    "speed": "online.speed",
+    "max_gap": "online.max_gap",
+    "loops": "online.loops",
 }
 
 DESCRIPTION = """\
@@ -34,12 +49,21 @@ Runs on the online (production) host. `up` captures the packets clients send to 
 the client's own address (raw socket), and paces it on the reply headers nfreplay-assist
 reports over the control channel (TCP 36524; an existing intercept works too). Sessions
 already open when it starts are joined mid-stream with a faked handshake (--syn-only: not).
-`up` stays in the foreground until SIGINT/SIGTERM; `down` stops it."""
+With --pcap it replays a capture file instead, on the file's own clock, and exits when done.
+`up` stays in the foreground until SIGINT/SIGTERM; `down` stops it.
+
+tcpcopy's options work too, with their meaning: -x [IP:]PORT-IP:PORT (service and target),
+-s (assistants), -C (connections per assistant), -c (client pool), -n (copies), -r (percent), -t (session timeout),
+-k (keep-alive timeout), -W (no wait), -O (SYN only), -M (MTU), -D (fake MSS),
+-i FILE (offline: a capture file), -a (speed), -T (loops)."""
 
 EXAMPLES = """\
 examples:
-  nfreplay-online up --service 80 --target 198.18.0.3:80 --assistant 198.18.0.4 -i eth1
-  nfreplay-online up --config /etc/nfreplay/nfreplay.toml --daemon
+  nfreplay-online up --service 80 --target 198.18.0.3:80 --assistant 198.18.0.4 --interface eth1
+  nfreplay-online up -x 80-198.18.0.3:80 -s 198.18.0.4      # the same, tcpcopy's spelling
+  nfreplay-online up --pcap traffic.pcap --speed 4 --service 80 --target 198.18.0.3:80 \\
+      --assistant 198.18.0.4
+  nfreplay-online up --copies 10 --client-pool 198.18.4.0/24 --config /etc/nfreplay/nfreplay.toml
   nfreplay-online status
   nfreplay-online down
 """
@@ -50,32 +74,67 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=EXAMPLES + "\n" + common.EPILOG_CONFIG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("up", "down", "status"), help="what to do")
-    g = p.add_argument_group("online settings (override [online] in the config file)")
+    g = p.add_argument_group("what to copy, where to (override [online] in the config file)")
     g.add_argument("--service", metavar="[IP:]PORT", help="the service whose clients are copied")
     g.add_argument("--target", metavar="IP:PORT", help="the service under test")
-    g.add_argument("--assistant", metavar="IP[:PORT][,...]",
+    g.add_argument("-x", dest="tcpcopy_x", metavar="[IP:]PORT-IP:PORT",
+                   help="tcpcopy's spelling of --service and --target together")
+    g.add_argument("--assistant", "-s", metavar="IP[:PORT][,...]",
                    help="nfreplay-assist (or intercept) address(es), port 36524 by default")
-    g.add_argument("--interface", "-i", metavar="IFACE", help="capture interface (default any)")
-    g.add_argument("--connections", metavar="N", help="control connections per assistant (1-11, default 2)")
-    g.add_argument("--session-timeout", metavar="SECONDS",
+    g.add_argument("--interface", metavar="IFACE", help="capture interface (default any)")
+    g.add_argument("--connections", "-C", metavar="N", help="control connections per assistant (1-11, default 2)")
+    g.add_argument("--mtu", "-M", metavar="BYTES",
+                   help="larger captured segments (GRO/TSO) are split to this size (default 1500)")
+    g = p.add_argument_group("how sessions are replayed")
+    g.add_argument("--session-timeout", "-t", metavar="SECONDS",
                    help="end a session after this long without a reply (default 120)")
     g.add_argument("--response-timeout", metavar="SECONDS",
                    help="longest a request waits for the previous response (default 3)")
-    g.add_argument("--keepalive-timeout", metavar="SECONDS",
+    g.add_argument("--keepalive-timeout", "-k", metavar="SECONDS",
                    help="keep an idle session that did send requests this long (default 600)")
-    g.add_argument("--no-wait", action="store_const", const=True, default=None,
+    g.add_argument("--no-wait", "-W", action="store_const", const=True, default=None,
                    help="send requests without waiting for the previous response")
-    g.add_argument("--syn-only", action="store_const", const=True, default=None,
+    g.add_argument("--syn-only", "-O", action="store_const", const=True, default=None,
                    help="replay only sessions whose SYN is captured (no mid-stream joins)")
-    g.add_argument("--fake-mss", metavar="BYTES", help="MSS of faked handshakes (default 1460)")
+    g.add_argument("--fake-mss", "-D", metavar="BYTES", help="MSS of faked handshakes (default 1460)")
+    g = p.add_argument_group("which sessions, as whom")
+    g.add_argument("--percent", "-r", metavar="P", help="replay P %% of sessions, sticky per client ip:port")
+    g.add_argument("--ramp", action="store_const", const=True, default=None,
+                   help="reach --percent gradually, 1 point per second")
+    g.add_argument("--allow", metavar="CIDR[,CIDR]", help="replay only these client networks")
+    g.add_argument("--deny", metavar="CIDR[,CIDR]", help="never replay these client networks")
+    g.add_argument("--client-pool", "-c", metavar="SPEC[,SPEC]",
+                   help="addresses the target sees instead of the clients' (IPs, a-b ranges, CIDRs)")
+    g.add_argument("--copies", "-n", metavar="N",
+                   help="replay each session N times, each copy from its own client ip:port")
     g.add_argument("--max-sessions", metavar="N", help="sessions in memory at most (default 200000)")
-    g.add_argument("--daemon", action="store_true", help="detach after start-up")
+    g.add_argument("--max-new-per-second", metavar="N", help="new sessions per second at most")
+    g = p.add_argument_group("offline replay")
+    g.add_argument("--pcap", "-i", metavar="FILE", help="replay this pcap/pcapng file")
+    g.add_argument("--speed", "-a", metavar="X", help="replay X times faster (0.01-1000, default 1)")
+    g.add_argument("--max-gap", metavar="MS", help="compress idle gaps longer than MS milliseconds")
+    g.add_argument("--loop", "-T", dest="loops", metavar="N", help="play the file N times")
+    p.add_argument("--daemon", action="store_true", help="detach after start-up")
     common.add_common(p)
     return p
 
 
+def tcpcopy_x(args: argparse.Namespace) -> None:
+    """-x [IP:]PORT-IP:PORT into --service and --target (tcpcopy's mapping syntax)."""
+    if not args.tcpcopy_x:
+        return
+    service, sep, target = args.tcpcopy_x.partition("-")
+    if not sep or "," in args.tcpcopy_x:
+        raise ConfigError(f"-x: expected [IP:]PORT-IP:PORT (one mapping per instance), "
+                          f"got {args.tcpcopy_x!r}")
+    args.service = args.service or service
+    args.target = args.target or target
+
+
 def main(argv: Sequence[str]) -> int:
-    return common.role_main(parser().parse_args(argv), "online", FLAGS, up)
+    args = parser().parse_args(argv)
+    tcpcopy_x(args)
+    return common.role_main(args, "online", FLAGS, up)
 
 
 def bpf(cfg) -> str:  # type: ignore[no-untyped-def]
@@ -87,9 +146,27 @@ def bpf(cfg) -> str:  # type: ignore[no-untyped-def]
     return expr + f" and not (dst host {o.target_ip} and dst port {o.target_port})"
 
 
+def selection(cfg):  # type: ignore[no-untyped-def]
+    """The operator's choice of sessions, from [online]."""
+    from nfreplay.clientpool import parse_pool
+    from nfreplay.filters import ClientFilter
+    from nfreplay.sampling import Sampler
+    from nfreplay.session.selection import Selection
+
+    o = cfg.online
+    pool = parse_pool(o.client_pool, exclude=[o.target_ip], key="online.client_pool") \
+        if o.client_pool else ()
+    return Selection(
+        client_filter=ClientFilter(o.allow, o.deny) if (o.allow or o.deny) else None,
+        sampler=(Sampler(o.percent, ramp_per_second=1.0 if o.ramp else None)
+                 if o.percent < 100 else None),
+        new_per_second=o.max_new_per_second or None, copies=o.copies, pool=pool)
+
+
 def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no-untyped-def]
     from nfreplay.adapters.capture import Capture
     from nfreplay.adapters.channel import Assistant
+    from nfreplay.adapters.pcapsource import FileSource
     from nfreplay.adapters.rawsock import RawSender
     from nfreplay.engine.online import OnlineEngine
     from nfreplay.session.machine import Params
@@ -99,15 +176,27 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
                     session_timeout=o.session_timeout, response_timeout=o.response_timeout,
                     keepalive_timeout=o.keepalive_timeout, fake_mss=o.fake_mss,
                     no_wait=o.no_wait, syn_only=o.syn_only, max_sessions=o.max_sessions)
-    capture = Capture(o.interface, bpf(cfg), snaplen=o.snaplen)
+    chosen = selection(cfg)
+    engine_clock = time.monotonic
+    if o.pcap:
+        source = FileSource(o.pcap, o.service_port,
+                            ip2int(o.service_ip) if o.service_ip else None, speed=o.speed,
+                            max_gap=o.max_gap, loops=o.loops, clock=engine_clock)
+        where = f"{o.pcap} ({source.total} client packets, {source.duration:.1f} s captured)"
+    else:
+        source = Capture(o.interface, bpf(cfg), snaplen=o.snaplen)
+        where = f"{bpf(cfg)!r} on {o.interface}"
     sender = RawSender()
     assistants = [Assistant(ip, port, o.connections) for ip, port in o.assistants]
     if daemon:
         os.makedirs(cfg.general.state_dir, exist_ok=True)
         common.daemonize(paths.pid[: -len(".pid")] + ".log")
     stop = common.Stop()
-    engine = OnlineEngine(params, capture, sender, assistants, mtu=o.mtu,
-                          reconnect_interval=o.reconnect_interval)
+    engine = OnlineEngine(params, source, sender, assistants, mtu=o.mtu,
+                          reconnect_interval=o.reconnect_interval, clock=engine_clock,
+                          selection=chosen)
+    progress = Progress(source, engine, sys.stderr) if o.pcap else None
+    started = engine.clock()
     with common.pid_file(paths, "online", cfg.general.instance):
         stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance)
         engine.connect(engine.clock())
@@ -115,21 +204,26 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
             log.warning("no assistant reachable yet (%s); retrying every %.0f s — sessions "
                         "start once one answers", ", ".join(a.name for a in assistants),
                         o.reconnect_interval)
-        log.info("up: capturing %r on %s, replaying to %s:%d", bpf(cfg), o.interface,
-                 o.target_ip, o.target_port)
+        log.info("up: replaying %s to %s:%d", where, o.target_ip, o.target_port)
         next_publish = 0.0
         next_check = engine.now + 30.0
         try:
             while not stop.requested:
+                if o.pcap and not engine.channel_up and engine.now - started < 10:
+                    engine.step(0.1)  # a file waits for its assistant; live traffic cannot
+                    continue
                 engine.step(engine.next_timeout())
+                if o.pcap and offline_step(source, engine):
+                    break
                 if engine.now >= next_check:
                     next_check = engine.now + 30.0
                     warn_if_handshakes_fail(engine.c)
                 if engine.now >= next_publish:
                     next_publish = engine.now + 1.0
-                    received, dropped, ifdropped = capture.stats()
+                    received, dropped, ifdropped = source.stats()
                     extra = {
-                        "capture": {"interface": o.interface, "filter": bpf(cfg),
+                        "capture": {"interface": o.pcap or o.interface,
+                                    "filter": "" if o.pcap else bpf(cfg),
                                     "received": received, "dropped": dropped,
                                     "ifdropped": ifdropped},
                         "channel": {"up": engine.channel_up, "drops": engine.channel_drops,
@@ -138,12 +232,76 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
                         "send_errors": sender.errors,
                         "sessions_in_table": len(engine.table),
                     }
+                    if chosen.allocator is not None:
+                        extra["client_pairs_in_use"] = chosen.allocator.in_use()
                     common.publish(stats_file, engine.c, extra)
+                    if progress is not None:
+                        progress.show()
         finally:
             engine.shutdown()
-            capture.close()
+            source.close()
             sender.close()
+    if progress is not None:
+        progress.summary(engine.clock() - started)
     return 0
+
+
+def offline_step(source, engine) -> bool:  # type: ignore[no-untyped-def]
+    """After a wake-up of an offline replay: start the next loop once the sessions of the
+    previous one are over; True when the whole replay is done (file played, sessions over,
+    or a tail of session_timeout passed)."""
+    live = engine.c.sessions_live
+    if source.waiting_for_drain and live == 0:
+        source.drained()
+    if not source.exhausted:
+        return False
+    if engine.tail_since is None:
+        engine.tail_since = engine.now
+    return live == 0 or engine.now - engine.tail_since > engine.p.session_timeout
+
+
+class Progress:
+    """Offline replay progress: a bar on a terminal, a line every 5 s otherwise."""
+
+    def __init__(self, source, engine, stream) -> None:  # type: ignore[no-untyped-def]
+        self.source, self.engine, self.stream = source, engine, stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+
+    def line(self) -> str:
+        s, c = self.source, self.engine.c
+        total = max(1, s.total * s.loops)
+        done = s.matched
+        left = max(0.0, s.duration - s.position()) / s.speed + \
+            (s.loops - s.loop) * s.duration / s.speed
+        return (f"loop {s.loop}/{s.loops}  packets {done}/{total} ({100 * done / total:.0f}%)  "
+                f"sessions {c.sessions_opened} open {c.sessions_live}  "
+                f"completed {c.sessions_completed}  ~{left:.0f}s left")
+
+    def show(self) -> None:
+        now = self.engine.now
+        if self.tty:
+            self.stream.write("\r" + self.line()[:150].ljust(150))
+            self.stream.flush()
+        elif now - self.last >= 5.0:
+            self.last = now
+            print(self.line(), file=self.stream, flush=True)
+
+    def summary(self, elapsed: float) -> None:
+        s, c = self.source, self.engine.c
+        if self.tty:
+            self.stream.write("\n")
+        lost = {k[len("sessions_"):]: v for k, v in c.snapshot().items()
+                if k.startswith("sessions_") and v and k not in (
+                    "sessions_opened", "sessions_established", "sessions_live",
+                    "sessions_completed", "sessions_midstream")}
+        errors = ", ".join(f"{k} {v}" for k, v in s.errors.items() if v) or "none"
+        print(f"replayed {s.path}: {s.matched} client packets of {s.read} frames in "
+              f"{elapsed:.1f} s ({s.loops} loop(s), speed {s.speed:g}); sessions "
+              f"{c.sessions_opened} opened, {c.sessions_established} established, "
+              f"{c.sessions_completed} completed; ended otherwise: "
+              f"{', '.join(f'{k} {v}' for k, v in lost.items()) or 'none'}; "
+              f"file errors: {errors}", file=self.stream, flush=True)
 
 
 def warn_if_handshakes_fail(c) -> None:  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ from nfreplay.proto import channel, tcpip
 from nfreplay.proto.resegment import split
 from nfreplay.proto.tcpip import SYN
 from nfreplay.session.machine import Announce, Counters, Params
+from nfreplay.session.selection import Selection
 from nfreplay.session.table import SessionTable
 
 log = logging.getLogger("nfreplay.online")
@@ -32,17 +33,19 @@ class OnlineEngine:
                  assistants: Sequence[Assistant], *, mtu: int = 1500,
                  reconnect_interval: float = 2.0,
                  connect_timeout: float = 0.5, clock: Callable[[], float] = time.monotonic,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None, selection: Selection | None = None) -> None:
         self.p = params
         self.capture = capture
         self.sender = sender
         self.assistants = list(assistants)
         self.reconnect_interval = reconnect_interval
         self.mtu = mtu
+        self.offline = hasattr(capture, "wait")
+        self.tail_since: float | None = None  # offline: when the file ran out
         self.connect_timeout = connect_timeout
         self.clock = clock
         self.c = counters if counters is not None else Counters()
-        self.table = SessionTable(params, self.c)
+        self.table = SessionTable(params, self.c, selection)
         self._names: dict[bytes, str] = {}  # packed IPv4 -> dotted, for sendto()
         self.out: list = []
         self.now = clock()
@@ -106,14 +109,18 @@ class OnlineEngine:
     def step(self, timeout: float) -> None:
         """One wake-up: wait at most `timeout` seconds for input, then do everything due."""
         conns = [c for a in self.assistants for c in a.live()]
-        rlist: list = [self.capture, *conns]
         wlist = [c for c in conns if c.out]
+        if self.offline:  # a capture file: frames are due by the clock, not by a descriptor
+            rlist: list = conns
+            timeout = min(timeout, self.capture.wait(self.clock()))  # type: ignore[attr-defined]
+        else:
+            rlist = [self.capture, *conns]
         try:
             readable, writable, _ = select.select(rlist, wlist, [], timeout)
         except InterruptedError:
             return
         now = self.now = self.clock()
-        if self.capture in readable:
+        if self.offline or self.capture in readable:
             self.capture.dispatch(self._on_frame)  # type: ignore[attr-defined]
         for conn in conns:
             if conn not in readable:

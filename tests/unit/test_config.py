@@ -248,6 +248,17 @@ BAD = [
     ("online", "no_wait", '"yes"', "online.no_wait: must be true or false"),
     ("online", "syn_only", "1", "online.syn_only: must be true or false"),
     ("online", "max_sessions", "0", "online.max_sessions: must be 1-10000000, got 0"),
+    ("online", "max_new_per_second", "-1", "online.max_new_per_second: must be 0-10000000, got -1"),
+    ("online", "client_pool", '"198.18.4.1"', "online.client_pool: must be a list"),
+    ("online", "copies", "0", "online.copies: must be 1-1000, got 0"),
+    ("online", "percent", "0", "online.percent: must be a percentage (0.01-100), got 0"),
+    ("online", "ramp", '"no"', "online.ramp: must be true or false"),
+    ("online", "allow", '["198.18.1.1/24"]', "online.allow[0]:"),
+    ("online", "deny", '["nope"]', "online.deny[0]:"),
+    ("online", "pcap", "1", "online.pcap: must be a string"),
+    ("online", "speed", "0", "online.speed: must be a speed factor (0.01-1000), got 0"),
+    ("online", "max_gap", "-5", "online.max_gap: must be milliseconds (0-8.64e+07), got -5"),
+    ("online", "loops", "0", "online.loops: must be 1-1000000, got 0"),
     ("assist", "target", '"198.18.0.3:0"', "assist.target.port: must be 1-65535, got 0"),
     ("assist", "target", '"198.18.0.256:80"', 'assist.target.ip: "198.18.0.256" is not an IPv4 address'),
     ("assist", "clients", '["198.18.1.1/24"]', 'assist.clients[0]: "198.18.1.1/24" has host bits set'),
@@ -309,7 +320,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 15 + 7 + 2
+    assert len(config.keys()) == 4 + 26 + 7 + 2
 
 
 # ------------------------------------------------------------------------------ overrides
