@@ -291,8 +291,12 @@ class Progress:
         s, c = self.source, self.engine.c
         if self.tty:
             self.stream.write("\n")
-        lost = {k[len("sessions_"):]: v for k, v in c.snapshot().items()
-                if k.startswith("sessions_") and v and k not in (
+        snap = c.snapshot()
+        not_chosen = ("sessions_filtered", "sessions_sampled_out", "sessions_rate_limited",
+                      "sessions_rejected_limit", "sessions_skipped_no_channel")
+        skipped = {k[len("sessions_"):]: snap[k] for k in not_chosen if snap[k]}
+        lost = {k[len("sessions_"):]: v for k, v in snap.items()
+                if k.startswith("sessions_") and v and k not in not_chosen and k not in (
                     "sessions_opened", "sessions_established", "sessions_live",
                     "sessions_completed", "sessions_midstream")}
         errors = ", ".join(f"{k} {v}" for k, v in s.errors.items() if v) or "none"
@@ -300,7 +304,8 @@ class Progress:
               f"{elapsed:.1f} s ({s.loops} loop(s), speed {s.speed:g}); sessions "
               f"{c.sessions_opened} opened, {c.sessions_established} established, "
               f"{c.sessions_completed} completed; ended otherwise: "
-              f"{', '.join(f'{k} {v}' for k, v in lost.items()) or 'none'}; "
+              f"{', '.join(f'{k} {v}' for k, v in lost.items()) or 'none'}; not replayed: "
+              f"{', '.join(f'{k} {v}' for k, v in skipped.items()) or 'none'}; "
               f"file errors: {errors}", file=self.stream, flush=True)
 
 

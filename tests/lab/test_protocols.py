@@ -443,7 +443,7 @@ def test_ftp_server_first_sessions(lab: Lab, servers: Callable) -> None:
 
 def start_target_capture(lab: Lab, port: int) -> subprocess.Popen[bytes]:
     """tcpdump on the target's interface: the replayed dialogue as the target saw it."""
-    p = lab.spawn("target", ["tcpdump", "-i", "eth0", "-n", "-U", "-w",
+    p = lab.spawn("target", ["tcpdump", "-i", "eth0", "-n", "--immediate-mode", "-U", "-w",
                              str(lab.dir / f"target-{port}.pcap"), f"tcp port {port}"],
                   f"tcpdump-target-{port}.log")
     if not wait_until(lambda: "listening on" in lab.log(f"tcpdump-target-{port}"), 10, 0.05):
