@@ -102,6 +102,8 @@ class Online:
     syn_only: bool = False
     max_sessions: int = 200_000
     max_new_per_second: int = 0  # 0: no limit
+    # More service ports in one instance: (service ip or None, port, target ip, target port).
+    more_services: tuple[tuple[str | None, int, str, int], ...] = ()
     client_pool: tuple[str, ...] = ()  # addresses the target sees instead of the clients'
     copies: int = 1
     percent: float = 100.0
@@ -361,6 +363,17 @@ def _endpoint(*, ip: Literal["required", "optional"], port: int | None = None,
     return parse
 
 
+def _mapping(key: str, value: object, cli: bool) -> tuple[str | None, int, str, int]:
+    """tcpcopy's -x form "[ip:]port-ip:port": a service and the target it is replayed to."""
+    if not isinstance(value, str) or value.count("-") != 1:
+        raise _fail(key, f'must be "[ip:]port-ip:port", got {_show(value)}')
+    service, target = value.split("-")
+    sip, sport = _endpoint(ip="optional")(f"{key}.service", service, cli)
+    tip, tport = _endpoint(ip="required")(f"{key}.target", target, cli)
+    assert tip is not None
+    return sip, sport, tip, tport
+
+
 def _network(key: str, value: object, cli: bool) -> str:
     text = _string(key, value).strip()
     try:
@@ -445,6 +458,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "syn_only": _k(_boolean, "syn_only"),
         "max_sessions": _k(_integer(1, 10_000_000), "max_sessions"),
         "max_new_per_second": _k(_integer(0, 10_000_000), "max_new_per_second"),
+        "more_services": _k(_list(_mapping), "more_services"),
         "client_pool": _k(_list(_text), "client_pool"),
         "copies": _k(_integer(1, 1000), "copies"),
         "percent": _k(_fraction(0.01, 100.0, "a percentage"), "percent"),

@@ -20,14 +20,14 @@ BATCH = 2000
 
 
 class FileSource:
-    """Frames of `path` for the service `service_port` (and `service_ip` if given)."""
+    """Frames of `path` sent to one of `services`: (service ip or None for any, port)."""
 
-    def __init__(self, path: str, service_port: int, service_ip: int | None = None, *,
+    def __init__(self, path: str, services: list[tuple[int | None, int]], *,
                  speed: float = 1.0, max_gap: float = 0.0, loops: int = 1,
                  clock: Callable[[], float]) -> None:
         self.path = path
-        self.port = service_port
-        self.ip = service_ip
+        self.ports = {port for _, port in services}
+        self.services = services
         self.speed = speed
         self.max_gap = max_gap / 1000.0
         self.loops = loops
@@ -67,7 +67,10 @@ class FileSource:
             seg = tcpip.parse(ip)
         except WireError:
             return False
-        return seg.dport == self.port and (self.ip is None or seg.dst == self.ip)
+        if seg.dport not in self.ports:
+            return False
+        return any(port == seg.dport and (ip is None or ip == seg.dst)
+                   for ip, port in self.services)
 
     def start_loop(self) -> bool:
         """Open the file for the next loop; False when every loop was played."""

@@ -31,6 +31,7 @@ FLAGS = {
     "fake_mss": "online.fake_mss",
     "max_sessions": "online.max_sessions",
     "max_new_per_second": "online.max_new_per_second",
+    "more_services": "online.more_services",
     "client_pool": "online.client_pool",
     "copies": "online.copies",
     "percent": "online.percent",
@@ -79,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--target", metavar="IP:PORT", help="the service under test")
     g.add_argument("-x", dest="tcpcopy_x", metavar="[IP:]PORT-IP:PORT",
                    help="tcpcopy's spelling of --service and --target together")
+    g.add_argument("--more-services", metavar="[IP:]PORT-IP:PORT[,...]",
+                   help="more service ports to copy, each to its own target")
     g.add_argument("--assistant", "-s", metavar="IP[:PORT][,...]",
                    help="nfreplay-assist (or intercept) address(es), port 36524 by default")
     g.add_argument("--interface", metavar="IFACE", help="capture interface (default any)")
@@ -120,15 +123,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def tcpcopy_x(args: argparse.Namespace) -> None:
-    """-x [IP:]PORT-IP:PORT into --service and --target (tcpcopy's mapping syntax)."""
+    """-x [IP:]PORT-IP:PORT[,...] (tcpcopy's mapping syntax): the first mapping gives
+    --service and --target, the others online.more_services."""
     if not args.tcpcopy_x:
         return
-    service, sep, target = args.tcpcopy_x.partition("-")
-    if not sep or "," in args.tcpcopy_x:
-        raise ConfigError(f"-x: expected [IP:]PORT-IP:PORT (one mapping per instance), "
-                          f"got {args.tcpcopy_x!r}")
+    first, *more = [m.strip() for m in args.tcpcopy_x.split(",") if m.strip()]
+    service, sep, target = first.partition("-")
+    if not sep:
+        raise ConfigError(f"-x: expected [IP:]PORT-IP:PORT[,...], got {args.tcpcopy_x!r}")
     args.service = args.service or service
     args.target = args.target or target
+    if more:
+        args.more_services = ",".join(more)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -137,13 +143,21 @@ def main(argv: Sequence[str]) -> int:
     return common.role_main(args, "online", FLAGS, up)
 
 
-def bpf(cfg) -> str:  # type: ignore[no-untyped-def]
+def services(cfg) -> list[tuple[str | None, int, str, int]]:  # type: ignore[no-untyped-def]
+    """Every (service ip, service port, target ip, target port) this instance copies."""
     o = cfg.online
-    expr = f"tcp and dst port {o.service_port}"
-    if o.service_ip:
-        expr += f" and dst host {o.service_ip}"
+    return [(o.service_ip, o.service_port, o.target_ip, o.target_port), *o.more_services]
+
+
+def bpf(cfg) -> str:  # type: ignore[no-untyped-def]
+    wanted, injected = [], []
+    for sip, sport, tip, tport in services(cfg):
+        wanted.append(f"dst port {sport}" + (f" and dst host {sip}" if sip else ""))
+        injected.append(f"(dst host {tip} and dst port {tport})")
     # Never capture what we inject (it goes to the target), even on "any".
-    return expr + f" and not (dst host {o.target_ip} and dst port {o.target_port})"
+    return (f"tcp and (({') or ('.join(wanted)})) and not ({' or '.join(injected)})"
+            if len(wanted) > 1 else
+            f"tcp and {wanted[0]} and not {injected[0]}")
 
 
 def selection(cfg):  # type: ignore[no-untyped-def]
@@ -160,7 +174,8 @@ def selection(cfg):  # type: ignore[no-untyped-def]
         client_filter=ClientFilter(o.allow, o.deny) if (o.allow or o.deny) else None,
         sampler=(Sampler(o.percent, ramp_per_second=1.0 if o.ramp else None)
                  if o.percent < 100 else None),
-        new_per_second=o.max_new_per_second or None, copies=o.copies, pool=pool)
+        new_per_second=o.max_new_per_second or None, copies=o.copies, pool=pool,
+        targets={sport: (ip2int(tip), tport) for _, sport, tip, tport in o.more_services})
 
 
 def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no-untyped-def]
@@ -179,9 +194,10 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
     chosen = selection(cfg)
     engine_clock = time.monotonic
     if o.pcap:
-        source = FileSource(o.pcap, o.service_port,
-                            ip2int(o.service_ip) if o.service_ip else None, speed=o.speed,
-                            max_gap=o.max_gap, loops=o.loops, clock=engine_clock)
+        source = FileSource(o.pcap, [(ip2int(sip) if sip else None, sport)
+                                     for sip, sport, _, _ in services(cfg)],
+                            speed=o.speed, max_gap=o.max_gap, loops=o.loops,
+                            clock=engine_clock)
         where = f"{o.pcap} ({source.total} client packets, {source.duration:.1f} s captured)"
     else:
         source = Capture(o.interface, bpf(cfg), snaplen=o.snaplen)
@@ -234,6 +250,8 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
                     }
                     if chosen.allocator is not None:
                         extra["client_pairs_in_use"] = chosen.allocator.in_use()
+                    if chosen.client_filter is not None:
+                        extra["toa_options_seen"] = chosen.toa_seen
                     common.publish(stats_file, engine.c, extra)
                     if progress is not None:
                         progress.show()

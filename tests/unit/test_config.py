@@ -248,6 +248,7 @@ BAD = [
     ("online", "no_wait", '"yes"', "online.no_wait: must be true or false"),
     ("online", "syn_only", "1", "online.syn_only: must be true or false"),
     ("online", "max_sessions", "0", "online.max_sessions: must be 1-10000000, got 0"),
+    ("online", "more_services", '["8080"]', 'online.more_services[0]: must be "[ip:]port-ip:port"'),
     ("online", "max_new_per_second", "-1", "online.max_new_per_second: must be 0-10000000, got -1"),
     ("online", "client_pool", '"198.18.4.1"', "online.client_pool: must be a list"),
     ("online", "copies", "0", "online.copies: must be 1-1000, got 0"),
@@ -320,7 +321,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 26 + 7 + 2
+    assert len(config.keys()) == 4 + 27 + 7 + 2
 
 
 # ------------------------------------------------------------------------------ overrides
@@ -554,3 +555,12 @@ def test_example_file_uses_only_benchmark_addresses() -> None:
             except ValueError:
                 continue
             assert ip in lab or ip == ipaddress.ip_address("0.0.0.0"), line
+
+
+def test_more_services_parse_tcpcopy_mappings() -> None:
+    cfg = load(None, {"online.service": "80", "online.target": "198.18.0.3:80",
+                      "online.assistants": "198.18.0.4",
+                      "online.more_services": "8080-198.18.0.3:9090,198.18.0.2:81-198.18.0.5:81"},
+               role="online")
+    assert cfg.online.more_services == ((None, 8080, "198.18.0.3", 9090),
+                                        ("198.18.0.2", 81, "198.18.0.5", 81))

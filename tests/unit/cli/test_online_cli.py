@@ -1,0 +1,39 @@
+"""nfreplay-online's command line: tcpcopy's spellings and the capture filter it builds."""
+
+import pytest
+
+from nfreplay import config
+from nfreplay.cli import online
+from nfreplay.errors import ConfigError
+
+
+def cfg_of(argv: list[str]) -> config.Config:
+    args = online.parser().parse_args(["up", *argv])
+    online.tcpcopy_x(args)
+    overrides = {key: getattr(args, dest) for dest, key in online.FLAGS.items()}
+    return config.load(None, overrides, role="online")
+
+
+def test_tcpcopy_spellings_mean_the_same_as_ours() -> None:
+    ours = cfg_of(["--service", "80", "--target", "198.18.0.3:8080", "--assistant",
+                   "198.18.0.4", "--copies", "3", "--client-pool", "198.18.4.0/24",
+                   "--percent", "30", "--session-timeout", "60", "--keepalive-timeout", "90",
+                   "--no-wait", "--syn-only", "--mtu", "1400", "--fake-mss", "1200",
+                   "--pcap", "f.pcap", "--speed", "2", "--loop", "3", "--connections", "4"])
+    theirs = cfg_of(["-x", "80-198.18.0.3:8080", "-s", "198.18.0.4", "-n", "3",
+                     "-c", "198.18.4.0/24", "-r", "30", "-t", "60", "-k", "90", "-W", "-O",
+                     "-M", "1400", "-D", "1200", "-i", "f.pcap", "-a", "2", "-T", "3", "-C", "4"])
+    assert theirs == ours
+
+
+def test_several_x_mappings_become_more_services_and_one_filter() -> None:
+    c = cfg_of(["-x", "80-198.18.0.3:80,8080-198.18.0.3:9090", "-s", "198.18.0.4"])
+    assert c.online.more_services == ((None, 8080, "198.18.0.3", 9090),)
+    assert online.bpf(c) == ("tcp and ((dst port 80) or (dst port 8080)) and not "
+                             "((dst host 198.18.0.3 and dst port 80) or "
+                             "(dst host 198.18.0.3 and dst port 9090))")
+
+
+def test_bad_x_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="^-x: expected"):
+        cfg_of(["-x", "80", "-s", "198.18.0.4"])
