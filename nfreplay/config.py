@@ -110,6 +110,7 @@ class Online:
     ramp: bool = False
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    request_pattern: str = ""  # regex the first request must match ("" = any)
     pcap: str = ""  # offline: replay this capture file instead of a live interface
     speed: float = 1.0
     max_gap: float = 0.0  # ms; 0 = keep idle periods as captured
@@ -465,6 +466,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "ramp": _k(_boolean, "ramp"),
         "allow": _k(_list(_network), "allow"),
         "deny": _k(_list(_network), "deny"),
+        "request_pattern": _k(_text, "request_pattern"),
         "pcap": _k(_text, "pcap"),
         "speed": _k(_fraction(0.01, 1000.0, "a speed factor"), "speed"),
         "max_gap": _k(_fraction(0.0, 86_400_000.0, "milliseconds"), "max_gap"),

@@ -38,6 +38,7 @@ FLAGS = {
     "ramp": "online.ramp",
     "allow": "online.allow",
     "deny": "online.deny",
+    "request_pattern": "online.request_pattern",
     "pcap": "online.pcap",
     "speed": "online.speed",
     "max_gap": "online.max_gap",
@@ -106,6 +107,8 @@ def parser() -> argparse.ArgumentParser:
                    help="reach --percent gradually, 1 point per second")
     g.add_argument("--allow", metavar="CIDR[,CIDR]", help="replay only these client networks")
     g.add_argument("--deny", metavar="CIDR[,CIDR]", help="never replay these client networks")
+    g.add_argument("--request-pattern", metavar="REGEX",
+                   help="replay only sessions whose first request matches (its SYN waits for it)")
     g.add_argument("--client-pool", "-c", metavar="SPEC[,SPEC]",
                    help="addresses the target sees instead of the clients' (IPs, a-b ranges, CIDRs)")
     g.add_argument("--copies", "-n", metavar="N",
@@ -163,7 +166,7 @@ def bpf(cfg) -> str:  # type: ignore[no-untyped-def]
 def selection(cfg):  # type: ignore[no-untyped-def]
     """The operator's choice of sessions, from [online]."""
     from nfreplay.clientpool import parse_pool
-    from nfreplay.filters import ClientFilter
+    from nfreplay.filters import ClientFilter, PayloadPattern
     from nfreplay.sampling import Sampler
     from nfreplay.session.selection import Selection
 
@@ -175,6 +178,7 @@ def selection(cfg):  # type: ignore[no-untyped-def]
         sampler=(Sampler(o.percent, ramp_per_second=1.0 if o.ramp else None)
                  if o.percent < 100 else None),
         new_per_second=o.max_new_per_second or None, copies=o.copies, pool=pool,
+        payload=PayloadPattern(o.request_pattern) if o.request_pattern else None,
         targets={sport: (ip2int(tip), tport) for _, sport, tip, tport in o.more_services})
 
 

@@ -46,6 +46,7 @@ _ACK_TS_OFF = 20 + 20 + 2  # NOP, NOP, then the TS option's kind byte in our syn
 SYN_SENT = 1
 ESTABLISHED = 2
 CLOSED = 3
+HELD = 4  # SYN captured, not sent: waiting for the first request to be judged (pattern)
 
 # Why a session ended; each has a counter `sessions_<reason>`.
 REASONS = (
@@ -58,6 +59,7 @@ REASONS = (
     "capture_gap",  # bytes missing from the capture never arrived (gap_timeout)
     "overflow",  # more client data buffered than max_pending_bytes
     "shutdown",  # nfreplay-online stopped while the session was live
+    "filtered",  # not replayed: its client or its first request did not pass the filters
 )
 
 
@@ -124,7 +126,7 @@ class Counters(BaseCounters):
         "fast_retransmits", "window_probes", "greetings", "midstream_refused",
         "sessions_rejected_limit", "packets_split", "client_syns", "client_data_packets",
         "records_data", "records_fin", "records_rst", "syns_sent", "data_packets_sent",
-        "fins_sent", "sessions_filtered", "sessions_sampled_out", "sessions_rate_limited",
+        "fins_sent", "sessions_sampled_out", "sessions_rate_limited",
         "packets_not_selected", "copies_unallocated", *(f"sessions_{r}" for r in REASONS),
     )
 
@@ -155,7 +157,7 @@ class Session:
         "idle_deadline", "linger_until", "ack_tpl", "ack_seg", "fake", "midstream",
         "greeting", "c_ack0", "pending_bytes", "gap_since", "t_last", "dupacks",
         "persist_deadline", "responded", "reconnect_count", "t_ip", "t_port", "orig_ip",
-        "orig_port",
+        "orig_port", "defer_syn",
     )
 
     def __init__(self, params: Params, counters: Counters, client_ip: int, client_port: int,
@@ -216,6 +218,7 @@ class Session:
         self.dupacks = 0
         self.persist_deadline = INF
         self.responded = False  # the target sent data on this connection
+        self.defer_syn = False  # hold the SYN until the first request was judged
         self.reconnect_count = 0
         counters.sessions_opened += 1
         counters.sessions_live += 1
@@ -302,6 +305,19 @@ class Session:
             self.c_tsval = ts[0]
         self._retarget(pkt, seg)
         self.syn_pkt = pkt
+        if self.defer_syn:
+            self.state = HELD
+            return
+        self._offer_syn(now, out)
+
+    def release(self, now: float, out: list) -> None:
+        """The first request passed: send the held SYN (the request follows the handshake)."""
+        if self.state == HELD:
+            self._offer_syn(now, out)
+
+    def _offer_syn(self, now: float, out: list) -> None:
+        pkt = self.syn_pkt
+        assert pkt is not None
         self.state = SYN_SENT
         self.syn_tries = 1
         self.syn_deadline = now + self.p.syn_rto

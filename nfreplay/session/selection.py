@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from nfreplay.clientpool import PortAllocator
-from nfreplay.filters import ClientFilter, toa
+from nfreplay.filters import ClientFilter, PayloadPattern, toa
 from nfreplay.proto.tcpip import Segment
 from nfreplay.sampling import Sampler
 
@@ -27,6 +27,7 @@ class Selection:
                  sampler: Sampler | None = None, new_per_second: float | None = None,
                  copies: int = 1, pool: tuple[int, ...] = (),
                  targets: Mapping[int, tuple[int, int]] | None = None,
+                 payload: PayloadPattern | None = None,
                  reuse_delay: float = 60.0,
                  port_range: tuple[int, int] = (1024, 65535)) -> None:
         if copies < 1:
@@ -36,6 +37,7 @@ class Selection:
         self.new_per_second = new_per_second
         self.copies = copies
         self.targets = dict(targets or {})
+        self.payload = payload
         # Rewriting client addresses (a pool, or several copies) needs an allocator that
         # never hands out a pair still in use on the target.
         self.allocator = (PortAllocator(pool, port_range, reuse_delay=reuse_delay)
@@ -56,6 +58,8 @@ class Selection:
                 self.toa_seen += 1
             if not self.client_filter.accepts(real[0] if real else seg.src):
                 return "sessions_filtered"
+        if self.payload is not None and seg.payload_len and not self.first_request_ok(seg):
+            return "sessions_filtered"  # a mid-stream start: its first data is at hand
         if self.sampler is not None and not self.sampler.keep(seg.src, seg.sport, now):
             return "sessions_sampled_out"
         if self.new_per_second:
@@ -68,6 +72,12 @@ class Selection:
                 return "sessions_rate_limited"
             self._tokens -= 1.0
         return ""
+
+    def first_request_ok(self, seg: Segment) -> bool:
+        """The first request matches the payload pattern (TCPGO's request_pattern)."""
+        assert self.payload is not None
+        return self.payload.matches(
+            memoryview(seg.buf)[seg.payload_off:seg.payload_off + seg.payload_len])
 
     def target_for(self, service_port: int) -> tuple[int, int] | None:
         """The target of a service port when several are replayed; None: the default one."""

@@ -20,7 +20,7 @@ import itertools
 from nfreplay.proto import tcpip
 from nfreplay.proto.seq import seq_diff
 from nfreplay.proto.tcpip import ACK, SYN
-from nfreplay.session.machine import INF, Counters, Params, Session
+from nfreplay.session.machine import HELD, INF, Counters, Params, Session
 from nfreplay.session.selection import Selection
 
 TIMER_GRAIN = 0.001  # the finest timer step; a session never asks to wake sooner than this
@@ -104,6 +104,8 @@ class SessionTable:
             self._held_until[key] = now + self.p.successor_wait
             self._schedule(s)
             return
+        if s.state == HELD and seg.payload_len and not self._judged(s, key, seg, now, out):
+            return
         s.client_packet(seg, pkt, now, out)
         self._after(s, key, now, out)
 
@@ -154,8 +156,21 @@ class SessionTable:
             return None
         s = Session(self.p, self.c, seg.src, seg.sport, now,
                     target=self.sel.target_for(seg.dport))
+        s.defer_syn = self.sel.payload is not None
         self.sessions[key] = s
         return s
+
+    def _judged(self, s: Session, key: int, seg: tcpip.Segment, now: float,
+                out: list) -> bool:
+        """A held SYN's first request: release the session, or forget it (nothing of it was
+        sent); False if it is gone."""
+        if self.sel.first_request_ok(seg):
+            s.release(now, out)
+            return True
+        s.abort(now, out, "filtered")
+        self._skipped[(s.orig_ip << 16) | s.orig_port] = now
+        self.sessions.pop(key, None)
+        return False
 
     def _mapped_packet(self, key: int, seg: tcpip.Segment, pkt: bytearray, now: float,
                        out: list) -> None:
@@ -177,6 +192,7 @@ class SessionTable:
             for ip, port in pairs:
                 s = Session(self.p, self.c, ip, port, now, target=target,
                             source=(seg.src, seg.sport))
+                s.defer_syn = self.sel.payload is not None
                 self.sessions[(ip << 16) | port] = s
                 sessions.append(s)
             if not sessions:
@@ -186,6 +202,10 @@ class SessionTable:
         last = len(flow.sessions) - 1
         for i, s in enumerate(flow.sessions):
             if s.done:
+                continue
+            if s.state == HELD and seg.payload_len and not self._judged(
+                    s, (s.client_ip << 16) | s.client_port, seg, now, out):
+                self.sel.release((s.client_ip, s.client_port), now)
                 continue
             if i == last:
                 s.client_packet(seg, pkt, now, out)

@@ -257,6 +257,7 @@ BAD = [
     ("online", "allow", '["198.18.1.1/24"]', "online.allow[0]:"),
     ("online", "deny", '["nope"]', "online.deny[0]:"),
     ("online", "pcap", "1", "online.pcap: must be a string"),
+    ("online", "request_pattern", "1", "online.request_pattern: must be a string"),
     ("online", "speed", "0", "online.speed: must be a speed factor (0.01-1000), got 0"),
     ("online", "max_gap", "-5", "online.max_gap: must be milliseconds (0-8.64e+07), got -5"),
     ("online", "loops", "0", "online.loops: must be 1-1000000, got 0"),
@@ -321,7 +322,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 27 + 7 + 2
+    assert len(config.keys()) == 4 + 28 + 7 + 2
 
 
 # ------------------------------------------------------------------------------ overrides

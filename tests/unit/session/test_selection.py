@@ -110,3 +110,22 @@ def test_exhausted_pool_is_counted() -> None:
     for i in range(3):
         send(t, SYN, 100, port=40000 + i)
     assert t.c.sessions_opened == 5 and t.c.copies_unallocated == 4
+
+
+def test_first_request_pattern_holds_the_syn_until_the_request_is_judged() -> None:
+    from nfreplay.filters import PayloadPattern
+
+    t = table(payload=PayloadPattern(rb"^GET /api/"))
+    assert send(t, SYN, 100) == []  # held: nothing announced, nothing sent
+    send(t, ACK, 101)
+    out = send(t, ACK | PSH, 101, b"GET /api/x HTTP/1.1\r\n\r\n")
+    assert type(out[0]) is Announce and tcpip.parse(out[1]).flags == SYN
+    assert tcpip.parse(out[1]).seq == 100
+    out = syn_ack(t, CLIENT, 40000, 101)
+    assert [tcpip.parse(p).payload_len for p in out] == [0, 23]  # our ACK, then the request
+
+    assert send(t, SYN, 500, port=40001) == []
+    assert send(t, ACK | PSH, 501, b"GET /static/y HTTP/1.1\r\n\r\n", port=40001) == []
+    assert send(t, ACK | PSH, 525, b"more", port=40001) == []  # not joined mid-stream
+    assert t.c.sessions_filtered == 1 and t.c.packets_not_selected == 1
+    assert t.c.syns_sent == 1 and t.c.sessions_live == 1
