@@ -110,12 +110,18 @@ def daemonize(log_path: str) -> None:
     os.dup2(fd, 2)
 
 
-@contextlib.contextmanager
-def pid_file(paths: stats.StatePaths, role: str, instance: str) -> Iterator[None]:
+def ensure_not_running(paths: stats.StatePaths, role: str, instance: str) -> None:
+    """One line and no start-up at all (checked before `--daemon` detaches, so the
+    operator sees it) if this instance already runs."""
     pid = stats.running_pid(paths.pid)
     if pid is not None and pid != os.getpid():
         raise NfreplayError(f"{role} instance {instance!r} is already running (pid {pid}); "
                             f"stop it with: nfreplay-{role} down --instance {instance}")
+
+
+@contextlib.contextmanager
+def pid_file(paths: stats.StatePaths, role: str, instance: str) -> Iterator[None]:
+    ensure_not_running(paths, role, instance)
     os.makedirs(os.path.dirname(paths.pid), exist_ok=True)
     stats.write_pid(paths.pid)
     try:
@@ -184,9 +190,16 @@ def role_main(args: argparse.Namespace, role: str, flags: Mapping[str, str],
     require_root()
     paths = stats.state_paths(cfg.general.state_dir, role, cfg.general.instance)
     if args.action == "up":
+        ensure_not_running(paths, role, cfg.general.instance)
         return up(cfg, paths, daemon=args.daemon)
     pid = stop_running(paths)
     print(f"nfreplay-{role}: stopped pid {pid}" if pid else f"nfreplay-{role}: not running")
+    # After a kill -9 the dead daemon's files are left: they go too.
+    for path in (paths.pid, paths.stats):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    if role == "online" and not os.path.exists(paths.journal):
+        return 0  # the online role installs nothing unless its journal says so
     # Also after a kill -9: whatever the instance installed goes (the journal says what).
     return report_teardown(rule_manager(cfg, role).down(), f"nfreplay-{role} down")
 

@@ -198,7 +198,8 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
     chosen = selection(cfg)
     engine_clock = time.monotonic
     if o.pcap:
-        source = FileSource(o.pcap, [(ip2int(sip) if sip else None, sport)
+        # Absolute: --daemon changes directory.
+        source = FileSource(os.path.abspath(o.pcap), [(ip2int(sip) if sip else None, sport)
                                      for sip, sport, _, _ in services(cfg)],
                             speed=o.speed, max_gap=o.max_gap, loops=o.loops,
                             clock=engine_clock)

@@ -81,21 +81,19 @@ class AssistEngine:
         if self.queue is not None:
             rlist.append(self.queue)
         wlist = [c for c in self.conns if c.out]
-        try:
-            readable, _, _ = select.select(rlist, wlist, [], timeout)
-        except InterruptedError:
-            return
+        readable, _, _ = select.select(rlist, wlist, [], timeout)
         self.now = now = self.clock()
-        if self.queue is not None and self.queue in readable:
-            self.queue.drain()  # type: ignore[attr-defined]
         if self.listener in readable:
             for conn in self.listener.accept():
                 log.info("control channel: %s connected", conn.peer)
                 self.conns.append(conn)
                 self.c.connections_accepted += 1
+        # Announcements first: replies queued in this same wake-up then find their route.
         for conn in list(self.conns):
             if conn in readable:
                 self._read(conn, now)
+        if self.queue is not None and self.queue in readable:
+            self.queue.drain()  # type: ignore[attr-defined]
         self._send()
         if now >= self._next_expire:
             self._next_expire = now + 1.0

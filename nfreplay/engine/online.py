@@ -18,7 +18,6 @@ from nfreplay.adapters.channel import Assistant
 from nfreplay.errors import WireError
 from nfreplay.proto import channel, tcpip
 from nfreplay.proto.resegment import split
-from nfreplay.proto.tcpip import SYN
 from nfreplay.session.machine import Announce, Counters, Params
 from nfreplay.session.selection import Selection
 from nfreplay.session.table import SessionTable
@@ -50,9 +49,21 @@ class OnlineEngine:
         self.out: list = []
         self.now = clock()
         self._next_connect = 0.0
-        self.channel_up = 0  # live control connections
+        self.channel_up = 0  # until a control connection is up
         self.channel_drops = 0
         self.announces_failed = 0
+
+    @property
+    def channel_up(self) -> int:
+        """Live control connections."""
+        return self._channel_up
+
+    @channel_up.setter
+    def channel_up(self, n: int) -> None:
+        self._channel_up = n
+        # New sessions only while a control connection can report the target's replies:
+        # otherwise they would only leave half-open connections on the target.
+        self.table.accept_new = n > 0
 
     # ------------------------------------------------------------------ callbacks (hot path)
 
@@ -68,11 +79,6 @@ class OnlineEngine:
             return
         if len(pkt) > seg.tot_len:  # Ethernet padding of short frames
             del pkt[seg.tot_len:]
-        if not self.channel_up and seg.flags & SYN:
-            # Nobody could report the target's replies: the session would only leave a
-            # half-open connection on the target. Count it instead.
-            self.c.sessions_skipped_no_channel += 1
-            return
         if seg.tot_len > self.mtu:
             # A GRO/TSO capture: the raw socket would refuse it, so send it in MTU pieces.
             self.c.packets_split += 1
@@ -84,11 +90,9 @@ class OnlineEngine:
     def _on_record(self, record: bytes, now: float) -> None:
         self.c.records_received += 1
         try:
-            seg = tcpip.parse(record)
-        except WireError:
+            self.table.response(tcpip.parse(record), now, self.out)
+        except WireError:  # the assistant's bytes, not ours: count them, go on
             self.c.records_bad += 1
-            return
-        self.table.response(seg, now, self.out)
 
     # ------------------------------------------------------------------ the loop
 
@@ -115,12 +119,11 @@ class OnlineEngine:
             timeout = min(timeout, self.capture.wait(self.clock()))  # type: ignore[attr-defined]
         else:
             rlist = [self.capture, *conns]
-        try:
-            readable, writable, _ = select.select(rlist, wlist, [], timeout)
-        except InterruptedError:
-            return
+        readable, writable, _ = select.select(rlist, wlist, [], timeout)
         now = self.now = self.clock()
-        if self.offline or self.capture in readable:
+        if self.offline and not self.channel_up:
+            pass  # a file waits for its assistant (live traffic cannot)
+        elif self.offline or self.capture in readable:
             self.capture.dispatch(self._on_frame)  # type: ignore[attr-defined]
         for conn in conns:
             if conn not in readable:

@@ -134,7 +134,7 @@ class Counters(BaseCounters):
 class Pending:
     """A captured client packet waiting to be sent (kept in client sequence order)."""
 
-    __slots__ = ("seq", "end", "flags", "cack", "pkt", "seg")
+    __slots__ = ("seq", "end", "flags", "cack", "pkt", "seg", "size", "sent")
 
     def __init__(self, seg: tcpip.Segment, pkt: bytearray) -> None:
         self.seq = seg.seq
@@ -143,6 +143,8 @@ class Pending:
         self.cack = seg.ack
         self.pkt = pkt
         self.seg = seg
+        self.size = seg.payload_len  # what it adds to `pending_bytes`, whatever trimming does
+        self.sent = False  # rewritten for the target already (a retransmission only re-acks)
 
 
 class Session:
@@ -157,7 +159,7 @@ class Session:
         "idle_deadline", "linger_until", "ack_tpl", "ack_seg", "fake", "midstream",
         "greeting", "c_ack0", "pending_bytes", "gap_since", "t_last", "dupacks",
         "persist_deadline", "responded", "reconnect_count", "t_ip", "t_port", "orig_ip",
-        "orig_port", "defer_syn",
+        "orig_port", "defer_syn", "held_by_response",
     )
 
     def __init__(self, params: Params, counters: Counters, client_ip: int, client_port: int,
@@ -219,6 +221,7 @@ class Session:
         self.persist_deadline = INF
         self.responded = False  # the target sent data on this connection
         self.defer_syn = False  # hold the SYN until the first request was judged
+        self.held_by_response = False  # the head of `pending` waits for the response
         self.reconnect_count = 0
         counters.sessions_opened += 1
         counters.sessions_live += 1
@@ -230,7 +233,8 @@ class Session:
         flags = seg.flags
         if self.done:
             return
-        self.c_win = seg.window
+        if not flags & RST:  # a RST's window (0) is no advertisement
+            self.c_win = seg.window
         # Tracked in every state: packets captured while our SYN is still unanswered carry
         # newer TSvals, and an ACK of ours with an older one fails the target's PAWS check.
         ts = tcpip.timestamps(seg)
@@ -257,13 +261,13 @@ class Session:
             self.midstream = True
             self.c.sessions_midstream += 1
             self._fake_syn(seq_add(seg.seq, -1), now, out)
+        if self.state == HELD and flags & (FIN | RST) and not seg.payload_len:
+            # The connection closes before its first request was judged: nothing of it
+            # was sent, nothing is owed to the target.
+            self._finish("filtered", now)
+            return
         item = Pending(seg, pkt)
-        if self.fake:
-            # No window scaling was negotiated on a faked handshake: the client's scaled
-            # window would read as tiny.
-            tcpip.rewrite(pkt, 0, seg, window=65535)
-            seg.window = 65535
-        self.pending_bytes += seg.payload_len
+        self.pending_bytes += item.size
         if self.pending_bytes > self.p.max_pending_bytes:
             self.abort(now, out, "overflow")
             return
@@ -307,6 +311,7 @@ class Session:
         self.syn_pkt = pkt
         if self.defer_syn:
             self.state = HELD
+            self._rewake()  # the idle deadline still applies
             return
         self._offer_syn(now, out)
 
@@ -328,8 +333,10 @@ class Session:
 
     # ----------------------------------------------------------------- sending to the target
 
-    def _pump(self, now: float, out: list) -> None:
-        """Send every pending packet that may go now, in order."""
+    def _pump(self, now: float, out: list, probe: bool = False) -> None:
+        """Send every pending packet that may go now, in order; `probe`: the first one goes
+        even beyond a shut window (the persist timer's window probe)."""
+        self.held_by_response = False
         if self.state != ESTABLISHED:
             return
         pend = self.pending
@@ -340,6 +347,7 @@ class Session:
                 # A client RST occupies no sequence space; ours goes at snd_nxt, where the
                 # target accepts it (RFC 5961), once no response is pending.
                 if self.waiting and not self._response_complete(now):
+                    self.held_by_response = True
                     break
                 pend.pop(0)
                 self._send_rst(out)
@@ -348,7 +356,7 @@ class Session:
             if not seq_gt(item.end, snd_nxt):
                 # Entirely before what we sent: a client retransmission.
                 pend.pop(0)
-                self.pending_bytes -= item.seg.payload_len
+                self.pending_bytes -= item.size
                 self.c.client_duplicates += 1
                 continue
             if seq_gt(item.seq, snd_nxt):
@@ -387,8 +395,9 @@ class Session:
                         self.greeting = self.waiting = False
                 if (self.waiting and new_request and not self.p.no_wait
                         and not self._response_complete(now)):
+                    self.held_by_response = True
                     break
-                if seq_diff(item.end, self.t_una) > self.t_win:
+                if seq_diff(item.end, self.t_una) > self.t_win and not probe:
                     # Beyond the target's window: wait for it to open, probing if it is shut.
                     if not self.unacked and self.persist_deadline == INF:
                         self.persist_deadline = now + self.rto
@@ -400,10 +409,13 @@ class Session:
                     self._start_request(item.cack, now)
             elif flags & FIN:
                 # A bare FIN goes once the target has answered and has everything before it.
-                if (self.waiting and not self._response_complete(now)) or self.t_una != item.seq:
+                if self.waiting and not self._response_complete(now):
+                    self.held_by_response = True
+                    break
+                if self.t_una != item.seq:
                     break
             pend.pop(0)
-            self.pending_bytes -= plen
+            self.pending_bytes -= item.size
             self.persist_deadline = INF
             self._transmit(item, out)
             self.snd_nxt = item.end
@@ -412,6 +424,8 @@ class Session:
                 self.rto_deadline = now + self.rto
             if flags & FIN:
                 self.fin_sent = True
+            if probe:
+                break
         self._rewake()
 
     def _reconnect(self, now: float, out: list) -> None:
@@ -424,6 +438,7 @@ class Session:
         resend = [i for i in self.unacked if seq_gt(i.end, self.t_una)]
         self.unacked.clear()
         self.pending[:0] = resend
+        self.pending_bytes += sum(i.size for i in resend)
         first = self.pending[0].seq if self.pending else self.snd_nxt
         self.target_fin = self.fin_sent = self.responded = False
         self.waiting = self.greeting = False
@@ -464,7 +479,8 @@ class Session:
         """Rewrite a client packet into the target's space and emit it."""
         pkt = item.pkt
         seg = item.seg
-        if seg.dst != self.t_ip or seg.dport != self.t_port:
+        if not item.sent:
+            item.sent = True
             self._retarget(pkt, seg, self.rcv_nxt)
         else:  # a retransmission: only the ACK can have moved
             tcpip.rewrite(pkt, 0, seg, ack=self.rcv_nxt)
@@ -488,15 +504,23 @@ class Session:
     def _retarget(self, pkt: bytearray, seg: tcpip.Segment, ack: int | None = None) -> None:
         """A captured packet, first time out: to the target, from the address the target
         sees (rewritten when the client is mapped), with our ACK; `seg` follows."""
+        # No window scaling was negotiated on a faked handshake: the client's scaled window
+        # would read as tiny there.
+        window = 65535 if self.fake and not seg.flags & SYN else None
         if self.orig_ip == self.client_ip and self.orig_port == self.client_port:
-            tcpip.rewrite(pkt, 0, seg, dst=self.t_ip, dport=self.t_port, ack=ack)
+            tcpip.rewrite(pkt, 0, seg, dst=self.t_ip, dport=self.t_port, ack=ack, window=window)
         else:
             tcpip.rewrite(pkt, 0, seg, src=self.client_ip, sport=self.client_port,
-                          dst=self.t_ip, dport=self.t_port, ack=ack)
+                          dst=self.t_ip, dport=self.t_port, ack=ack, window=window)
             seg.src, seg.sport = self.client_ip, self.client_port
         seg.dst, seg.dport = self.t_ip, self.t_port
         if ack is not None:
             seg.ack = ack
+        if window is not None:
+            seg.window = window
+
+    def _window(self) -> int:
+        return 65535 if self.fake else self.c_win
 
     def _synthetic(self, flags: int, seq: int, ack: int) -> bytearray:
         options = b""
@@ -504,7 +528,7 @@ class Session:
             options = b"\x01\x01\x08\x0a" + self.c_tsval.to_bytes(4, "big") + \
                 self.t_tsval.to_bytes(4, "big")
         return tcpip.build(self.client_ip, self.t_ip, self.client_port,
-                           self.t_port, seq, ack, flags, window=self.c_win,
+                           self.t_port, seq, ack, flags, window=self._window(),
                            options=options)
 
     def _ack_packet(self) -> bytearray:
@@ -516,7 +540,8 @@ class Session:
             self.ack_seg = tcpip.parse(tpl)
             return bytearray(tpl)
         pkt = bytearray(tpl)
-        tcpip.rewrite(pkt, 0, self.ack_seg, seq=self.snd_nxt, ack=self.rcv_nxt, window=self.c_win)
+        tcpip.rewrite(pkt, 0, self.ack_seg, seq=self.snd_nxt, ack=self.rcv_nxt,
+                      window=self._window())
         if self.ts_ok:  # the template's TS option sits right after the fixed headers
             tcpip.set_tsval(pkt, _ACK_TS_OFF, self.c_tsval)
             tcpip.set_tsecr(pkt, _ACK_TS_OFF, self.t_tsval)
@@ -559,8 +584,6 @@ class Session:
             if self.state == ESTABLISHED and self._may_reconnect():
                 self._reconnect(now, out)
                 return
-            if self.midstream and not self.responded:
-                self.c.midstream_refused += 1
             self._finish("target_reset" if self.state == ESTABLISHED else "handshake_failed", now)
             return
         if self.state == SYN_SENT:
@@ -603,10 +626,9 @@ class Session:
             self._send_ack(out)
             self._finish("completed", now)
             return
-        if flags & FIN and self.midstream and not self.responded and not self.any_request:
-            # A mid-stream session the target's application refused (a stateful protocol
-            # cannot be joined in the middle): count it, and end it cleanly.
-            self.c.midstream_refused += 1
+        if flags & FIN and self.midstream and not self.responded:
+            # The target's application closed a session joined mid-stream without a word:
+            # it refused it (counted by _finish); end it cleanly on the target too.
             self.abort(now, out, "target_reset")
             return
         self._pump(now, out)
@@ -647,7 +669,8 @@ class Session:
             self.t_tsval = ts[0]
         self.syn_deadline = INF
         self.syn_pkt = None
-        self.c.sessions_established += 1
+        if not self.reconnect_count:
+            self.c.sessions_established += 1
         self._send_ack(out)
         if not self.fake and not self.any_request:
             # Until the client's first data shows otherwise, the server may speak first.
@@ -713,15 +736,10 @@ class Session:
             # The target's window stayed shut: send the next segment anyway; its answer
             # carries the window we need to go on.
             self.persist_deadline = INF
-            item = self.pending[0]
-            if not seq_gt(item.seq, self.snd_nxt) and item.seg.payload_len:
+            before = self.snd_nxt
+            self._pump(now, out, probe=True)
+            if self.snd_nxt != before:
                 self.c.window_probes += 1
-                self.pending.pop(0)
-                self.pending_bytes -= item.seg.payload_len
-                self._transmit(item, out)
-                self.snd_nxt = item.end
-                self.unacked.append(item)
-                self.rto_deadline = now + self.rto
         if now - self.gap_since >= self.p.gap_timeout:
             self.abort(now, out, "capture_gap")
             return
@@ -745,7 +763,7 @@ class Session:
                    self.gap_since + self.p.gap_timeout)
         if self.unacked and self.rto_deadline < wake:
             wake = self.rto_deadline
-        if self.waiting and self.pending:
+        if self.waiting and self.held_by_response:
             # A held request: wake when the response may be deemed complete.
             hold = (self.resp_last + self.p.response_quiet if self.resp_bytes
                     else self.req_time + self.p.response_timeout)
@@ -754,9 +772,13 @@ class Session:
         self.wake = wake
 
     def _finish(self, reason: str, now: float) -> None:
-        if self.midstream and reason in ("handshake_failed",) and not self.responded:
+        if (self.midstream and not self.responded
+                and reason in ("handshake_failed", "target_reset")):
+            # A mid-stream session the target refused (a stateful protocol cannot be joined
+            # in the middle): counted once, whichever way the refusal came.
             self.c.midstream_refused += 1
         self.done = True
+        self.ack_due = False  # a RST (or our last ACK) already said everything
         self.reason = reason
         self.state = CLOSED
         self.pending.clear()

@@ -18,7 +18,7 @@ import heapq
 import itertools
 
 from nfreplay.proto import tcpip
-from nfreplay.proto.seq import seq_diff
+from nfreplay.proto.seq import seq_add, seq_diff, seq_lt
 from nfreplay.proto.tcpip import ACK, SYN
 from nfreplay.session.machine import HELD, INF, Counters, Params, Session
 from nfreplay.session.selection import Selection
@@ -49,6 +49,9 @@ class SessionTable:
         self.flows: dict[int, Flow] = {}  # captured key -> copies, when clients are mapped
         self._skipped: dict[int, float] = {}  # captured key -> last packet seen
         self._next_purge = 0.0
+        # False while nobody could report the target's replies (no control connection):
+        # a new session would only leave a half-open connection on the target.
+        self.accept_new = True
         self._heap: list[tuple[float, int, Session]] = []
         self._serial = itertools.count()
         self._scheduled: dict[int, float] = {}  # id(session) -> earliest wake already pushed
@@ -68,6 +71,11 @@ class SessionTable:
             c.client_data_packets += 1
         elif seg.flags & SYN:
             c.client_syns += 1
+        self._deliver(key, seg, pkt, now, out)
+
+    def _deliver(self, key: int, seg: tcpip.Segment, pkt: bytearray, now: float,
+                 out: list) -> None:
+        c = self.c
         if self._skipped:
             if key in self._skipped:
                 if not (seg.flags & SYN and not seg.flags & ACK):
@@ -83,9 +91,15 @@ class SessionTable:
         if held is not None and self._belongs_to_next(seg, s, held):
             held.append((seg, pkt))
             return
-        if s is not None and s.done and not seg.payload_len and not seg.flags & SYN:
-            c.client_acks_absorbed += 1  # the client's last ACK of a finished session
-            return
+        if s is not None and s.done and not seg.flags & SYN:
+            if not seg.payload_len:
+                c.client_acks_absorbed += 1  # the client's last ACK of a finished session
+                return
+            if s.reason in ("overflow", "capture_gap") or seq_lt(seg.seq, s.snd_nxt):
+                # Data of the connection that just ended (ended on purpose, or bytes it had
+                # already sent): not a new connection to join mid-stream.
+                c.packets_no_session += 1
+                return
         if s is None or s.done:
             if seg.flags & SYN and not seg.flags & ACK:
                 s = self._open(key, seg, now)
@@ -133,14 +147,13 @@ class SessionTable:
         if old is not None and not old.done:
             old.abort(now, out, "superseded")
         self.sessions.pop(key, None)
-        s = self._open(key, held[0][0], now)
-        if s is None:
-            return
         for seg, pkt in held:
-            s.client_packet(seg, pkt, now, out)
-        self._schedule(s)
+            self._deliver(key, seg, pkt, now, out)
 
     def _admit(self, key: int, seg: tcpip.Segment, now: float) -> bool:
+        if not self.accept_new:
+            self.c.sessions_skipped_no_channel += 1
+            return False
         if len(self.sessions) >= self.p.max_sessions:
             self.c.sessions_rejected_limit += 1
             return False
@@ -168,8 +181,16 @@ class SessionTable:
             s.release(now, out)
             return True
         s.abort(now, out, "filtered")
-        self._skipped[(s.orig_ip << 16) | s.orig_port] = now
+        okey = (s.orig_ip << 16) | s.orig_port
+        self._skipped[okey] = now
         self.sessions.pop(key, None)
+        self._held.pop(key, None)
+        self._held_until.pop(key, None)
+        flow = self.flows.get(okey)
+        if flow is not None and s in flow.sessions:
+            flow.sessions.remove(s)
+            if not flow.sessions:
+                del self.flows[okey]
         return False
 
     def _mapped_packet(self, key: int, seg: tcpip.Segment, pkt: bytearray, now: float,
@@ -198,7 +219,7 @@ class SessionTable:
             if not sessions:
                 self._skipped[key] = now
                 return
-            flow = self.flows[key] = Flow(seg.seq if syn else seg.seq - 1, sessions)
+            flow = self.flows[key] = Flow(seg.seq if syn else seq_add(seg.seq, -1), sessions)
         last = len(flow.sessions) - 1
         for i, s in enumerate(flow.sessions):
             if s.done:
@@ -290,7 +311,13 @@ class SessionTable:
         if have is not None and have <= wake:
             return  # the earlier entry will fire first and reschedule
         self._scheduled[sid] = wake
-        heapq.heappush(self._heap, (wake, next(self._serial), s))
+        heap = self._heap
+        heapq.heappush(heap, (wake, next(self._serial), s))
+        if len(heap) > 4 * len(self._scheduled) + 1024:
+            # Entries superseded by an earlier push linger until their time; drop them
+            # all at once when they dominate (each session keeps exactly one live entry).
+            self._heap = [e for e in heap if self._scheduled.get(id(e[2])) == e[0]]
+            heapq.heapify(self._heap)
 
     def shutdown(self, now: float, out: list) -> None:
         """Reset every live session on the target (so it keeps no half-open connections)."""

@@ -191,6 +191,11 @@ def test_down_stops_a_running_daemon_and_cleans(lab: Lab) -> None:
     st = status_json(lab, "assist")
     pid = st["daemons"][0]["pid"]
     assert st["daemons"][0]["running"] and pid
+    # A second instance is refused in one line, before it detaches.
+    again = lab.nfreplay("assist", "nfreplay-assist", "up", "--daemon", "--target",
+                         f"{ADDR['target']}:80", "--clients", CLIENT_NET, check=False)
+    assert again.returncode == 1 and "already running" in again.stderr
+    assert again.stderr.count("\n") == 1
     down = lab.nfreplay("assist", "nfreplay-assist", "down")
     assert down.returncode == 0, down.stderr
     assert not pid_alive(pid)  # gone (or a zombie of whatever init adopted it)

@@ -592,3 +592,43 @@ def test_greeting_awaited_when_first_command_arrives_before_it_then_paced() -> N
     out = lab.rec(ACK | PSH, (T1 + 20) % 2**32, ISN + 9, 20)  # reply to USER
     assert [view(p)[3] for p in out] == [ISN + 9]
     assert lab.c.greetings == 1 and lab.c.requests_sent == 2
+
+
+def test_midstream_session_closed_by_the_target_without_a_word_is_refused_once() -> None:
+    lab = Lab()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"\x00\x00\x00\x08query")
+    lab.rec(SYN | ACK, TISN, ISN + 1)
+    out = lab.rec(FIN | ACK, T1, ISN + 10)
+    assert [view(p)[2] for p in out] == [RST | ACK]
+    assert lab.c.midstream_refused == 1 and lab.c.sessions_target_reset == 1
+
+
+def test_held_syn_session_closing_before_any_request_ends_filtered() -> None:
+    p = Params(target_ip=TARGET, target_port=TPORT)
+    lab = Lab(p)
+    lab.t.sel.payload = object()  # type: ignore[assignment]  # any pattern: SYNs are held
+    assert lab.cl(SYN, ISN) == []
+    assert lab.t.next_wake() < INF_TIME  # the held session still times out
+    assert lab.cl(FIN | ACK, ISN + 1, OSEQ + 1) == []
+    assert lab.c.sessions_filtered == 1 and lab.c.sessions_live == 0
+
+
+INF_TIME = float("inf")
+
+
+def test_fake_handshake_sessions_advertise_an_unscaled_window() -> None:
+    lab = Lab()
+    out = lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n")  # window 502
+    out = lab.rec(SYN | ACK, TISN, ISN + 1)
+    assert [tcpip.parse(p).window for p in out] == [65535, 65535]
+    out = lab.rec(ACK | PSH, T1, ISN + 19, 10)
+    assert [tcpip.parse(p).window for p in out] == [65535]
+
+
+def test_pending_bytes_follow_trimming_and_do_not_drift() -> None:
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK, ISN + 1, OSEQ + 1, b"a" * 10)
+    lab.cl(ACK, ISN + 6, OSEQ + 1, b"b" * 10)  # 5 bytes overlap, trimmed
+    (s,) = lab.t.sessions.values()
+    assert s.pending_bytes == 0
