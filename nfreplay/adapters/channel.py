@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 
 from nfreplay.errors import HostError
@@ -32,6 +33,8 @@ class Conn:
         self.decoder = decoder
         self.out = bytearray()
         self.closed = False
+        self.connecting = False  # a non-blocking connect() still in progress
+        self.since = 0.0
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -85,26 +88,48 @@ class Assistant:
         return f"{self.ip}:{self.port}"
 
     def live(self) -> list[Conn]:
-        return [c for c in self.conns if c is not None and not c.closed]
+        return [c for c in self.conns if c is not None and not c.closed and not c.connecting]
 
-    def connect_missing(self, timeout: float) -> int:
-        """(Re)open every missing connection; returns how many opened. The version message
-        goes first on each, as tcpcopy does."""
-        opened = 0
+    def connecting(self) -> list[Conn]:
+        return [c for c in self.conns if c is not None and not c.closed and c.connecting]
+
+    def connect_missing(self, now: float) -> None:
+        """Start a non-blocking connect for every missing connection: the loop never waits
+        for an assistant that does not answer (select() reports the outcome as writable)."""
         for i, c in enumerate(self.conns):
             if c is not None and not c.closed:
                 continue
-            try:
-                sock = socket.create_connection((self.ip, self.port), timeout=timeout)
-            except OSError as exc:
-                log.debug("connect %s: %s", self.name, exc)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            err = sock.connect_ex((self.ip, self.port))
+            if err not in (0, errno.EINPROGRESS):
+                log.debug("connect %s: %s", self.name, os.strerror(err))
+                sock.close()
                 self.conns[i] = None
                 continue
             conn = Conn(sock, self.name, channel.FrameDecoder())
-            conn.queue(channel.encode_version())
+            conn.connecting, conn.since = True, now
             self.conns[i] = conn
-            opened += 1
-        return opened
+
+    def finish_connect(self, conn: Conn, now: float, timeout: float) -> bool | None:
+        """After select() said writable (or to check a timeout): True once connected (the
+        version message is queued first, as tcpcopy does), False if it failed, None while
+        still in progress."""
+        err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err == 0:
+            try:
+                conn.sock.getpeername()
+            except OSError:
+                if now - conn.since < timeout:
+                    return None
+                err = errno.ETIMEDOUT
+        if err:
+            log.debug("connect %s: %s", self.name, os.strerror(err))
+            conn.close()
+            return False
+        conn.connecting = False
+        conn.queue(channel.encode_version())
+        return True
 
     def announce(self, msg: bytes) -> bool:
         live = self.live()

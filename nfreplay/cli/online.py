@@ -221,6 +221,9 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
     with common.pid_file(paths, "online", cfg.general.instance):
         stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance)
         engine.connect(engine.clock())
+        deadline = engine.clock() + 1.0
+        while not engine.channel_up and engine.clock() < deadline and not stop.requested:
+            engine.step(0.05)
         if not engine.channel_up:
             log.warning("no assistant reachable yet (%s); retrying every %.0f s — sessions "
                         "start once one answers", ", ".join(a.name for a in assistants),

@@ -31,7 +31,7 @@ class OnlineEngine:
     def __init__(self, params: Params, capture: object, sender: object,
                  assistants: Sequence[Assistant], *, mtu: int = 1500,
                  reconnect_interval: float = 2.0,
-                 connect_timeout: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                 connect_timeout: float = 3.0, clock: Callable[[], float] = time.monotonic,
                  counters: Counters | None = None, selection: Selection | None = None) -> None:
         self.p = params
         self.capture = capture
@@ -97,23 +97,27 @@ class OnlineEngine:
     # ------------------------------------------------------------------ the loop
 
     def connect(self, now: float) -> None:
-        """Open missing control connections; re-announce live sessions on a fresh link."""
+        """Start connects for missing control connections (at most every reconnect_interval)."""
         if now < self._next_connect:
             return
         self._next_connect = now + self.reconnect_interval
         for a in self.assistants:
-            if a.connect_missing(self.connect_timeout):
-                log.info("control channel to %s: %d/%d connections up", a.name,
-                         len(a.live()), len(a.conns))
-                # Sessions announced on a connection that died would lose their records.
-                for ip, port, tip, tport in self.table.live_keys():
-                    a.announce(channel.encode_client_add(ip, port, tip, tport))
-        self.channel_up = sum(len(a.live()) for a in self.assistants)
+            a.connect_missing(now)
+
+    def _connected(self, a: Assistant, now: float) -> None:
+        """A control connection came up: announce every live session on it again, since
+        sessions announced on a connection that died would lose their records."""
+        log.info("control channel to %s: %d/%d connections up", a.name, len(a.live()),
+                 len(a.conns))
+        for ip, port, tip, tport in self.table.live_keys():
+            a.announce(channel.encode_client_add(ip, port, tip, tport))
+        self.channel_up = sum(len(x.live()) for x in self.assistants)
 
     def step(self, timeout: float) -> None:
         """One wake-up: wait at most `timeout` seconds for input, then do everything due."""
         conns = [c for a in self.assistants for c in a.live()]
-        wlist = [c for c in conns if c.out]
+        opening = [(a, c) for a in self.assistants for c in a.connecting()]
+        wlist = [c for c in conns if c.out] + [c for _, c in opening]
         if self.offline:  # a capture file: frames are due by the clock, not by a descriptor
             rlist: list = conns
             timeout = min(timeout, self.capture.wait(self.clock()))  # type: ignore[attr-defined]
@@ -121,6 +125,10 @@ class OnlineEngine:
             rlist = [self.capture, *conns]
         readable, writable, _ = select.select(rlist, wlist, [], timeout)
         now = self.now = self.clock()
+        for a, conn in opening:
+            if conn in writable or now - conn.since >= self.connect_timeout:
+                if a.finish_connect(conn, now, self.connect_timeout):
+                    self._connected(a, now)
         if self.offline and not self.channel_up:
             pass  # a file waits for its assistant (live traffic cannot)
         elif self.offline or self.capture in readable:
@@ -194,12 +202,22 @@ class OnlineEngine:
 
     def shutdown(self) -> None:
         """Reset every live session on the target and say so to it before closing."""
+        if log.isEnabledFor(logging.DEBUG):
+            for s in self.table.sessions.values():
+                if not s.done:
+                    log.debug("live at shutdown: %s:%d state %d pending %d unacked %d "
+                              "waiting %s held %s fin_sent %s target_fin %s in flight %d",
+                              tcpip.int2ip(s.client_ip), s.client_port, s.state,
+                              len(s.pending), len(s.unacked), s.waiting, s.held_by_response,
+                              s.fin_sent, s.target_fin, (s.snd_nxt - s.t_una) % 2**32)
         self.table.shutdown(self.clock(), self.out)
         self._emit()
         for a in self.assistants:
             for conn in a.live():
                 conn.flush()
-                conn.close()
+            for conn in a.conns:
+                if conn is not None:
+                    conn.close()
 
     def next_timeout(self, cap: float = 0.2) -> float:
         wake = self.table.next_wake() - self.clock()
