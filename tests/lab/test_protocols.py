@@ -48,7 +48,7 @@ import pytest
 
 from tests.lab import netns
 from tests.lab.servers import FTP_PORT, PG_BIN, PG_PORT, REDIS_PORT, Postgres, Redis, Vsftpd
-from tests.lab.topology import ADDR, BIG_SIZE, CLIENTS, Lab
+from tests.lab.topology import ADDR, BIG_SIZE, CLIENT_NET, CLIENTS, Lab
 
 pytestmark = [
     pytest.mark.lab,
@@ -579,3 +579,103 @@ def test_http_keepalive_survives_random_loss(lab: Lab, where: str) -> None:
         assert extra.get("send_errors", {}).get("EPERM", 0) > 0, extra
     assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")
     assert lab.firewall_and_routes() == before  # the loss rule is gone, so is nfreplay's
+
+
+# ------------------------------------------------------------------------------ mid-stream
+
+
+def wait_file(path: Path, timeout: float = 30.0) -> None:
+    assert wait_until(path.exists, timeout, 0.05), f"{path.name} never appeared"
+
+
+def test_redis_sessions_joined_midstream(lab: Lab, servers: Callable) -> None:
+    """Connections opened before nfreplay-online starts: their later commands are replayed
+    through a faked handshake (Redis commands stand alone)."""
+    servers(Redis, "online")
+    target_db = servers(Redis, "target")
+    lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                 "--via", ADDR["assist"])
+    assist = lab.start_assist("--target", f"{ADDR['target']}:{REDIS_PORT}")
+    ready, go = lab.dir / "redis-ready", lab.dir / "redis-go"
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns["client"], sys.executable,
+         str(HERE / "clients" / "redis_phased.py"), "--server", ADDR["online"], "--port",
+         str(REDIS_PORT), "--tag", "mid", "--connections", "10", "--commands", "5",
+         "--ready", str(ready), "--go", str(go)], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_file(ready)
+        online = lab.start_online("--service", f"{ADDR['online']}:{REDIS_PORT}",
+                                  "--target", f"{ADDR['target']}:{REDIS_PORT}")
+        go.write_text("1")
+        out, _ = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert json.loads(out) == {"ok": 100, "sent": 100}
+    want = {f"mid:p2:{i}:{j}": f"v-mid:p2:{i}:{j}" for i in range(10) for j in range(5)}
+    got: dict[str, str | None] = {}
+
+    def complete() -> bool:
+        nonlocal got
+        got = target_db.mget(sorted(want))
+        return got == want
+
+    wait_until(complete, timeout=15, step=0.5)
+    c = settled_counters(lab)
+    share = fidelity("redis mid-stream keys", sum(got.get(k) == v for k, v in want.items()),
+                     len(want))
+    assert share == 100.0, nonzero(c)
+    assert target_db.mget([f"mid:p1:{i}:0" for i in range(10)]) == {
+        f"mid:p1:{i}:0": None for i in range(10)}  # before the start: nothing to replay
+    assert c.get("sessions_midstream") == 10, nonzero(c)
+    assert lab.stop(online) == 0 and lab.stop(assist) == 0
+    lab.nfreplay("target", "nfreplay", "target", "down")
+
+
+def test_postgres_session_joined_midstream_is_refused_and_counted(
+        lab: Lab, servers: Callable) -> None:
+    """A PostgreSQL session already open when nfreplay-online starts cannot be resumed: the
+    target refuses it, nfreplay counts it (midstream_refused), and a session that starts
+    afterwards is replayed in full."""
+    online_db = servers(Postgres, "online")
+    target_db = servers(Postgres, "target")
+    for db in (online_db, target_db):
+        db.create_schema("lab", PG_DDL)
+    lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                 "--via", ADDR["assist"])
+    assist = lab.start_assist("--target", f"{ADDR['target']}:{PG_PORT}")
+    env = dict(os.environ, PGCONNECT_TIMEOUT="10")
+    long_lived = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns["client"], str(PG_BIN / "psql"), "-h", ADDR["online"],
+         "-p", str(PG_PORT), "-U", "postgres", "-d", "lab", "-X", "-q", "-At",
+         "-v", "ON_ERROR_STOP=1", "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert long_lived.stdin is not None
+        long_lived.stdin.write(transaction([1, 2], "before"))
+        long_lived.stdin.flush()
+        assert wait_until(lambda: len(online_db.query("SELECT id FROM items", "lab")) == 2, 20)
+        online = lab.start_online("--service", f"{ADDR['online']}:{PG_PORT}",
+                                  "--target", f"{ADDR['target']}:{PG_PORT}")
+        long_lived.stdin.write(transaction([3, 4], "mid"))
+        long_lived.stdin.close()
+        assert long_lived.wait(60) == 0, long_lived.stderr.read() if long_lived.stderr else ""
+    finally:
+        if long_lived.poll() is None:
+            long_lived.kill()
+            long_lived.wait()
+    done = psql(lab, transaction([10, 11], "after"))  # a new session: replayed in full
+    assert done.returncode == 0, done.stderr
+
+    def replayed() -> bool:
+        return {10, 11} <= {int(r[0]) for r in target_db.query("SELECT id FROM items", "lab")}
+
+    assert wait_until(replayed, 30, 0.5), nonzero(settled_counters(lab))
+    c = settled_counters(lab)
+    ids = {int(r[0]) for r in target_db.query("SELECT id FROM items", "lab")}
+    assert ids == {10, 11}, ids  # the mid-stream transaction never happened on the target
+    assert c.get("sessions_midstream") == 1 and c.get("midstream_refused") == 1, nonzero(c)
+    assert c.get("sessions_established") == 2, nonzero(c)
+    assert lab.stop(online) == 0 and lab.stop(assist) == 0
+    lab.nfreplay("target", "nfreplay", "target", "down")
