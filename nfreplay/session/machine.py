@@ -293,13 +293,7 @@ class Session:
         self.syn_pkt = tcpip.build(self.client_ip, self.t_ip, self.client_port,
                                    self.t_port, seq, 0, SYN, window=65535,
                                    options=b"\x02\x04" + self.p.fake_mss.to_bytes(2, "big"))
-        self.state = SYN_SENT
-        self.syn_tries = 1
-        self.syn_deadline = now + self.p.syn_rto
-        out.append(Announce(self.client_ip, self.client_port, self.t_ip, self.t_port))
-        out.append(self.syn_pkt)
-        self.c.syns_sent += 1
-        self._rewake()
+        self._offer_syn(now, out)
 
     def _send_syn(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: list) -> None:
         self.isn = seg.seq
@@ -321,6 +315,7 @@ class Session:
             self._offer_syn(now, out)
 
     def _offer_syn(self, now: float, out: list) -> None:
+        """Announce the session, then send its SYN (the client's, or ours)."""
         pkt = self.syn_pkt
         assert pkt is not None
         self.state = SYN_SENT
