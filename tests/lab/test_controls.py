@@ -153,3 +153,25 @@ def test_toa_option_filters_sessions_by_the_real_client(lab: Lab) -> None:
     assert sorted(got) == sorted(f"/toa/198.19.7.7/{i}" for i in range(0, 20, 2)), done.stderr
     assert "filtered 10" in done.stderr
     assert lab.stop(assist) == 0
+
+
+def test_bad_or_truncated_capture_files_are_one_line_or_counted(lab: Lab) -> None:
+    target_log, assist = setup_replay(lab)
+    junk = lab.dir / "junk.pcap"
+    junk.write_bytes(b"this is not a capture file at all\n" * 4)
+    done = lab.nfreplay("online", "nfreplay-online", "up", "--pcap", str(junk), "--service",
+                        "80", "--target", f"{ADDR['target']}:80", "--assistant",
+                        ADDR["assist"], check=False)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "junk.pcap" in done.stderr and "Traceback" not in done.stderr
+    # A capture cut in the middle of a record: what is whole is replayed, the cut is counted.
+    whole = lab.dir / "whole.pcap"
+    with PcapWriter(whole, linktype=LINKTYPE_RAW) as w:
+        for i in range(4):
+            toa_session(w, 1000.0 + i * 0.01, 42000 + i, "198.19.7.7", f"/cut/{i}")
+    cut = lab.dir / "cut.pcap"
+    cut.write_bytes(whole.read_bytes()[:-10])
+    done, _ = replay(lab, cut, "--session-timeout", "2")  # its last FIN is the cut one
+    assert "truncated_record 1" in done.stderr, done.stderr
+    assert sorted(logged(target_log, "cut")) == [f"/cut/{i}" for i in range(4)]
+    assert lab.stop(assist) == 0
