@@ -49,6 +49,14 @@ class Conn:
             return None
         return data if data else None
 
+    def receive(self) -> list | None:
+        """Decode what arrived: messages or records; [] if nothing yet; None when the peer
+        closed. A peer that sent bad bytes raises WireError (the caller drops it)."""
+        data = self.recv()
+        if data is None:
+            return None
+        return self.decoder.feed(data) if data else []  # type: ignore[attr-defined]
+
     def queue(self, data: bytes) -> None:
         self.out += data
 

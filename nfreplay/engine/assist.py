@@ -102,14 +102,13 @@ class AssistEngine:
         self.c.routes = len(self.router)
 
     def _read(self, conn: Conn, now: float) -> None:
-        data = conn.recv()
-        if data is None:
-            self._close(conn, "closed by peer")
-            return
         try:
-            msgs = conn.decoder.feed(data)  # type: ignore[attr-defined]
+            msgs = conn.receive()
         except WireError as exc:
             self._close(conn, str(exc))
+            return
+        if msgs is None:
+            self._close(conn, "closed by peer")
             return
         if conn.decoder.version_mismatch:  # type: ignore[attr-defined]
             log.warning("control channel %s: peer speaks version %s, we speak %d",

@@ -129,21 +129,19 @@ class OnlineEngine:
             if conn in writable or now - conn.since >= self.connect_timeout:
                 if a.finish_connect(conn, now, self.connect_timeout):
                     self._connected(a, now)
-        if self.offline and not self.channel_up:
-            pass  # a file waits for its assistant (live traffic cannot)
-        elif self.offline or self.capture in readable:
+        # A file waits for its assistant; live traffic cannot wait, it is read and counted.
+        if (self.offline and self.channel_up) or (not self.offline and self.capture in readable):
             self.capture.dispatch(self._on_frame)  # type: ignore[attr-defined]
         for conn in conns:
             if conn not in readable:
                 continue
-            data = conn.recv()
-            if data is None:
-                self._drop(conn, "closed by the assistant")
-                continue
             try:
-                records = conn.decoder.feed(data)  # type: ignore[attr-defined]
+                records = conn.receive()
             except WireError as exc:
                 self._drop(conn, str(exc))
+                continue
+            if records is None:
+                self._drop(conn, "closed by the assistant")
                 continue
             for rec in records:
                 self._on_record(rec, now)

@@ -32,7 +32,8 @@ HOST_NET = "198.18.0.0/24"
 ROLES = ("client", "online", "target", "assist")
 BIN = Path(sys.executable).parent  # the venv's bin: nfreplay, nfreplay-online, nfreplay-assist
 
-NGINX_CONF = """\
+# What both lab nginx configurations share: foreground, files in the run's own directory.
+_NGINX_HEAD = """\
 worker_processes 1;
 daemon off;
 master_process off;
@@ -40,9 +41,8 @@ user root;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
-http {{
-    log_format paths '$request_uri';
-    access_log {dir}/access.log paths;
+"""
+_NGINX_HTTP = """\
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -50,6 +50,13 @@ http {{
     scgi_temp_path {dir}/scgi;
     keepalive_requests 10000;
     keepalive_timeout 30s;
+"""
+
+NGINX_CONF = _NGINX_HEAD + """\
+http {{
+    log_format paths '$request_uri';
+    access_log {dir}/access.log paths;
+""" + _NGINX_HTTP + """\
     server {{
         listen {ip}:80 reuseport;
         location / {{ return 200 "{name} $request_uri\\n"; }}
@@ -65,24 +72,11 @@ BIG_SIZE = 1 << 20  # the 1 MiB file nginx serves under /big/ (same bytes on onl
 # nginx counts a body in $request_length only when a module reads it, `return` discards it),
 # anything else answers "<name> <uri>" like NGINX_CONF ("online" and "target" are both 6 bytes
 # long, so the two servers' responses have the same length).
-NGINX_FILES_CONF = """\
-worker_processes 1;
-daemon off;
-master_process off;
-user root;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
+NGINX_FILES_CONF = _NGINX_HEAD + """\
 http {{
     log_format files '$request_uri $status $bytes_sent $request_length';
     access_log {dir}/access.log files;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 10000;
-    keepalive_timeout 30s;
+""" + _NGINX_HTTP + """\
     client_max_body_size 2m;
     client_body_buffer_size 2m;
     server {{
