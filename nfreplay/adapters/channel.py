@@ -34,6 +34,7 @@ class Conn:
         self.out = bytearray()
         self.closed = False
         self.connecting = False  # a non-blocking connect() still in progress
+        self.version_checked = False  # the peer's version message was looked at (assist side)
         self.since = 0.0
 
     def fileno(self) -> int:

@@ -110,10 +110,12 @@ class AssistEngine:
         if msgs is None:
             self._close(conn, "closed by peer")
             return
-        if conn.decoder.version_mismatch:  # type: ignore[attr-defined]
-            log.warning("control channel %s: peer speaks version %s, we speak %d",
-                        conn.peer, conn.decoder.version, channel.VERSION)  # type: ignore[attr-defined]
-            conn.decoder.version_mismatch = False  # type: ignore[attr-defined]
+        if not conn.version_checked and conn.decoder.version is not None:  # type: ignore[attr-defined]
+            # The version is advisory (intercept accepts any): say so once, keep serving.
+            conn.version_checked = True
+            if conn.decoder.version_mismatch:  # type: ignore[attr-defined]
+                log.warning("control channel %s: peer speaks version %s, we speak %d",
+                            conn.peer, conn.decoder.version, channel.VERSION)  # type: ignore[attr-defined]
         for m in msgs:
             if m.type != channel.TYPE_CLIENT_ADD:
                 continue  # CLIENT_DEL is defined but never sent by tcpcopy; ignore others

@@ -63,3 +63,40 @@ def test_unrouted_data_and_junk_are_dropped_and_counted() -> None:
     assert e.on_packet(reply(ACK, plen=10)) is False
     assert e.on_packet(b"\x60" + bytes(59)) is False  # IPv6: not ours to parse
     assert e.c.records_unrouted == 1 and e.c.packets_bad == 1 and e.c.packets_queued == 2
+
+
+def test_a_peer_with_another_version_is_logged_once_and_served(caplog) -> None:  # type: ignore[no-untyped-def]
+    """Intercept accepts any version (it is advisory): a version-7 peer's CLIENT_ADD still
+    routes its replies, and the mismatch is one warning, not a crash."""
+    import socket
+
+    from nfreplay.adapters.channel import Listener
+
+    listener = Listener("127.0.0.1", 0)
+    e = AssistEngine(listener)
+    peer = socket.create_connection(listener.sock.getsockname())
+    try:
+        hello = bytes(6) + (7).to_bytes(2, "big") + bytes(6)
+        add = channel.encode_client_add(CLIENT, 40000, TARGET, 80)
+        peer.sendall(hello + add)
+        for _ in range(50):
+            e.step(0.05)
+            if e.c.client_adds:
+                break
+        assert e.c.client_adds == 1 and len(e.conns) == 1
+        peer.sendall(channel.encode_client_add(CLIENT, 40001, TARGET, 80))
+        for _ in range(50):
+            e.step(0.05)
+            if e.c.client_adds == 2:
+                break
+        assert e.c.client_adds == 2
+        assert e.on_packet(reply(ACK, plen=10)) is False
+        e.step(0)
+        peer.settimeout(2)
+        got = channel.FrameDecoder().feed(peer.recv(4096))
+        assert len(got) == 1 and tcpip.parse(got[0]).payload_len == 10
+        warnings = [r for r in caplog.records if "version 7" in r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        peer.close()
+        e.shutdown()
