@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from nfreplay.rules.model import Route, Rule
+from nfreplay.rules.model import PolicyRule, Route, Rule
 
 __all__ = ["RuleBackend", "RouteBackend", "SysctlBackend"]
 
@@ -62,7 +62,16 @@ class RouteBackend(Protocol):
         """True if a route to `route.dst` with `route.proto` is in `route.table`."""
 
     def list_owned(self, proto: int) -> list[Route]:
-        """Every IPv4 unicast route with protocol `proto`, in any table."""
+        """Every IPv4 'via' or blackhole route with protocol `proto`, in any table."""
+
+    def add_policy(self, rule: PolicyRule) -> None:
+        """Add the policy rule; RulesError if the kernel refuses."""
+
+    def delete_policy(self, rule: PolicyRule) -> None:
+        """Delete the policy rule (matching its proto); already gone = success."""
+
+    def policy_exists(self, rule: PolicyRule) -> bool:
+        """True if exactly this policy rule is installed."""
 
 
 class SysctlBackend(Protocol):

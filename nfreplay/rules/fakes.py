@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 
 from nfreplay.errors import HostError, RulesError
-from nfreplay.rules.model import Route, Rule
+from nfreplay.rules.model import PolicyRule, Route, Rule
 
 __all__ = ["FakeRuleBackend", "FakeRouteBackend", "FakeSysctlBackend"]
 
@@ -97,11 +97,13 @@ class FakeRouteBackend(_Failures):
     def __init__(self) -> None:
         super().__init__()
         self.routes: list[Route] = []
+        self.policy: list[PolicyRule] = []
 
     def add(self, route: Route) -> None:
         """Add, or RulesError('File exists')."""
         self._call("add", route)
-        if any(r.dst == route.dst and r.table == route.table for r in self.routes):
+        if any(r.dst == route.dst and r.table == route.table and r.metric == route.metric
+               for r in self.routes):
             raise RulesError(f"{route.describe()}: File exists")
         self.routes.append(route)
 
@@ -120,6 +122,24 @@ class FakeRouteBackend(_Failures):
         """Routes with that protocol."""
         self._call("list", proto)
         return [r for r in self.routes if r.proto == proto]
+
+    def add_policy(self, rule: PolicyRule) -> None:
+        """Add, or RulesError('File exists')."""
+        self._call("add_policy", rule)
+        if rule in self.policy:
+            raise RulesError(f"{rule.describe()}: File exists")
+        self.policy.append(rule)
+
+    def delete_policy(self, rule: PolicyRule) -> None:
+        """Remove; absent = success."""
+        self._call("delete_policy", rule)
+        if rule in self.policy:
+            self.policy.remove(rule)
+
+    def policy_exists(self, rule: PolicyRule) -> bool:
+        """Exact match."""
+        self._call("policy_exists", rule)
+        return rule in self.policy
 
 
 class FakeSysctlBackend(_Failures):

@@ -6,7 +6,8 @@ order could leave something installed that nobody knows about.
 
 Format (JSON, one object): `{"version": 1, "entries": [...]}`, entries in install order, each
 `{"kind": "rule", "backend": "nft", "table", "chain", "match", "target", "owner"}`,
-`{"kind": "route", "dst", "via", "proto", "table"}` or
+`{"kind": "route", "dst", "via", "proto", "table", "metric"}` (via "" = blackhole),
+`{"kind": "policy", "dst", "table", "priority", "proto"}` or
 `{"kind": "sysctl", "key", "old", "new"}`. Writes are atomic (temp file, fsync, rename, fsync
 of the directory), so a crash mid-write leaves the previous version, never half a file.
 """
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 from nfreplay.errors import RulesError
-from nfreplay.rules.model import Route, Rule
+from nfreplay.rules.model import PolicyRule, Route, Rule
 
-__all__ = ["Journal", "RuleEntry", "RouteEntry", "SysctlEntry", "TableEntry", "Entry"]
+__all__ = ["Journal", "RuleEntry", "RouteEntry", "PolicyEntry", "SysctlEntry", "TableEntry",
+           "Entry"]
 
 VERSION = 1
 
@@ -53,6 +55,17 @@ class RouteEntry:
 
 
 @dataclass(frozen=True)
+class PolicyEntry:
+    """A routing policy rule added."""
+
+    rule: PolicyRule
+
+    def describe(self) -> str:
+        """One line."""
+        return self.rule.describe()
+
+
+@dataclass(frozen=True)
 class SysctlEntry:
     """A sysctl changed from `old` to `new`; teardown writes `old` back."""
 
@@ -78,7 +91,7 @@ class TableEntry:
         return f"[{self.backend}] table {self.table} (created by nfreplay)"
 
 
-Entry = Union[RuleEntry, RouteEntry, SysctlEntry, TableEntry]
+Entry = Union[RuleEntry, RouteEntry, PolicyEntry, SysctlEntry, TableEntry]
 
 
 def _encode(entry: Entry) -> dict[str, Any]:
@@ -88,7 +101,12 @@ def _encode(entry: Entry) -> dict[str, Any]:
                 "match": list(r.match), "target": list(r.target), "owner": r.owner}
     if isinstance(entry, RouteEntry):
         t = entry.route
-        return {"kind": "route", "dst": t.dst, "via": t.via, "proto": t.proto, "table": t.table}
+        return {"kind": "route", "dst": t.dst, "via": t.via, "proto": t.proto, "table": t.table,
+                "metric": t.metric}
+    if isinstance(entry, PolicyEntry):
+        q = entry.rule
+        return {"kind": "policy", "dst": q.dst, "table": q.table, "priority": q.priority,
+                "proto": q.proto}
     if isinstance(entry, TableEntry):
         return {"kind": "table", "backend": entry.backend, "table": entry.table}
     return {"kind": "sysctl", "key": entry.key, "old": entry.old, "new": entry.new}
@@ -102,7 +120,10 @@ def _decode(obj: Any) -> Entry:
         return RuleEntry(backend=str(obj["backend"]), rule=rule)
     if kind == "route":
         return RouteEntry(Route(dst=obj["dst"], via=obj["via"], proto=int(obj["proto"]),
-                                table=int(obj["table"])))
+                                table=int(obj["table"]), metric=int(obj.get("metric", 0))))
+    if kind == "policy":
+        return PolicyEntry(PolicyRule(dst=obj["dst"], table=int(obj["table"]),
+                                      priority=int(obj["priority"]), proto=int(obj["proto"])))
     if kind == "table":
         return TableEntry(backend=str(obj["backend"]), table=str(obj["table"]))
     if kind == "sysctl":

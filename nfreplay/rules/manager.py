@@ -12,7 +12,15 @@ from typing import Sequence
 
 from nfreplay.errors import NfreplayError, RulesError
 from nfreplay.rules.backend import RouteBackend, RuleBackend, SysctlBackend
-from nfreplay.rules.journal import Entry, Journal, RouteEntry, RuleEntry, SysctlEntry, TableEntry
+from nfreplay.rules.journal import (
+    Entry,
+    Journal,
+    PolicyEntry,
+    RouteEntry,
+    RuleEntry,
+    SysctlEntry,
+    TableEntry,
+)
 from nfreplay.rules.model import Plan, Rule, SysctlCheck
 
 __all__ = ["RuleManager"]
@@ -64,7 +72,8 @@ class RuleManager:
            one copy of each rule.
         2. Check sysctls; a wrong value without `fix` raises RulesError before anything new is
            installed. (After step 1, so a value a crashed run changed is judged restored.)
-        3. Record each item in the journal, then install it: sysctl fixes, rules, routes.
+        3. Record each item in the journal, then install it: sysctl fixes, rules, routes, then the
+           policy rules that select the routes' table (so it is complete when they go live).
            Rules are inserted at position 1 in reverse plan order, so they end up first in
            their chain, in plan order, ahead of any operator rule that could shadow them.
            In that order the NFQUEUE rules go in before the passlist ACCEPTs: for a moment a
@@ -100,6 +109,9 @@ class RuleManager:
             for route in plan.routes:
                 self.journal.append(RouteEntry(route))
                 self.routes.add(route)
+            for policy in plan.policy:
+                self.journal.append(PolicyEntry(policy))
+                self.routes.add_policy(policy)
             self._verify(plan)
         except BaseException as exc:
             problems = self.down()
@@ -126,6 +138,7 @@ class RuleManager:
     def _verify(self, plan: Plan) -> None:
         missing = [r.describe() for r in plan.rules if not self.rules.exists(r)]
         missing += [t.describe() for t in plan.routes if not self.routes.exists(t)]
+        missing += [q.describe() for q in plan.policy if not self.routes.policy_exists(q)]
         for check in plan.sysctls:
             value = self.sysctl.read(check.key)
             if value != check.want:
@@ -184,6 +197,8 @@ class RuleManager:
             backend.delete(entry.rule)
         elif isinstance(entry, RouteEntry):
             self.routes.delete(entry.route)
+        elif isinstance(entry, PolicyEntry):
+            self.routes.delete_policy(entry.rule)
         elif isinstance(entry, TableEntry):
             backend = self._backends.get(entry.backend)
             if backend is not None:
@@ -211,15 +226,19 @@ class RuleManager:
     # -- status ------------------------------------------------------------------------------
     def installed(self) -> list[str]:
         """One line per item this owner has on the live system: tagged rules found in every
-        backend, plus the journal's routes that are present and sysctl changes still in
-        effect (routes and sysctls carry no owner tag, so the journal says which are ours)."""
+        backend, plus the journal's routes and policy rules (prefixed "MISSING: " when the
+        kernel no longer has them) and sysctl changes still in effect (routes and sysctls
+        carry no owner tag, so the journal says which are ours)."""
         lines = []
         for backend in self._backends.values():
             lines += [f"[{backend.name}] {r.describe()}"
                       for r in backend.list_owned(self.owner) if r.owner == self.owner]
         for entry in self.journal.load():
-            if isinstance(entry, RouteEntry) and self.routes.exists(entry.route):
-                lines.append(entry.describe())
+            if isinstance(entry, (RouteEntry, PolicyEntry)):
+                present = (self.routes.exists(entry.route) if isinstance(entry, RouteEntry)
+                           else self.routes.policy_exists(entry.rule))
+                # The kernel deletes a route whose interface went down: say so.
+                lines.append(entry.describe() if present else f"MISSING: {entry.describe()}")
             elif isinstance(entry, SysctlEntry) and self.sysctl.read(entry.key) == entry.new:
                 lines.append(entry.describe())
         return lines

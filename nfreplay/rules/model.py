@@ -25,6 +25,7 @@ __all__ = [
     "OWNER_PREFIX",
     "Rule",
     "Route",
+    "PolicyRule",
     "SysctlCheck",
     "Plan",
     "owner_tag",
@@ -48,6 +49,13 @@ OWNER_PREFIX = "nfreplay:"
 
 TABLES = ("filter", "raw", "mangle", "nat", "security")
 MAIN_TABLE = 254
+#: The target's routing table for the client networks (`ip route show table 156`), and the
+#: priority of the policy rules that select it: ahead of the main table (32766) and of
+#: operators' usual rule numbers.
+TARGET_TABLE = 156
+TARGET_RULE_PRIORITY = 156
+#: The blackhole behind each route via the assistant: any worse metric will do.
+BLACKHOLE_METRIC = 0xFFFFFFFF
 
 _INSTANCE_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _ROLE_RE = re.compile(r"[a-z][a-z0-9-]{0,15}")
@@ -256,30 +264,72 @@ class Rule:
         return f"iptables -t {self.table} -A {self.chain} {shlex.join(self.spec())}"
 
 
+def _check_table(table: int) -> None:
+    if not 1 <= table <= 0xFFFFFFFF or table == 255:
+        raise ValueError(f"bad route table {table}")
+
+
+def _check_proto(proto: int) -> None:
+    # Below RTPROT_STATIC the kernel gives the id a meaning (redirect, kernel, boot).
+    if not 4 <= proto <= 255:
+        raise ValueError(f"route protocol must be 4-255, got {proto}")
+
+
 @dataclass(frozen=True)
 class Route:
-    """A route for `dst` (CIDR) via the gateway `via`, tagged with protocol `proto`."""
+    """A route for `dst` (CIDR) via the gateway `via`, tagged with protocol `proto`; with
+    `via=""` a blackhole route (packets to `dst` are dropped, whatever interface is up)."""
 
     dst: str
     via: str
     proto: int = RTPROT_NFREPLAY
     table: int = MAIN_TABLE
+    metric: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dst", _address(self.dst))
-        try:
-            object.__setattr__(self, "via", str(ipaddress.IPv4Address(self.via)))
-        except ValueError as exc:
-            raise ValueError(f"route gateway is not an IPv4 address: {self.via!r}") from exc
-        # Below RTPROT_STATIC the kernel gives the id a meaning (redirect, kernel, boot).
-        if not 4 <= self.proto <= 255:
-            raise ValueError(f"route protocol must be 4-255, got {self.proto}")
-        if not 1 <= self.table <= 0xFFFFFFFF or self.table == 255:
-            raise ValueError(f"bad route table {self.table}")
+        if self.via:
+            try:
+                object.__setattr__(self, "via", str(ipaddress.IPv4Address(self.via)))
+            except ValueError as exc:
+                raise ValueError(f"route gateway is not an IPv4 address: {self.via!r}") from exc
+        _check_proto(self.proto)
+        _check_table(self.table)
+        if not 0 <= self.metric <= 0xFFFFFFFF:
+            raise ValueError(f"bad route metric {self.metric}")
+
+    @property
+    def blackhole(self) -> bool:
+        return not self.via
 
     def describe(self) -> str:
         """One line an operator can paste: `ip route add ... proto 156 table 254`."""
-        return f"ip route add {self.dst} via {self.via} proto {self.proto} table {self.table}"
+        what = f"{self.dst} via {self.via}" if self.via else f"blackhole {self.dst}"
+        metric = f" metric {self.metric}" if self.metric else ""
+        return f"ip route add {what}{metric} proto {self.proto} table {self.table}"
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """A routing policy rule: packets to `dst` (CIDR) look up `table` (`ip rule add to dst
+    lookup table pref priority proto P`), tagged with protocol `proto` like our routes."""
+
+    dst: str
+    table: int
+    priority: int
+    proto: int = RTPROT_NFREPLAY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dst", _address(self.dst))
+        _check_proto(self.proto)
+        _check_table(self.table)
+        if not 1 <= self.priority <= 32765:  # 0 is the local table's, 32766 main's
+            raise ValueError(f"rule priority must be 1-32765, got {self.priority}")
+
+    def describe(self) -> str:
+        """One line an operator can paste."""
+        return (f"ip rule add to {self.dst} lookup {self.table} pref {self.priority} "
+                f"proto {self.proto}")
 
 
 @dataclass(frozen=True)
@@ -311,6 +361,8 @@ class Plan:
     rules: tuple[Rule, ...] = ()
     routes: tuple[Route, ...] = ()
     sysctls: tuple[SysctlCheck, ...] = field(default=())
+    #: Installed after the routes (the table they select is complete when they go live).
+    policy: tuple[PolicyRule, ...] = ()
 
     def __post_init__(self) -> None:
         for rule in self.rules:
@@ -405,10 +457,26 @@ def assist_plan(
 
 
 def target_plan(instance: str, clients: Sequence[str], via: str) -> Plan:
-    """The target role: send replies for each client network to the assistant at `via`."""
+    """The target role: send replies for each client network to the assistant at `via`, and
+    fail closed when that route disappears.
+
+    The routes live in their own table (`TARGET_TABLE`), selected by a policy rule per client
+    network ahead of the main table: in it, the route via the assistant, and behind it (a
+    worse metric) a blackhole route for the same network. The kernel deletes a route whose
+    interface goes down (link flap, DHCP renew, `ip route flush dev X`) but never a blackhole
+    route, so the target's replies to real clients are then dropped, never sent out by its
+    default route; `ip route flush` of the main table does not touch this table at all.
+    """
     owner = owner_tag("target", instance)
     gateway = _ipv4(via, "assistant address (via)")
     nets = _networks(clients, "clients")
     if not nets:
         raise ValueError("clients: at least one client network is needed")
-    return Plan(owner=owner, routes=tuple(Route(net, gateway) for net in nets))
+    routes = []
+    for net in nets:
+        # The blackhole first: at no moment does the table hold the via route alone.
+        routes.append(Route(net, "", table=TARGET_TABLE, metric=BLACKHOLE_METRIC))
+        routes.append(Route(net, gateway, table=TARGET_TABLE))
+    return Plan(owner=owner, routes=tuple(routes),
+                policy=tuple(PolicyRule(net, TARGET_TABLE, TARGET_RULE_PRIORITY)
+                             for net in nets))

@@ -15,12 +15,14 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nfreplay.errors import RulesError
-from nfreplay.rules.model import Route
+from nfreplay.rules.model import PolicyRule, Route
 
 __all__ = ["RtnetlinkRouteBackend"]
 
 # ESRCH is what the kernel answers for "no such route"; ENOENT for a table that is not there.
 _GONE = {errno.ESRCH, errno.ENOENT}
+_RTN_UNICAST, _RTN_BLACKHOLE = 1, 6
+_FR_ACT_TO_TBL = 1
 
 
 def _reason(exc: NetlinkError) -> str:
@@ -35,29 +37,42 @@ class RtnetlinkRouteBackend:
         out = []
         for msg in ipr.route("dump", family=socket.AF_INET, **filters):
             gateway = msg.get("gateway")
-            if gateway is None or msg.get("dst") is None:
-                continue  # not a plain "dst via gw" route: never one of ours
+            if msg.get("dst") is None:
+                continue
+            if msg["type"] == _RTN_BLACKHOLE:
+                gateway = ""
+            elif gateway is None or msg["type"] != _RTN_UNICAST:
+                continue  # not a plain "dst via gw" or blackhole route: never one of ours
             out.append(Route(dst=f"{msg.get('dst')}/{msg['dst_len']}", via=gateway,
-                             proto=msg["proto"], table=msg.get("table") or msg["table"]))
+                             proto=msg["proto"], table=msg.get("table") or msg["table"],
+                             metric=msg.get("priority") or 0))
         return out
 
+    @staticmethod
+    def _spec(route: Route) -> dict[str, Any]:
+        spec: dict[str, Any] = {"dst": route.dst, "proto": route.proto, "table": route.table,
+                                "priority": route.metric}
+        if route.via:
+            spec["gateway"] = route.via
+        else:
+            spec["type"] = "blackhole"
+        return spec
+
     def add(self, route: Route) -> None:
-        """`ip route add dst via gw proto P table T`."""
+        """`ip route add {dst via gw | blackhole dst} metric M proto P table T`."""
         try:
             with IPRoute() as ipr:
-                ipr.route("add", dst=route.dst, gateway=route.via, proto=route.proto,
-                          table=route.table)
+                ipr.route("add", **self._spec(route))
         except NetlinkError as exc:
             raise RulesError(f"{route.describe()}: {_reason(exc)}") from exc
         except OSError as exc:
             raise RulesError(f"{route.describe()}: {exc.strerror or exc}") from exc
 
     def delete(self, route: Route) -> None:
-        """`ip route del dst via gw proto P table T`; already gone = success."""
+        """`ip route del ...` of exactly this route; already gone = success."""
         try:
             with IPRoute() as ipr:
-                ipr.route("del", dst=route.dst, gateway=route.via, proto=route.proto,
-                          table=route.table)
+                ipr.route("del", **self._spec(route))
         except NetlinkError as exc:
             if exc.code in _GONE:
                 return
@@ -66,7 +81,7 @@ class RtnetlinkRouteBackend:
             raise RulesError(f"{route.describe()}: delete failed: {exc.strerror or exc}") from exc
 
     def exists(self, route: Route) -> bool:
-        """True if exactly this route (dst, gateway, proto, table) is installed."""
+        """True if exactly this route (dst, gateway, proto, table, metric) is installed."""
         try:
             with IPRoute() as ipr:
                 return route in self._dump(ipr, table=route.table, proto=route.proto)
@@ -80,3 +95,50 @@ class RtnetlinkRouteBackend:
                 return [r for r in self._dump(ipr, proto=proto) if r.proto == proto]
         except (NetlinkError, OSError) as exc:
             raise RulesError(f"cannot list routes: {exc}") from exc
+
+    @staticmethod
+    def _rule_spec(rule: PolicyRule) -> dict[str, Any]:
+        addr, length = rule.dst.split("/")
+        return {"dst": addr, "dst_len": int(length), "table": rule.table,
+                "priority": rule.priority, "protocol": rule.proto, "action": _FR_ACT_TO_TBL}
+
+    def add_policy(self, rule: PolicyRule) -> None:
+        """`ip rule add to dst lookup T pref P proto 156`."""
+        try:
+            with IPRoute() as ipr:
+                ipr.rule("add", **self._rule_spec(rule))
+        except NetlinkError as exc:
+            raise RulesError(f"{rule.describe()}: {_reason(exc)}") from exc
+        except OSError as exc:
+            raise RulesError(f"{rule.describe()}: {exc.strerror or exc}") from exc
+
+    def delete_policy(self, rule: PolicyRule) -> None:
+        """`ip rule del` of exactly this rule; already gone = success."""
+        try:
+            with IPRoute() as ipr:
+                ipr.rule("del", **self._rule_spec(rule))
+        except NetlinkError as exc:
+            if exc.code in _GONE:
+                return
+            raise RulesError(f"{rule.describe()}: delete failed: {_reason(exc)}") from exc
+        except OSError as exc:
+            raise RulesError(f"{rule.describe()}: delete failed: {exc.strerror or exc}") from exc
+
+    def policy_exists(self, rule: PolicyRule) -> bool:
+        """True if exactly this rule (dst, table, priority, proto) is installed."""
+        try:
+            with IPRoute() as ipr:
+                for msg in ipr.rule("dump", family=socket.AF_INET):
+                    if msg.get("dst") is None:
+                        continue
+                    found = PolicyRule(dst=f"{msg.get('dst')}/{msg['dst_len']}",
+                                       table=msg.get("table") or msg["table"],
+                                       priority=msg.get("priority") or 1,
+                                       proto=max(msg.get("protocol") or 0, 4))
+                    if found == rule:
+                        return True
+        except (NetlinkError, OSError) as exc:
+            raise RulesError(f"cannot list routing rules: {exc}") from exc
+        except ValueError:
+            return False
+        return False

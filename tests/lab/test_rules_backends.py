@@ -212,16 +212,47 @@ def test_target_route_via_veth_peer(journals: Path) -> None:
         run_in(target, ["ip", "route", "add", "198.18.1.0/24", "via", "198.18.0.2", "table", "100"])
         run_in(target, ["ip", "route", "add", "198.18.3.0/24", "via", "198.18.0.2"])
         routes_before = run_in(target, ["ip", "-4", "route", "show", "table", "all"]).stdout
+        rules_before = run_in(target, ["ip", "-4", "rule"]).stdout
         up = agent(target, "up", "nft", journals, ["target"])
-        shown = run_in(target, ["ip", "route", "show", "proto", "156"]).stdout.splitlines()
+        shown = run_in(target, ["ip", "route", "show", "table", "156"]).stdout.splitlines()
         assert [line.split()[:3] for line in shown] == [
-            ["198.18.1.0/24", "via", "198.18.0.2"], ["198.18.2.0/24", "via", "198.18.0.2"]]
+            ["198.18.1.0/24", "via", "198.18.0.2"], ["blackhole", "198.18.1.0/24", "proto"],
+            ["198.18.2.0/24", "via", "198.18.0.2"], ["blackhole", "198.18.2.0/24", "proto"]]
         assert "via 198.18.0.2" in run_in(target, ["ip", "route", "get", "198.18.2.77"]).stdout
         assert up["installed"] == [
-            "ip route add 198.18.1.0/24 via 198.18.0.2 proto 156 table 254",
-            "ip route add 198.18.2.0/24 via 198.18.0.2 proto 156 table 254"]
+            "ip route add blackhole 198.18.1.0/24 metric 4294967295 proto 156 table 156",
+            "ip route add 198.18.1.0/24 via 198.18.0.2 proto 156 table 156",
+            "ip route add blackhole 198.18.2.0/24 metric 4294967295 proto 156 table 156",
+            "ip route add 198.18.2.0/24 via 198.18.0.2 proto 156 table 156",
+            "ip rule add to 198.18.1.0/24 lookup 156 pref 156 proto 156",
+            "ip rule add to 198.18.2.0/24 lookup 156 pref 156 proto 156"]
         assert agent(target, "down", "nft", journals, ["target"])["problems"] == []
         assert run_in(target, ["ip", "-4", "route", "show", "table", "all"]).stdout == routes_before
+        assert run_in(target, ["ip", "-4", "rule"]).stdout == rules_before
+
+
+def test_target_fails_closed_after_a_link_flap(journals: Path) -> None:
+    """The kernel deletes the route via the assistant when its link goes down; when the link
+    comes back with a default route (as DHCP or networkd would restore it), replies to the
+    clients must still not leave by that default route: the blackhole behind it drops them."""
+    with netns(PREFIX) as target, netns(PREFIX) as assist:
+        lab_net(target, assist)
+        run_in(target, ["ip", "route", "add", "default", "via", "198.18.0.2"])
+        agent(target, "up", "nft", journals, ["target"])
+        run_in(target, ["ip", "link", "set", "nfrt0", "down"])
+        run_in(target, ["ip", "link", "set", "nfrt0", "up"])
+        run_in(target, ["ip", "route", "replace", "default", "via", "198.18.0.2"])
+        via = run_in(target, ["ip", "route", "show", "table", "156"]).stdout
+        assert "via" not in via and "blackhole 198.18.1.0/24" in via  # the kernel took the route
+        got = subprocess.run(["ip", "netns", "exec", target, "ip", "route", "get",
+                              "198.18.1.77"], capture_output=True, text=True)
+        assert got.returncode != 0 and "via" not in got.stdout, got.stdout  # no route out
+        assert "via 198.18.0.2" in run_in(target, ["ip", "route", "get", "198.18.3.1"]).stdout
+        status = agent(target, "installed", "nft", journals, ["target"])
+        assert "MISSING: ip route add 198.18.1.0/24 via 198.18.0.2 proto 156 table 156" in (
+            status["installed"])
+        assert agent(target, "down", "nft", journals, ["target"])["problems"] == []
+        assert "156" not in run_in(target, ["ip", "-4", "rule"]).stdout
 
 
 @pytest.mark.parametrize("backend", ["nft", "legacy"])

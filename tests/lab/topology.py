@@ -279,12 +279,14 @@ class Lab:
     # -------------------------------------------------------------- observation
 
     def firewall_and_routes(self) -> dict[str, tuple[str, str, str]]:
-        """What `down` must restore: iptables-save (nft and legacy) and routes, per namespace."""
+        """What `down` must restore: iptables-save (nft and legacy), routes and routing rules,
+        per namespace."""
         state = {}
         for role in ROLES:
             nft = self.sh(role, "iptables-nft-save", check=False).stdout
             legacy = self.sh(role, "iptables-legacy-save", check=False).stdout
             routes = self.sh(role, "ip", "-4", "route", "show", "table", "all").stdout
+            routes += self.sh(role, "ip", "-4", "rule").stdout
             state[role] = (_strip_comments(nft), _strip_comments(legacy), routes)
         return state
 

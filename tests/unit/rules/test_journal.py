@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from nfreplay.errors import RulesError
-from nfreplay.rules.journal import Entry, Journal, RouteEntry, RuleEntry, SysctlEntry
-from nfreplay.rules.model import Route, assist_plan
+from nfreplay.rules.journal import Entry, Journal, PolicyEntry, RouteEntry, RuleEntry, SysctlEntry
+from nfreplay.rules.model import PolicyRule, Route, assist_plan
 
 RULE = assist_plan("lab1", "198.18.0.3", 80, ["198.18.1.0/24"], "assistant", 0).rules[0]
 
@@ -24,7 +24,9 @@ def test_missing_file_is_empty_and_clear_is_idempotent(tmp_path: Path) -> None:
 def test_round_trip_in_order(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "deep" / "dir" / "j.json")  # parents are created
     entries: list[Entry] = [SysctlEntry("net.ipv4.ip_forward", "1", "0"), RuleEntry("legacy", RULE),
-               RouteEntry(Route("198.18.1.0/24", "198.18.0.2", table=1000))]
+               RouteEntry(Route("198.18.1.0/24", "198.18.0.2", table=1000)),
+               RouteEntry(Route("198.18.1.0/24", "", table=156, metric=0xFFFFFFFF)),
+               PolicyEntry(PolicyRule("198.18.1.0/24", 156, 156))]
     for entry in entries:
         journal.append(entry)
     assert Journal(journal.path).load() == entries

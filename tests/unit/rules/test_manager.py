@@ -9,9 +9,9 @@ import pytest
 
 from nfreplay.errors import RulesError
 from nfreplay.rules.fakes import FakeRouteBackend, FakeRuleBackend, FakeSysctlBackend
-from nfreplay.rules.journal import Journal, RouteEntry, RuleEntry, SysctlEntry
+from nfreplay.rules.journal import Journal, PolicyEntry, RouteEntry, RuleEntry, SysctlEntry
 from nfreplay.rules.manager import RuleManager
-from nfreplay.rules.model import Plan, Route, Rule, assist_plan, target_plan
+from nfreplay.rules.model import TARGET_TABLE, Plan, Route, Rule, assist_plan, target_plan
 
 OWNER = "nfreplay:assist:lab1"
 OPERATOR = Rule("raw", "PREROUTING", ("-s", "198.18.9.9"), ("ACCEPT",), "operator")
@@ -206,11 +206,19 @@ def test_target_routes_up_down(host: Host) -> None:
     p = target_plan("lab1", ["198.18.1.0/24", "198.18.2.0/24"], "198.18.0.2")
     manager.up(p)
     manager.up(p)
-    assert host.routes.routes == list(p.routes)
-    assert [e for e in Journal(host.journal_path).load()] == [RouteEntry(r) for r in p.routes]
-    assert manager.installed() == [r.describe() for r in p.routes]
+    assert host.routes.routes == list(p.routes) and host.routes.policy == list(p.policy)
+    assert [e for e in Journal(host.journal_path).load()] == [
+        *(RouteEntry(r) for r in p.routes), *(PolicyEntry(q) for q in p.policy)]
+    assert manager.installed() == [r.describe() for r in (*p.routes, *p.policy)]
+    # The kernel drops the route via the assistant when its link goes down: status says so.
+    host.routes.routes.remove(p.routes[1])
+    assert f"MISSING: {p.routes[1].describe()}" in manager.installed()
+    host.routes.calls.clear()
     assert manager.down() == []
-    assert host.routes.routes == []
+    assert host.routes.routes == [] and host.routes.policy == []
+    # Policy rules go first: from then on replies follow the main table, as before `up`.
+    deletes = [c for c in host.routes.calls if c[0].startswith("delete")]
+    assert [c[0] for c in deletes[:2]] == ["delete_policy", "delete_policy"]
 
 
 def test_route_failure_rolls_back_rules_and_routes(host: Host) -> None:
@@ -223,7 +231,7 @@ def test_route_failure_rolls_back_rules_and_routes(host: Host) -> None:
 
 
 def test_foreign_route_to_the_same_prefix_is_refused_not_taken(host: Host) -> None:
-    route = Route("198.18.1.0/24", "198.18.0.2")
+    route = Route("198.18.1.0/24", "198.18.0.2", table=TARGET_TABLE)
     host.routes.add(route)  # someone else's (not in our journal)
     with pytest.raises(RulesError, match="already present"):
         host.manager("nfreplay:target:lab1").up(

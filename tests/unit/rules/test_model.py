@@ -17,6 +17,8 @@ from nfreplay.rules.model import (
     owner_tag,
     save_quote,
     target_plan,
+    PolicyRule,
+    TARGET_TABLE,
 )
 from nfreplay.rules.savefile import parse_save
 from tests.unit.rules.fixtures import capture
@@ -119,6 +121,19 @@ def test_describe_is_one_pasteable_line() -> None:
     assert Route("198.18.1.0/24", "198.18.0.2").describe() == (
         "ip route add 198.18.1.0/24 via 198.18.0.2 proto 156 table 254")
     assert SysctlCheck("net.ipv4.ip_forward", "0").describe() == "sysctl net.ipv4.ip_forward=0"
+    assert Route("198.18.1.0/24", "", table=156, metric=7).describe() == (
+        "ip route add blackhole 198.18.1.0/24 metric 7 proto 156 table 156")
+    assert PolicyRule("198.18.1.7/24", 156, 156).describe() == (
+        "ip rule add to 198.18.1.0/24 lookup 156 pref 156 proto 156")
+
+
+def test_policy_rule_validation() -> None:
+    for bad in (dict(dst="x", table=156, priority=156), dict(dst="198.18.1.0/24", table=255,
+                priority=156), dict(dst="198.18.1.0/24", table=156, priority=0),
+                dict(dst="198.18.1.0/24", table=156, priority=32766),
+                dict(dst="198.18.1.0/24", table=156, priority=156, proto=3)):
+        with pytest.raises(ValueError):
+            PolicyRule(**bad)  # type: ignore[arg-type]
 
 
 def test_route_validation_and_canonical_dst() -> None:
@@ -191,10 +206,17 @@ def test_assist_plan_validation(kwargs: dict[str, object]) -> None:
         assist_plan(**args)  # type: ignore[arg-type]
 
 
-def test_target_plan() -> None:
+def test_target_plan_fails_closed() -> None:
+    """Per client network, in its own table: a blackhole first, then the route via the
+    assistant with a better metric; the policy rules that select the table come last."""
     plan = target_plan("lab1", ["198.18.1.0/24", "198.18.2.0/24", "198.18.1.0/24"], "198.18.0.2")
+    t = TARGET_TABLE
     assert plan == Plan(owner="nfreplay:target:lab1", routes=(
-        Route("198.18.1.0/24", "198.18.0.2"), Route("198.18.2.0/24", "198.18.0.2")))
+        Route("198.18.1.0/24", "", table=t, metric=0xFFFFFFFF),
+        Route("198.18.1.0/24", "198.18.0.2", table=t),
+        Route("198.18.2.0/24", "", table=t, metric=0xFFFFFFFF),
+        Route("198.18.2.0/24", "198.18.0.2", table=t),
+    ), policy=(PolicyRule("198.18.1.0/24", t, 156), PolicyRule("198.18.2.0/24", t, 156)))
     with pytest.raises(ValueError):
         target_plan("lab1", ["198.18.1.0/24"], "nope")
     with pytest.raises(ValueError):
