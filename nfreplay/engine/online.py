@@ -146,7 +146,7 @@ class OnlineEngine:
             for rec in records:
                 self._on_record(rec, now)
         self.table.tick(now, self.out)
-        self.table.flush(self.out)
+        self.table.flush(now, self.out)
         self._emit()
         for a in self.assistants:
             for conn in a.live():

@@ -7,7 +7,8 @@ channel); it never touches a socket, a clock or a logger:
     client_packet(seg, pkt, now, out)   a packet the client sent to the online service
     response(seg, now, out)             a response header record the assistant reported
     timer(now, out)                     `now` reached `session.wake`
-    flush_ack(out)                      end of a wake-up: ACK what the target sent
+    flush_ack(now, out)                 end of a wake-up: ACK what the target sent (or
+                                        arm the delayed-ACK timer)
 
 Invariants (all sequence numbers are mod 2**32):
 - Client sequence numbers are never translated: the target sees the client's own ISN, so a
@@ -41,6 +42,9 @@ from nfreplay.stats import Counters as BaseCounters
 
 INF = float("inf")
 _ACK_TS_OFF = 20 + 20 + 2  # NOP, NOP, then the TS option's kind byte in our synthetic ACKs
+# A delayed ACK goes at once when this many received bytes are unacknowledged (RFC 1122:
+# at least every second full-sized segment), so the target's window never waits on it.
+_ACK_EVERY = 2 * 1460
 
 # States. Numbers, not an Enum: they are compared on the hot path.
 SYN_SENT = 1
@@ -86,6 +90,10 @@ class Params:
     dupack_threshold: int = 3  # duplicate target ACKs that trigger a fast retransmit
     max_reconnects: int = 3  # per session, after target RSTs/FINs with client data owed
     syn_only: bool = False  # replay only sessions whose SYN was captured (tcpcopy -O)
+    # Delayed ACK, as a client's kernel does: the ACK of a small response waits this long
+    # for a packet of ours to carry it (the client's next request or FIN), saving a packet
+    # per exchange; 0 = ACK at the end of every wake-up.
+    ack_delay: float = 0.02
     max_sessions: int = 200_000  # sessions in memory; more are counted, not replayed
 
 
@@ -159,7 +167,7 @@ class Session:
         "idle_deadline", "linger_until", "ack_tpl", "ack_seg", "fake", "midstream",
         "greeting", "c_ack0", "pending_bytes", "gap_since", "t_last", "dupacks",
         "persist_deadline", "responded", "reconnect_count", "t_ip", "t_port", "orig_ip",
-        "orig_port", "defer_syn", "held_by_response",
+        "orig_port", "defer_syn", "held_by_response", "ack_deadline", "refused",
     )
 
     def __init__(self, params: Params, counters: Counters, client_ip: int, client_port: int,
@@ -205,7 +213,8 @@ class Session:
         self.fin_sent = False
         self.target_fin = False
         self.ack_due = False
-        self.last_ack_sent = -1
+        self.last_ack_sent = -1  # -1: nothing acknowledged on this connection yet
+        self.ack_deadline = INF  # a delayed ACK is owed by then
         self.idle_deadline = now + params.session_timeout
         self.linger_until = INF
         self.ack_tpl: bytearray | None = None
@@ -223,6 +232,7 @@ class Session:
         self.defer_syn = False  # hold the SYN until the first request was judged
         self.held_by_response = False  # the head of `pending` waits for the response
         self.reconnect_count = 0
+        self.refused = False  # a mid-stream join the target refused (the table remembers it)
         counters.sessions_opened += 1
         counters.sessions_live += 1
 
@@ -289,6 +299,7 @@ class Session:
         self.isn = seq
         self.snd_nxt = self.t_una = seq_add(seq, 1)
         self.fake = True
+        self.last_ack_sent = -1
         self.ts_ok = False
         self.syn_pkt = tcpip.build(self.client_ip, self.t_ip, self.client_port,
                                    self.t_port, seq, 0, SYN, window=65535,
@@ -490,6 +501,7 @@ class Session:
                     tcpip.set_tsval(pkt, off, self.c_tsval)
         self.last_ack_sent = self.rcv_nxt
         self.ack_due = False
+        self.ack_deadline = INF
         if seg.payload_len:
             self.c.data_packets_sent += 1
         if seg.flags & FIN:
@@ -546,6 +558,7 @@ class Session:
         out.append(self._ack_packet())
         self.last_ack_sent = self.rcv_nxt
         self.ack_due = False
+        self.ack_deadline = INF
         self.c.acks_sent += 1
 
     def _send_rst(self, out: list) -> None:
@@ -618,7 +631,8 @@ class Session:
                 self.target_fin = True
             self.ack_due = True
         if self.target_fin and self.fin_sent and self.t_una == self.snd_nxt:
-            self._send_ack(out)
+            if self.last_ack_sent != self.rcv_nxt:
+                self._send_ack(out)  # the target's FIN came after ours
             self._finish("completed", now)
             return
         if flags & FIN and self.midstream and not self.responded:
@@ -666,7 +680,10 @@ class Session:
         self.syn_pkt = None
         if not self.reconnect_count:
             self.c.sessions_established += 1
-        self._send_ack(out)
+        # The handshake's ACK is due, not sent: if the first request is already captured,
+        # _pump sends it now and its ACK completes the handshake (one packet fewer per
+        # session); otherwise flush_ack sends a pure ACK at the end of this wake-up.
+        self.ack_due = True
         if not self.fake and not self.any_request:
             # Until the client's first data shows otherwise, the server may speak first.
             self.greeting = True
@@ -698,11 +715,23 @@ class Session:
         self.rto = self.p.rto_min
         self.rto_deadline = now + self.rto if unacked else INF
 
-    def flush_ack(self, out: list) -> None:
-        """Once per wake-up: acknowledge what the target sent, unless a data packet did."""
+    def flush_ack(self, now: float, out: list) -> None:
+        """Once per wake-up: acknowledge what the target sent, unless a data packet did.
+
+        New bytes of a small response are acknowledged after `ack_delay` instead (the client's
+        next request or FIN usually carries the ACK by then); the handshake, a repeated
+        segment, 2 segments' worth of bytes and anything after the end go at once."""
         if self.ack_due and (self.state == ESTABLISHED or self.done):
-            if self.last_ack_sent != self.rcv_nxt or self.done or not self.unacked:
-                self._send_ack(out)
+            last = self.last_ack_sent
+            if last != self.rcv_nxt or self.done or not self.unacked:
+                if (self.p.ack_delay > 0 and last >= 0 and not self.done
+                        and 0 < seq_diff(self.rcv_nxt, last) < _ACK_EVERY):
+                    if self.ack_deadline == INF:
+                        self.ack_deadline = now + self.p.ack_delay
+                        if self.ack_deadline < self.wake:
+                            self.wake = self.ack_deadline
+                else:
+                    self._send_ack(out)
             self.ack_due = False
 
     # ----------------------------------------------------------------- time
@@ -712,6 +741,10 @@ class Session:
         if self.done:
             self._rewake()
             return
+        if now >= self.ack_deadline:
+            self.ack_deadline = INF
+            if self.state == ESTABLISHED and self.last_ack_sent != self.rcv_nxt:
+                self._send_ack(out)
         if now >= self.syn_deadline and self.syn_pkt is not None:
             if self.syn_tries > self.p.syn_retries:
                 self._finish("handshake_failed", now)
@@ -755,7 +788,7 @@ class Session:
             self.wake = self.linger_until
             return
         wake = min(self.syn_deadline, self.idle_deadline, self.persist_deadline,
-                   self.gap_since + self.p.gap_timeout)
+                   self.gap_since + self.p.gap_timeout, self.ack_deadline)
         if self.unacked and self.rto_deadline < wake:
             wake = self.rto_deadline
         if self.waiting and self.held_by_response:
@@ -772,8 +805,10 @@ class Session:
             # A mid-stream session the target refused (a stateful protocol cannot be joined
             # in the middle): counted once, whichever way the refusal came.
             self.c.midstream_refused += 1
+            self.refused = True
         self.done = True
         self.ack_due = False  # a RST (or our last ACK) already said everything
+        self.ack_deadline = INF
         self.reason = reason
         self.state = CLOSED
         self.pending.clear()

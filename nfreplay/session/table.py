@@ -135,6 +135,11 @@ class SessionTable:
 
     def _after(self, s: Session, key: int, now: float, out: list) -> None:
         """After any event: start a held successor once its predecessor is over."""
+        if s.refused:
+            # The target refused to join this connection mid-stream: its later packets must
+            # not open it again (each try would be refused, and counted, anew).
+            s.refused = False
+            self._skipped[(s.orig_ip << 16) | s.orig_port] = now
         if s.done and key in self._held:
             self._start_successor(key, now, out)
         else:
@@ -258,10 +263,14 @@ class SessionTable:
             self._dirty.append(s)
         self._after(s, (s.client_ip << 16) | s.client_port, now, out)
 
-    def flush(self, out: list) -> None:
-        """End of a wake-up: one ACK per session that received target data."""
+    def flush(self, now: float, out: list) -> None:
+        """End of a wake-up: one ACK per session that received target data (or its
+        delayed-ACK timer)."""
         for s in self._dirty:
-            s.flush_ack(out)
+            wake = s.wake
+            s.flush_ack(now, out)
+            if s.wake < wake:
+                self._schedule(s)
         self._dirty.clear()
 
     def tick(self, now: float, out: list) -> None:
@@ -288,7 +297,7 @@ class SessionTable:
                 continue
             s.timer(now, out)
             if s.ack_due:
-                s.flush_ack(out)
+                s.flush_ack(now, out)
             if s.wake <= now and not s.done:
                 # Nothing a timer can do before the next event: never spin on it.
                 s.wake = now + TIMER_GRAIN

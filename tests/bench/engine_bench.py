@@ -61,7 +61,7 @@ def bench_online(sessions: int, requests: int) -> None:
             table.client_packet(tcpip.parse(pkt), pkt, now, out)
         else:
             table.response(tcpip.parse(buf), now, out)
-            table.flush(out)
+            table.flush(now, out)
         out.clear()
     dt = time.perf_counter() - t0
     c = table.c

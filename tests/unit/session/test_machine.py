@@ -19,7 +19,7 @@ TISN = 0xFFFFFF00  # close to the wrap: every ACK computation crosses 2**32
 OSEQ = 5_000  # the online server's ISN (client ACKs live in this space)
 PARAMS = Params(target_ip=TARGET, target_port=TPORT, response_quiet=0.1,
                 response_timeout=3.0, session_timeout=60.0, syn_rto=1.0, syn_retries=2,
-                rto_min=0.2, rto_max=1.0, linger=2.0)
+                rto_min=0.2, rto_max=1.0, linger=2.0, ack_delay=0.0)
 
 
 def ts_opt(tsval: int, tsecr: int) -> bytes:
@@ -61,21 +61,21 @@ class Lab:
         out: list = []
         seg, pkt = client(flags, seq, ack, payload, opts, port)
         self.t.client_packet(seg, pkt, self.now, out)
-        self.t.flush(out)
+        self.t.flush(self.now, out)
         return out
 
     def rec(self, flags: int, seq: int, ack: int, plen: int = 0, opts: bytes = b"",
             window: int = 1000, port: int = CPORT) -> list:
         out: list = []
         self.t.response(record(flags, seq, ack, plen, opts, window, port), self.now, out)
-        self.t.flush(out)
+        self.t.flush(self.now, out)
         return out
 
     def advance(self, dt: float) -> list:
         self.now += dt
         out: list = []
         self.t.tick(self.now, out)
-        self.t.flush(out)
+        self.t.flush(self.now, out)
         return out
 
     def established(self, opts: bytes = b"", sa_opts: bytes = b"") -> None:
@@ -101,7 +101,7 @@ def test_handshake_request_response_and_close() -> None:
     out: list = []
     lab.t.response(record(ACK, T1, ISN + 19, 200), lab.now, out)
     lab.t.response(record(ACK | PSH, (T1 + 200) % 2**32, ISN + 19, 100), lab.now, out)
-    lab.t.flush(out)
+    lab.t.flush(lab.now, out)
     assert [view(p)[2:6] for p in out] == [(ACK, ISN + 19, (T1 + 300) % 2**32, 0)]
     # Client closes after reading the online server's 300-byte answer: FIN goes at once
     # (everything before it was acknowledged and the response is complete by byte count).
@@ -192,7 +192,7 @@ def test_target_fin_first_then_client_fin_completes() -> None:
     out = lab.cl(FIN | ACK, ISN + 11, OSEQ + 22)
     assert [view(p)[2:4] for p in out] == [(FIN | ACK, ISN + 11)]
     out = lab.rec(ACK, (T1 + 21) % 2**32, ISN + 12)
-    assert [view(p)[2:5] for p in out] == [(ACK, ISN + 12, (T1 + 21) % 2**32)]
+    assert out == []  # our FIN already acknowledged the target's: nothing more to say
     assert lab.c.sessions_completed == 1
 
 
@@ -266,7 +266,7 @@ def test_timestamps_echo_target_tsval() -> None:
     assert checksum.verify(out[0])
     lab.rec(ACK, T1, ISN + 2, 5, opts=ts_opt(123500, 780))
     out: list = []
-    lab.t.flush(out)
+    lab.t.flush(lab.now, out)
     lab.rec(ACK, (T1 + 5) % 2**32, ISN + 2, 5, opts=ts_opt(123501, 780))
     out = lab.advance(0.0)
     seg, pkt = client(ACK | PSH, ISN + 2, OSEQ + 10, b"r", ts_opt(790, 1))
@@ -306,7 +306,7 @@ def test_reused_port_waits_for_previous_replay_then_starts() -> None:
     assert lab.c.sessions_completed == 1
     assert out[-2] == Announce(CLIENT, CPORT) and view(out[-1])[2:4] == (SYN, new)
     out = lab.rec(SYN | ACK, 42, new + 1)
-    assert [view(p)[2:6] for p in out] == [(ACK, new + 1, 43, 0), (ACK | PSH, new + 1, 43, 4)]
+    assert [view(p)[2:6] for p in out] == [(ACK | PSH, new + 1, 43, 4)]  # completes the handshake
 
 
 def test_reused_port_supersedes_a_replay_that_does_not_finish() -> None:
@@ -397,8 +397,8 @@ def test_midstream_session_gets_a_faked_handshake() -> None:
     syn = tcpip.parse(out[1])
     assert (syn.flags, syn.seq, syn.window) == (SYN, ISN, 65535) and mss_only(out[1])
     out = lab.rec(SYN | ACK, TISN, ISN + 1)
-    assert [view(p)[2:6] for p in out] == [(ACK, ISN + 1, T1, 0), (ACK | PSH, ISN + 1, T1, 21)]
-    assert tcpip.parse(out[1]).window == 65535  # no scaling was negotiated
+    assert [view(p)[2:6] for p in out] == [(ACK | PSH, ISN + 1, T1, 21)]  # completes the handshake
+    assert tcpip.parse(out[0]).window == 65535  # no scaling was negotiated
     assert lab.c.sessions_midstream == 1
 
 
@@ -414,6 +414,11 @@ def test_midstream_refused_by_a_stateful_target_is_counted() -> None:
     lab.rec(SYN | ACK, TISN, ISN + 1)
     lab.rec(RST | ACK, T1, ISN + 10)
     assert lab.c.midstream_refused == 1 and lab.c.sessions_target_reset == 1
+    # The client goes on with that connection, also after the linger period: no new try.
+    assert lab.cl(ACK | PSH, ISN + 10, OSEQ + 50, b"\x00\x00\x00\x08again") == []
+    lab.advance(5.0)
+    assert lab.cl(ACK | PSH, ISN + 19, OSEQ + 90, b"\x00\x00\x00\x08later") == []
+    assert lab.c.sessions_midstream == 1 and lab.c.sessions_opened == 1
 
 
 def test_server_first_greeting_is_awaited_then_client_data_goes_without_extra_trigger() -> None:
@@ -452,7 +457,7 @@ def test_target_reset_with_unsent_data_reconnects_on_the_same_port() -> None:
     assert view(out[0])[2] == RST | ACK
     assert tcpip.parse(out[2]).flags == SYN and tcpip.parse(out[2]).seq == ISN + 10
     out = lab.rec(SYN | ACK, 7000, ISN + 11)
-    assert [view(p)[2:6] for p in out] == [(ACK, ISN + 11, 7001, 0), (ACK | PSH, ISN + 11, 7001, 10)]
+    assert [view(p)[2:6] for p in out] == [(ACK | PSH, ISN + 11, 7001, 10)]
     assert lab.c.reconnects == 1 and lab.c.sessions_target_reset == 0
 
 
@@ -563,9 +568,9 @@ def test_client_timestamps_captured_before_the_syn_ack_are_tracked() -> None:
     lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n", opts=ts_opt(101, 5))
     lab.cl(FIN | ACK, ISN + 19, OSEQ + 301, opts=ts_opt(102, 6))
     out = lab.rec(SYN | ACK, TISN, ISN + 1, opts=ts_opt(9000, 100))
-    assert [view(p)[2] for p in out] == [ACK, ACK | PSH]
-    # Our handshake ACK carries the newest TSval captured, and the request is raised to it.
-    assert [tcpip.timestamps(tcpip.parse(p)) for p in out] == [(102, 9000), (102, 9000)]
+    assert [view(p)[2] for p in out] == [ACK | PSH]
+    # The request completes the handshake; its TSval is raised to the newest one captured.
+    assert [tcpip.timestamps(tcpip.parse(p)) for p in out] == [(102, 9000)]
 
 
 def test_last_ack_of_a_finished_session_is_absorbed_not_counted_as_unknown() -> None:
@@ -620,7 +625,7 @@ def test_fake_handshake_sessions_advertise_an_unscaled_window() -> None:
     lab = Lab()
     out = lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n")  # window 502
     out = lab.rec(SYN | ACK, TISN, ISN + 1)
-    assert [tcpip.parse(p).window for p in out] == [65535, 65535]
+    assert [tcpip.parse(p).window for p in out] == [65535]
     out = lab.rec(ACK | PSH, T1, ISN + 19, 10)
     assert [tcpip.parse(p).window for p in out] == [65535]
 
@@ -632,3 +637,47 @@ def test_pending_bytes_follow_trimming_and_do_not_drift() -> None:
     lab.cl(ACK, ISN + 6, OSEQ + 1, b"b" * 10)  # 5 bytes overlap, trimmed
     (s,) = lab.t.sessions.values()
     assert s.pending_bytes == 0
+
+
+# -- delayed ACK ------------------------------------------------------------------------------
+DELAYED = Params(**{**PARAMS.__dict__, "ack_delay": 0.02})
+
+
+def test_delayed_ack_rides_on_the_clients_fin() -> None:
+    """A small response is not acknowledged at once: the client's FIN, captured within the
+    delay, carries the ACK; no pure ACK is sent at all."""
+    lab = Lab(DELAYED)
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n")
+    assert lab.rec(ACK | PSH, T1, ISN + 19, 300) == []
+    assert lab.advance(0.005) == []
+    out = lab.cl(FIN | ACK, ISN + 19, OSEQ + 301)
+    assert [view(p)[2:5] for p in out] == [(FIN | ACK, ISN + 19, (T1 + 300) % 2**32)]
+    assert lab.advance(0.05) == [] and lab.c.acks_sent == 1  # the handshake's, nothing since
+
+
+def test_delayed_ack_goes_when_nothing_carries_it() -> None:
+    lab = Lab(DELAYED)
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
+    assert lab.rec(ACK | PSH, T1, ISN + 11, 100) == []
+    assert lab.advance(0.019) == []
+    out = lab.advance(0.002)
+    assert [view(p)[2:6] for p in out] == [(ACK, ISN + 11, (T1 + 100) % 2**32, 0)]
+    # The next request, later, carries no news: no ACK is repeated before it.
+    out = lab.cl(ACK | PSH, ISN + 11, OSEQ + 101, b"b" * 10)
+    assert [view(p)[2:6] for p in out] == [(ACK | PSH, ISN + 11, (T1 + 100) % 2**32, 10)]
+
+
+def test_two_segments_worth_and_the_handshake_are_acknowledged_at_once() -> None:
+    lab = Lab(DELAYED)
+    out = lab.cl(SYN, ISN)
+    out = lab.rec(SYN | ACK, TISN, ISN + 1)
+    assert [view(p)[2:5] for p in out] == [(ACK, ISN + 1, T1)]  # nothing to carry it: at once
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
+    assert lab.rec(ACK, T1, ISN + 11, 1460) == []
+    out = lab.rec(ACK, (T1 + 1460) % 2**32, ISN + 11, 1460)
+    assert [view(p)[2:5] for p in out] == [(ACK, ISN + 11, (T1 + 2920) % 2**32)]
+    # A segment the target repeats (our ACK was lost) is acknowledged at once, too.
+    out = lab.rec(ACK, (T1 + 1460) % 2**32, ISN + 11, 1460)
+    assert [view(p)[2:5] for p in out] == [(ACK, ISN + 11, (T1 + 2920) % 2**32)]
