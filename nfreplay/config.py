@@ -102,6 +102,7 @@ class Online:
     syn_only: bool = False
     max_sessions: int = 200_000
     max_new_per_second: int = 0  # 0: no limit
+    shed_lag: float = 100.0  # ms the capture may lag before new sessions are refused; 0: never
     # More service ports in one instance: (service ip or None, port, target ip, target port).
     more_services: tuple[tuple[str | None, int, str, int], ...] = ()
     client_pool: tuple[str, ...] = ()  # addresses the target sees instead of the clients'
@@ -459,6 +460,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "syn_only": _k(_boolean, "syn_only"),
         "max_sessions": _k(_integer(1, 10_000_000), "max_sessions"),
         "max_new_per_second": _k(_integer(0, 10_000_000), "max_new_per_second"),
+        "shed_lag": _k(_fraction(0.0, 60_000.0, "milliseconds"), "shed_lag"),
         "more_services": _k(_list(_mapping), "more_services"),
         "client_pool": _k(_list(_text), "client_pool"),
         "copies": _k(_integer(1, 1000), "copies"),

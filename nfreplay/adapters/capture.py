@@ -7,6 +7,7 @@ wake-up. Link types: Ethernet (with 802.1Q/802.1ad tags), Linux cooked v1 ("any"
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from struct import Struct
 
@@ -90,11 +91,19 @@ class Capture:
     def fileno(self) -> int:
         return int(self._p.getfd())
 
-    def dispatch(self, callback: Callable[[bytes, int], None]) -> int:
-        """Deliver every packet available now as (frame, ip_offset); returns the count."""
+    def dispatch(self, callback: Callable[[bytes, int], None],
+                 on_lag: Callable[[float], None] | None = None) -> int:
+        """Deliver every packet available now as (frame, ip_offset); returns the count.
+        Before the first packet, `on_lag` learns how many seconds ago it was captured
+        (how far the reader runs behind the wire)."""
         offset = self.offset
+        first = [on_lag is not None]
 
-        def cb(_hdr: object, frame: bytes) -> None:
+        def cb(hdr: object, frame: bytes) -> None:
+            if first[0]:
+                first[0] = False
+                sec, usec = hdr.getts()  # type: ignore[attr-defined]
+                on_lag(time.time() - (sec + usec * 1e-6))  # type: ignore[misc]
             off = offset(frame)
             if off >= 0:
                 callback(frame, off)

@@ -31,6 +31,7 @@ FLAGS = {
     "fake_mss": "online.fake_mss",
     "max_sessions": "online.max_sessions",
     "max_new_per_second": "online.max_new_per_second",
+    "shed_lag": "online.shed_lag",
     "more_services": "online.more_services",
     "client_pool": "online.client_pool",
     "copies": "online.copies",
@@ -115,6 +116,10 @@ def parser() -> argparse.ArgumentParser:
                    help="replay each session N times, each copy from its own client ip:port")
     g.add_argument("--max-sessions", metavar="N", help="sessions in memory at most (default 200000)")
     g.add_argument("--max-new-per-second", metavar="N", help="new sessions per second at most")
+    g.add_argument("--shed-lag", metavar="MS",
+                   help="when the capture runs more than MS behind the wire, refuse new sessions "
+                        "(counted as sessions_shed) so that admitted ones complete; 0 = never "
+                        "(default 100)")
     g = p.add_argument_group("offline replay")
     g.add_argument("--pcap", "-i", metavar="FILE", help="replay this pcap/pcapng file")
     g.add_argument("--speed", "-a", metavar="X", help="replay X times faster (0.01-1000, default 1)")
@@ -215,7 +220,7 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
     stop = common.Stop()
     engine = OnlineEngine(params, source, sender, assistants, mtu=o.mtu,
                           reconnect_interval=o.reconnect_interval, clock=engine_clock,
-                          selection=chosen)
+                          selection=chosen, shed_lag=o.shed_lag / 1000)
     progress = Progress(source, engine, sys.stderr) if o.pcap else None
     started = engine.clock()
     with common.pid_file(paths, "online", cfg.general.instance):

@@ -32,7 +32,8 @@ class OnlineEngine:
                  assistants: Sequence[Assistant], *, mtu: int = 1500,
                  reconnect_interval: float = 2.0,
                  connect_timeout: float = 3.0, clock: Callable[[], float] = time.monotonic,
-                 counters: Counters | None = None, selection: Selection | None = None) -> None:
+                 counters: Counters | None = None, selection: Selection | None = None,
+                 shed_lag: float = 0.1) -> None:
         self.p = params
         self.capture = capture
         self.sender = sender
@@ -52,6 +53,11 @@ class OnlineEngine:
         self.channel_up = 0  # until a control connection is up
         self.channel_drops = 0
         self.announces_failed = 0
+        # Shedding: new sessions are refused while the capture runs more than `shed_lag`
+        # seconds behind the wire, until it is back under half of that (0 = never shed).
+        self.shed_lag = shed_lag
+        self._shed_log_at = 0.0
+        self._shed_logged = 0
 
     @property
     def channel_up(self) -> int:
@@ -131,7 +137,10 @@ class OnlineEngine:
                     self._connected(a, now)
         # A file waits for its assistant; live traffic cannot wait, it is read and counted.
         if (self.offline and self.channel_up) or (not self.offline and self.capture in readable):
-            self.capture.dispatch(self._on_frame)  # type: ignore[attr-defined]
+            if self.shed_lag and not self.offline:
+                self.capture.dispatch(self._on_frame, self._shed)  # type: ignore[attr-defined]
+            else:
+                self.capture.dispatch(self._on_frame)  # type: ignore[attr-defined]
         for conn in conns:
             if conn not in readable:
                 continue
@@ -154,6 +163,23 @@ class OnlineEngine:
                     self._drop(conn, "not reading (backlog full)")
         if self.channel_up < sum(len(a.conns) for a in self.assistants):
             self.connect(now)
+
+    def _shed(self, lag: float) -> None:
+        """Before each capture batch: start or stop refusing new sessions by how far the
+        capture lags; while it lasts, say so in one line every 10 s."""
+        now = self.now
+        table = self.table
+        if lag > self.shed_lag:
+            table.shed = True
+        elif table.shed and lag < self.shed_lag / 2:
+            table.shed = False
+        if table.shed and now >= self._shed_log_at:
+            self._shed_log_at = now + 10.0
+            log.warning("overloaded: the capture runs %.0f ms behind the wire (limit %.0f ms): "
+                        "new sessions are refused so that admitted ones complete (%d refused "
+                        "since the last report; sessions_shed)", lag * 1e3,
+                        self.shed_lag * 1e3, self.c.sessions_shed - self._shed_logged)
+            self._shed_logged = self.c.sessions_shed
 
     def _emit(self) -> None:
         """Put this wake-up's announcements on the control channel, flush it once, then send

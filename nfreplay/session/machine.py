@@ -135,7 +135,8 @@ class Counters(BaseCounters):
         "sessions_rejected_limit", "packets_split", "client_syns", "client_data_packets",
         "records_data", "records_fin", "records_rst", "syns_sent", "data_packets_sent",
         "fins_sent", "sessions_sampled_out", "sessions_rate_limited",
-        "packets_not_selected", "copies_unallocated", *(f"sessions_{r}" for r in REASONS),
+        "packets_not_selected", "copies_unallocated", "sessions_shed",
+        *(f"sessions_{r}" for r in REASONS),
     )
 
 

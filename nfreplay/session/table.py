@@ -52,6 +52,9 @@ class SessionTable:
         # False while nobody could report the target's replies (no control connection):
         # a new session would only leave a half-open connection on the target.
         self.accept_new = True
+        # True while the engine cannot keep up: new sessions are refused before their SYN
+        # goes out, so the admitted ones complete (shedding, not collapse).
+        self.shed = False
         self._heap: list[tuple[float, int, Session]] = []
         self._serial = itertools.count()
         self._scheduled: dict[int, float] = {}  # id(session) -> earliest wake already pushed
@@ -158,6 +161,10 @@ class SessionTable:
     def _admit(self, key: int, seg: tcpip.Segment, now: float) -> bool:
         if not self.accept_new:
             self.c.sessions_skipped_no_channel += 1
+            return False
+        if self.shed:
+            self.c.sessions_shed += 1
+            self._skipped[key] = now  # its later packets must not join mid-stream
             return False
         if len(self.sessions) >= self.p.max_sessions:
             self.c.sessions_rejected_limit += 1

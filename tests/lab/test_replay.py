@@ -324,3 +324,50 @@ def test_midstream_keepalive_sessions_replay_after_online_starts(lab: Lab) -> No
     assert counters["sessions_midstream"] == 20
     assert lab.stop(online) == 0 and lab.stop(assist) == 0
     lab.nfreplay("target", "nfreplay", "target", "down")
+
+
+def test_overload_sheds_new_sessions_and_every_admitted_one_completes(lab: Lab) -> None:
+    """Overload on purpose: nfreplay-online is stopped (SIGSTOP) while clients keep opening
+    short connections, until 500 of them went by; on SIGCONT its capture runs far behind the
+    wire, so it refuses new sessions (sessions_shed) until it caught up. Every session it
+    admitted completes, and admitted + shed accounts for every request production served."""
+    from tests.lab.test_protocols import wait_until
+
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    assist, online = lab.start_replay()
+    load = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns["client"], sys.executable, str(LOAD),
+         "--server", ADDR["online"], "--sources", ",".join(CLIENTS), "--tag", "shed",
+         "--short", "4000", "--keepalive", "0", "--threads", "8", "--deadline", "240"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: len(paths(online_log, "shed")) >= 200, 60), "no load"
+        os.kill(online.pid, signal.SIGSTOP)
+        try:
+            base = len(paths(online_log, "shed"))
+            assert wait_until(lambda: len(paths(online_log, "shed")) >= base + 500, 60, 0.02)
+        finally:
+            os.kill(online.pid, signal.SIGCONT)
+        out, _ = load.communicate(timeout=300)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    summary = json.loads(out)
+    assert summary["failed"] == 0 and summary["unsent"] == 0, summary
+    served = len(paths(online_log, "shed"))
+    assert served == 4000
+
+    def settled() -> bool:
+        c = lab.online_status().get("counters", {})
+        return bool(c) and c["sessions_live"] == 0 and (
+            c["sessions_opened"] + c["sessions_shed"] == served)
+
+    assert wait_until(settled, 60), lab.online_status().get("counters")
+    c = lab.online_status()["counters"]
+    assert c["sessions_shed"] > 0, c  # a backlog of 500 sessions is far beyond 100 ms
+    assert c["sessions_completed"] == c["sessions_opened"], c
+    assert wait_until(lambda: len(paths(target_log, "shed")) == c["sessions_opened"], 30)
+    assert "overloaded: the capture runs" in lab.log("online")
+    assert lab.stop_replay(assist, online) == (0, 0)

@@ -71,3 +71,29 @@ def test_truncated_capture_is_counted() -> None:
     e, sender = engine()
     e._on_frame(frame(ACK | PSH, 101, bytes(100))[:80], 14)
     assert e.c.packets_bad == 1 and sender.sent == []
+
+
+def test_overload_sheds_new_sessions_and_lets_admitted_ones_go_on(caplog) -> None:  # type: ignore[no-untyped-def]
+    """While the capture lags more than shed_lag, new SYNs are refused (counted, logged, and
+    their later data does not join mid-stream); a session admitted before goes on; below half
+    the limit new sessions are admitted again."""
+    e, sender = engine()
+    establish(e)  # admitted before the overload
+    e._shed(0.25)
+    assert e.table.shed
+    for port in (40001, 40002):
+        syn = ETH + bytes(tcpip.build(CLIENT, ONLINE, port, 80, 100, 0, SYN))
+        e._on_frame(syn, 14)
+    data = ETH + bytes(tcpip.build(CLIENT, ONLINE, 40001, 80, 101, 9, ACK | PSH, payload=b"x"))
+    e._on_frame(data, 14)
+    e._on_frame(frame(ACK | PSH, 101, b"GET / HTTP/1.1\r\n\r\n"), 14)
+    e._emit()
+    assert e.c.sessions_shed == 2 and e.c.sessions_opened == 1 and e.c.sessions_midstream == 0
+    assert [tcpip.parse(p).payload_len for p in sender.sent][-1] == 18  # the admitted one goes on
+    assert sum("overloaded" in r.getMessage() for r in caplog.records) == 1
+    e._shed(0.07)  # under the limit, not yet under half of it: still shedding
+    assert e.table.shed
+    e._shed(0.04)
+    assert not e.table.shed
+    e._on_frame(ETH + bytes(tcpip.build(CLIENT, ONLINE, 40003, 80, 100, 0, SYN)), 14)
+    assert e.c.sessions_opened == 2 and e.c.sessions_shed == 2
