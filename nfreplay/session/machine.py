@@ -168,7 +168,7 @@ class Session:
         "idle_deadline", "linger_until", "ack_tpl", "ack_seg", "fake", "midstream",
         "greeting", "c_ack0", "pending_bytes", "gap_since", "t_last", "dupacks",
         "persist_deadline", "responded", "reconnect_count", "t_ip", "t_port", "orig_ip",
-        "orig_port", "defer_syn", "held_by_response", "ack_deadline", "refused",
+        "orig_port", "defer_syn", "held_by_response", "ack_deadline", "refused", "sched",
     )
 
     def __init__(self, params: Params, counters: Counters, client_ip: int, client_port: int,
@@ -234,6 +234,7 @@ class Session:
         self.held_by_response = False  # the head of `pending` waits for the response
         self.reconnect_count = 0
         self.refused = False  # a mid-stream join the target refused (the table remembers it)
+        self.sched = INF  # the table's: when this session's live timer entry fires
         counters.sessions_opened += 1
         counters.sessions_live += 1
 
@@ -257,10 +258,7 @@ class Session:
             # else: the client retransmitted its SYN; our own SYN timer covers the target
             return
         if self.c_ack0 < 0 and flags & ACK:
-            # The client's first ACK: the online server's ISN + 1, the base for greetings.
-            self.c_ack0 = seg.ack
-            if self.greeting:
-                self.req_ack = seg.ack
+            self._first_ack(seg.ack)
         if not (flags & (FIN | RST)) and seg.payload_len == 0:
             # Pure ACKs (the client's handshake ACK, window updates, keep-alive probes) refer
             # to the online server's data; the target gets our own ACKs instead.
@@ -291,6 +289,23 @@ class Session:
                 i -= 1
             pend.insert(i, item)
         self._pump(now, out)
+
+    def client_ack(self, ack: int, window: int) -> None:
+        """The fast path's pure ACK of the client (no data, no SYN/FIN/RST, found by the
+        engine without parsing the packet): only its window and, the first time, its ACK
+        number matter; the target gets our own ACKs. Its TSval can be skipped: our packets
+        carry the newest one of the packets that matter, so theirs never go backwards."""
+        if not self.done:
+            self.c_win = window
+            if self.c_ack0 < 0:
+                self._first_ack(ack)
+        self.c.client_acks_absorbed += 1
+
+    def _first_ack(self, ack: int) -> None:
+        # The client's first ACK: the online server's ISN + 1, the base for greetings.
+        self.c_ack0 = ack
+        if self.greeting:
+            self.req_ack = ack
 
     def isn_known(self) -> bool:
         return self.syn_pkt is not None or self.state != CLOSED

@@ -57,7 +57,7 @@ class SessionTable:
         self.shed = False
         self._heap: list[tuple[float, int, Session]] = []
         self._serial = itertools.count()
-        self._scheduled: dict[int, float] = {}  # id(session) -> earliest wake already pushed
+        self._entries = 0  # sessions with a live heap entry (`Session.sched` < INF)
         self._dirty: list[Session] = []
         # A client's next connection on a port whose previous replay is still running.
         self._held: dict[int, list[tuple[tcpip.Segment, bytearray]]] = {}
@@ -75,6 +75,18 @@ class SessionTable:
         elif seg.flags & SYN:
             c.client_syns += 1
         self._deliver(key, seg, pkt, now, out)
+
+    def client_ack(self, key: int, ack: int, window: int) -> bool:
+        """A pure ACK (no data, no SYN/FIN/RST) of the client at captured `key`, on the fast
+        path: True if its session took it; False if it needs `client_packet` (no session
+        yet, a refused connection, a port being reused, rewritten clients)."""
+        if self.sel.maps_clients or self._held or key in self._skipped:
+            return False
+        s = self.sessions.get(key)
+        if s is None:
+            return False
+        s.client_ack(ack, window)
+        return True
 
     def _deliver(self, key: int, seg: tcpip.Segment, pkt: bytearray, now: float,
                  out: list) -> None:
@@ -143,7 +155,7 @@ class SessionTable:
             # not open it again (each try would be refused, and counted, anew).
             s.refused = False
             self._skipped[(s.orig_ip << 16) | s.orig_port] = now
-        if s.done and key in self._held:
+        if self._held and s.done and key in self._held:
             self._start_successor(key, now, out)
         else:
             self._schedule(s)
@@ -289,10 +301,10 @@ class SessionTable:
         heap = self._heap
         while heap and heap[0][0] <= now:
             wake, _, s = heapq.heappop(heap)
-            sid = id(s)
-            if self._scheduled.get(sid) != wake:
+            if s.sched != wake:
                 continue  # superseded by an earlier push
-            del self._scheduled[sid]
+            s.sched = INF
+            self._entries -= 1
             key = (s.client_ip << 16) | s.client_port
             if self.sessions.get(key) is not s:
                 continue  # a predecessor replaced by its successor: nothing left to do
@@ -314,25 +326,24 @@ class SessionTable:
         return self._heap[0][0] if self._heap else INF
 
     def _schedule(self, s: Session) -> None:
+        """Make sure a heap entry fires at `s.wake` (or earlier); an entry already due
+        sooner is kept, and reschedules when it fires."""
         wake = s.wake
-        held_until = self._held_until.get((s.client_ip << 16) | s.client_port)
-        if held_until is not None and held_until < wake:
-            wake = held_until
-        if wake != INF:
-            self._push(wake, s)
-
-    def _push(self, wake: float, s: Session) -> None:
-        sid = id(s)
-        have = self._scheduled.get(sid)
-        if have is not None and have <= wake:
-            return  # the earlier entry will fire first and reschedule
-        self._scheduled[sid] = wake
+        if self._held_until:
+            held_until = self._held_until.get((s.client_ip << 16) | s.client_port)
+            if held_until is not None and held_until < wake:
+                wake = held_until
+        if wake >= s.sched:
+            return  # the earlier entry will fire first and reschedule (INF: nothing due)
+        if s.sched == INF:
+            self._entries += 1
+        s.sched = wake
         heap = self._heap
         heapq.heappush(heap, (wake, next(self._serial), s))
-        if len(heap) > 4 * len(self._scheduled) + 1024:
+        if len(heap) > 4 * self._entries + 1024:
             # Entries superseded by an earlier push linger until their time; drop them
             # all at once when they dominate (each session keeps exactly one live entry).
-            self._heap = [e for e in heap if self._scheduled.get(id(e[2])) == e[0]]
+            self._heap = [e for e in heap if e[2].sched == e[0]]
             heapq.heapify(self._heap)
 
     def shutdown(self, now: float, out: list) -> None:
@@ -344,7 +355,7 @@ class SessionTable:
         self._held.clear()
         self._held_until.clear()
         self._heap.clear()
-        self._scheduled.clear()
+        self._entries = 0
 
     def live_keys(self) -> list[tuple[int, int, int, int]]:
         """(client ip, port, target ip, port) of every session not yet over, e.g. to

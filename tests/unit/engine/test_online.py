@@ -97,3 +97,22 @@ def test_overload_sheds_new_sessions_and_lets_admitted_ones_go_on(caplog) -> Non
     assert not e.table.shed
     e._on_frame(ETH + bytes(tcpip.build(CLIENT, ONLINE, 40003, 80, 100, 0, SYN)), 14)
     assert e.c.sessions_opened == 2 and e.c.sessions_shed == 2
+
+
+def test_pure_acks_take_the_fast_path_and_still_count() -> None:
+    """A pure ACK is read in place: the session learns the window and its first ACK (the
+    online server's ISN + 1, the base for greetings); nothing is sent. Without a session it
+    takes the full path and is counted as belonging to none."""
+    e, sender = engine()
+    e._on_frame(frame(SYN, 100), 14)
+    s = e.table.sessions[(CLIENT << 16) | 40000]
+    ack = ETH + bytes(tcpip.build(CLIENT, ONLINE, 40000, 80, 101, 777, ACK, window=321))
+    e._on_frame(ack, 14)
+    assert (s.c_ack0, s.c_win) == (777, 321) and e.c.client_acks_absorbed == 1
+    e._on_frame(ETH + bytes(tcpip.build(CLIENT, ONLINE, 40000, 80, 101, 900, ACK, window=5)), 14)
+    assert (s.c_ack0, s.c_win) == (777, 5) and e.c.client_acks_absorbed == 2
+    stray = ETH + bytes(tcpip.build(CLIENT, ONLINE, 40009, 80, 1, 2, ACK))
+    e._on_frame(stray, 14)
+    assert e.c.packets_no_session == 1 and e.c.packets_captured == 4
+    e._emit()
+    assert [tcpip.parse(p).flags for p in sender.sent] == [SYN]
