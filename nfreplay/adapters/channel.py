@@ -91,10 +91,16 @@ class Assistant:
         self.port = port
         self.conns: list[Conn | None] = [None] * count
         self._rr = 0
+        #: `live()` as of the last `refresh()`: the engine refreshes it whenever a
+        #: connection's state changed, so announcing does not rebuild it every time.
+        self.ready: list[Conn] = []
 
     @property
     def name(self) -> str:
         return f"{self.ip}:{self.port}"
+
+    def refresh(self) -> None:
+        self.ready = self.live()
 
     def live(self) -> list[Conn]:
         return [c for c in self.conns if c is not None and not c.closed and not c.connecting]
@@ -141,7 +147,7 @@ class Assistant:
         return True
 
     def announce(self, msg: bytes) -> bool:
-        live = self.live()
+        live = self.ready
         if not live:
             return False
         self._rr = (self._rr + 1) % len(live)

@@ -9,14 +9,14 @@ The one place where the session machine's commands become I/O. Each wake-up:
 from __future__ import annotations
 
 import logging
-import select
+import selectors
 import socket
 import time
 from collections.abc import Callable, Sequence
 from struct import Struct
 from struct import error as StructError
 
-from nfreplay.adapters.channel import Assistant
+from nfreplay.adapters.channel import Assistant, Conn
 from nfreplay.errors import WireError
 from nfreplay.proto import channel, tcpip
 from nfreplay.proto.tcpip import ACK, FIN, RST, SYN
@@ -65,6 +65,14 @@ class OnlineEngine:
         self.shed_lag = shed_lag
         self._shed_log_at = 0.0
         self._shed_logged = 0
+        # epoll: the capture once, each control connection while it exists (by fd).
+        self._sel = selectors.DefaultSelector()
+        self._fds: dict[Conn, int] = {}
+        self._conns: list[Conn] = []  # connected control connections
+        self._opening: list[tuple[Assistant, Conn]] = []  # connects in progress
+        self._wanted_conns = sum(len(a.conns) for a in self.assistants)
+        if not self.offline and hasattr(capture, "fileno"):
+            self._sel.register(capture.fileno(), selectors.EVENT_READ, None)  # type: ignore[union-attr]
 
     @property
     def channel_up(self) -> int:
@@ -127,41 +135,73 @@ class OnlineEngine:
         self._next_connect = now + self.reconnect_interval
         for a in self.assistants:
             a.connect_missing(now)
+        self._watch()
 
     def _connected(self, a: Assistant, now: float) -> None:
         """A control connection came up: announce every live session on it again, since
         sessions announced on a connection that died would lose their records."""
-        log.info("control channel to %s: %d/%d connections up", a.name, len(a.live()),
+        a.refresh()
+        log.info("control channel to %s: %d/%d connections up", a.name, len(a.ready),
                  len(a.conns))
         for ip, port, tip, tport in self.table.live_keys():
             a.announce(channel.encode_client_add(ip, port, tip, tport))
-        self.channel_up = sum(len(x.live()) for x in self.assistants)
+
+    def _watch(self) -> None:
+        """Bring the selector and the cached connection lists in line with the connections'
+        states; called whenever one may have changed (connect started, finished, dropped)."""
+        sel, fds = self._sel, self._fds
+        want: dict[Conn, tuple[Assistant, int]] = {}
+        for a in self.assistants:
+            a.refresh()
+            for c in a.conns:
+                if c is not None and not c.closed:
+                    want[c] = (a, selectors.EVENT_WRITE if c.connecting else selectors.EVENT_READ)
+        for c in [c for c in fds if c not in want]:
+            sel.unregister(fds.pop(c))  # by fd: a closed socket has no fileno() any more
+        for c, (a, events) in want.items():
+            fd = fds.get(c)
+            if fd is None:
+                fds[c] = fd = c.fileno()
+                sel.register(fd, events, (a, c))
+            elif sel.get_key(fd).events != events:
+                sel.modify(fd, events, (a, c))
+        self._conns = [c for a in self.assistants for c in a.ready]
+        self._opening = [(a, c) for c, (a, _) in want.items() if c.connecting]
+        self.channel_up = len(self._conns)
 
     def step(self, timeout: float) -> None:
         """One wake-up: wait at most `timeout` seconds for input, then do everything due."""
-        conns = [c for a in self.assistants for c in a.live()]
-        opening = [(a, c) for a in self.assistants for c in a.connecting()]
-        wlist = [c for c in conns if c.out] + [c for _, c in opening]
         if self.offline:  # a capture file: frames are due by the clock, not by a descriptor
-            rlist: list = conns
             timeout = min(timeout, self.capture.wait(self.clock()))  # type: ignore[attr-defined]
-        else:
-            rlist = [self.capture, *conns]
-        readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        events = self._sel.select(timeout)
         now = self.now = self.clock()
-        for a, conn in opening:
-            if conn in writable or now - conn.since >= self.connect_timeout:
+        capture_ready = False
+        readable: list[Conn] = []
+        changed = False
+        for key, mask in events:
+            if key.data is None:
+                capture_ready = True
+                continue
+            a, conn = key.data
+            if conn.connecting:
+                changed = True
                 if a.finish_connect(conn, now, self.connect_timeout):
                     self._connected(a, now)
+            elif mask & selectors.EVENT_READ:
+                readable.append(conn)
+        for a, conn in self._opening:
+            if conn.connecting and now - conn.since >= self.connect_timeout:
+                changed = True
+                a.finish_connect(conn, now, self.connect_timeout)
+        if changed:
+            self._watch()
         # A file waits for its assistant; live traffic cannot wait, it is read and counted.
-        if (self.offline and self.channel_up) or (not self.offline and self.capture in readable):
+        if (self.offline and self.channel_up) or capture_ready:
             if self.shed_lag and not self.offline:
                 self.capture.dispatch(self._on_frame, self._shed)  # type: ignore[attr-defined]
             else:
                 self.capture.dispatch(self._on_frame)  # type: ignore[attr-defined]
-        for conn in conns:
-            if conn not in readable:
-                continue
+        for conn in readable:
             try:
                 records = conn.receive()
             except WireError as exc:
@@ -175,12 +215,24 @@ class OnlineEngine:
         self.table.tick(now, self.out)
         self.table.flush(now, self.out)
         self._emit()
-        for a in self.assistants:
-            for conn in a.live():
-                if conn.out and not conn.flush():
-                    self._drop(conn, "not reading (backlog full)")
-        if self.channel_up < sum(len(a.conns) for a in self.assistants):
+        self._flush_channel()
+        if self.channel_up < self._wanted_conns:
             self.connect(now)
+
+    def _flush_channel(self) -> None:
+        """Send what the control connections buffered; wait for writability only where the
+        kernel took less than all of it."""
+        sel, fds = self._sel, self._fds
+        for conn in self._conns:
+            if conn.out and not conn.flush():
+                self._drop(conn, "not reading (backlog full)")
+                continue
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+            fd = fds.get(conn)
+            if fd is not None:
+                key = sel.get_key(fd)
+                if key.events != events:
+                    sel.modify(fd, events, key.data)
 
     def _shed(self, lag: float) -> None:
         """Before each capture batch: start or stop refusing new sessions by how far the
@@ -217,10 +269,9 @@ class OnlineEngine:
                     self.announces_failed += 1
                 announced = True
         if announced:
-            for a in self.assistants:
-                for conn in a.live():
-                    if conn.out:
-                        conn.flush()
+            for conn in self._conns:
+                if conn.out:
+                    conn.flush()
         send = self.sender.send  # type: ignore[attr-defined]
         names = self._names
         sent = 0
@@ -239,7 +290,7 @@ class OnlineEngine:
         log.warning("control channel %s: %s", conn.peer, why)  # type: ignore[attr-defined]
         conn.close()  # type: ignore[attr-defined]
         self.channel_drops += 1
-        self.channel_up = sum(len(a.live()) for a in self.assistants)
+        self._watch()
         self._next_connect = min(self._next_connect, self.clock() + 0.2)
 
     def shutdown(self) -> None:
@@ -260,6 +311,7 @@ class OnlineEngine:
             for conn in a.conns:
                 if conn is not None:
                     conn.close()
+        self._sel.close()
 
     def next_timeout(self, cap: float = 0.2) -> float:
         wake = self.table.next_wake() - self.clock()
