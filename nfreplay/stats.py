@@ -48,11 +48,24 @@ STATE_SUFFIXES = {"pid": ".pid", "stats": ".stats.json", "journal": ".journal.js
 # Counters
 
 
-class Counters:
+class _Declared(type):
+    """Gives each ``Counters`` class the ``__slots__`` its ``name: int`` annotations declare,
+    so that a counter is written once, typed for mypy, and a misspelt one fails at run time."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any],
+                **kwargs: Any) -> _Declared:
+        if "__slots__" not in ns:
+            annotations = ns.get("__annotations__", {})
+            ns["__slots__"] = tuple(k for k, v in annotations.items() if v in (int, "int"))
+        return super().__new__(mcs, name, bases, ns, **kwargs)
+
+
+class Counters(metaclass=_Declared):
     """Plain-int counters on a ``__slots__`` object; subclass it with the names you need::
 
         class AssistCounters(Counters):
-            __slots__ = ("queued", "dropped", "accepted")
+            queued: int
+            dropped: int
 
     Every counter starts at 0. ``snapshot()`` returns them in declaration order (base classes
     first). Or build a class from a tuple of names with ``counters_type``.
@@ -63,10 +76,6 @@ class Counters:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "__slots__" not in cls.__dict__:
-            # Without __slots__ the instance grows a __dict__ and a typo'd counter would
-            # silently become a new attribute.
-            raise TypeError(f"{cls.__name__}: a Counters subclass must define __slots__")
         slots = cls.__dict__["__slots__"]
         own: tuple[str, ...] = (slots,) if isinstance(slots, str) else tuple(slots)
         for name in own:

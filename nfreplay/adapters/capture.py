@@ -54,7 +54,7 @@ class Capture:
     def __init__(self, interface: str, bpf: str, snaplen: int = 65535,
                  buffer_size: int = 64 << 20) -> None:
         try:
-            import pcapy  # type: ignore[import-untyped]
+            import pcapy
         except ImportError as exc:  # pragma: no cover - packaging problem
             raise HostError(f"capture: pcapy-ng is not installed ({exc})") from None
         if interface != "any":

@@ -202,6 +202,7 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
                     no_wait=o.no_wait, syn_only=o.syn_only, max_sessions=o.max_sessions)
     chosen = selection(cfg)
     engine_clock = time.monotonic
+    source: FileSource | Capture
     if o.pcap:
         # Absolute: --daemon changes directory.
         source = FileSource(os.path.abspath(o.pcap), [(ip2int(sip) if sip else None, sport)

@@ -24,12 +24,22 @@ log = logging.getLogger("nfreplay.assist")
 
 
 class AssistCounters(Counters):
-    __slots__ = (
-        "packets_queued", "packets_bad", "records_sent", "records_unrouted", "records_parked",
-        "parked_delivered", "frames_sent", "client_adds", "connections_accepted",
-        "connections_closed", "connections_live", "routes", "verdict_errors",
-        "records_dropped_backlog",
-    )
+    """What nfreplay-assist counts."""
+
+    packets_queued: int
+    packets_bad: int
+    records_sent: int
+    records_unrouted: int
+    records_parked: int
+    parked_delivered: int
+    frames_sent: int
+    client_adds: int
+    connections_accepted: int
+    connections_closed: int
+    connections_live: int
+    routes: int
+    verdict_errors: int
+    records_dropped_backlog: int
 
 
 class AssistEngine:

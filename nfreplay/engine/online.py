@@ -21,7 +21,8 @@ from nfreplay.errors import WireError
 from nfreplay.proto import channel, tcpip
 from nfreplay.proto.tcpip import ACK, FIN, RST, SYN
 from nfreplay.proto.resegment import split
-from nfreplay.session.machine import Announce, Counters, Params
+from nfreplay.session.counters import Counters
+from nfreplay.session.machine import Announce, Out, Params
 from nfreplay.session.selection import Selection
 from nfreplay.session.table import SessionTable
 
@@ -54,7 +55,7 @@ class OnlineEngine:
         self.c = counters if counters is not None else Counters()
         self.table = SessionTable(params, self.c, selection)
         self._names: dict[bytes, str] = {}  # packed IPv4 -> dotted, for sendto()
-        self.out: list = []
+        self.out: Out = []
         self.now = clock()
         self._next_connect = 0.0
         self.channel_up = 0  # until a control connection is up
@@ -276,7 +277,7 @@ class OnlineEngine:
         names = self._names
         sent = 0
         for cmd in out:
-            if type(cmd) is not Announce:
+            if type(cmd) is bytearray:
                 dst = bytes(cmd[16:20])
                 name = names.get(dst)
                 if name is None:
@@ -306,8 +307,8 @@ class OnlineEngine:
         self.table.shutdown(self.clock(), self.out)
         self._emit()
         for a in self.assistants:
-            for conn in a.live():
-                conn.flush()
+            for live in a.live():
+                live.flush()
             for conn in a.conns:
                 if conn is not None:
                     conn.close()

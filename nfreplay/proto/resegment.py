@@ -31,7 +31,7 @@ def split(pkt: bytes | bytearray, seg: Segment, mtu: int) -> list[bytearray]:
     headers = bytes(pkt[off:off + hdr])
     payload = memoryview(pkt)[seg.payload_off:seg.payload_off + seg.payload_len]
     flags_at = seg.ihl + 13
-    pieces = []
+    pieces: list[bytearray] = []
     for start in range(0, seg.payload_len, room):
         chunk = payload[start:start + room]
         piece = bytearray(headers)

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Union
 
 from nfreplay.proto import tcpip
 from nfreplay.proto.seq import seq_add, seq_diff, seq_gt, seq_lt
 from nfreplay.proto.tcpip import ACK, FIN, RST, SYN
-from nfreplay.stats import Counters as BaseCounters
+from nfreplay.session.counters import Counters
 
 INF = float("inf")
 _ACK_TS_OFF = 20 + 20 + 2  # NOP, NOP, then the TS option's kind byte in our synthetic ACKs
@@ -121,23 +122,9 @@ class Announce:
         return f"Announce({tcpip.int2ip(self.client_ip)}:{self.client_port})"
 
 
-class Counters(BaseCounters):
-    """Plain-int counters of the online side, shared by every session (read off the hot path)."""
-
-    __slots__ = (
-        "packets_captured", "packets_bad", "packets_no_session", "packets_sent",
-        "client_acks_absorbed", "client_duplicates", "client_trimmed",
-        "sessions_opened", "sessions_established", "sessions_live", "requests_sent",
-        "responses_complete", "responses_timed_out", "retransmits", "syn_retransmits",
-        "records_received", "records_no_session", "records_bad", "acks_sent", "resets_sent",
-        "stale_resets", "sessions_skipped_no_channel", "sessions_midstream", "reconnects",
-        "fast_retransmits", "window_probes", "greetings", "midstream_refused",
-        "sessions_rejected_limit", "packets_split", "client_syns", "client_data_packets",
-        "records_data", "records_fin", "records_rst", "syns_sent", "data_packets_sent",
-        "fins_sent", "sessions_sampled_out", "sessions_rate_limited",
-        "packets_not_selected", "copies_unallocated", "sessions_shed",
-        *(f"sessions_{r}" for r in REASONS),
-    )
+#: What the session machine emits: packets to inject and announcements, in order.
+Command = Union[bytearray, Announce]
+Out = list[Command]
 
 
 class Pending:
@@ -240,7 +227,7 @@ class Session:
 
     # ----------------------------------------------------------------- client side events
 
-    def client_packet(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: list) -> None:
+    def client_packet(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: Out) -> None:
         """A packet the client sent to the online service (already a private copy)."""
         flags = seg.flags
         if self.done:
@@ -310,7 +297,7 @@ class Session:
     def isn_known(self) -> bool:
         return self.syn_pkt is not None or self.state != CLOSED
 
-    def _fake_syn(self, seq: int, now: float, out: list) -> None:
+    def _fake_syn(self, seq: int, now: float, out: Out) -> None:
         """Open (or reopen) the target's side with a handshake of our own at `seq`."""
         self.isn = seq
         self.snd_nxt = self.t_una = seq_add(seq, 1)
@@ -322,7 +309,7 @@ class Session:
                                    options=b"\x02\x04" + self.p.fake_mss.to_bytes(2, "big"))
         self._offer_syn(now, out)
 
-    def _send_syn(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: list) -> None:
+    def _send_syn(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: Out) -> None:
         self.isn = seg.seq
         self.snd_nxt = self.t_una = seq_add(seg.seq, 1)
         ts = tcpip.timestamps(seg)
@@ -336,12 +323,12 @@ class Session:
             return
         self._offer_syn(now, out)
 
-    def release(self, now: float, out: list) -> None:
+    def release(self, now: float, out: Out) -> None:
         """The first request passed: send the held SYN (the request follows the handshake)."""
         if self.state == HELD:
             self._offer_syn(now, out)
 
-    def _offer_syn(self, now: float, out: list) -> None:
+    def _offer_syn(self, now: float, out: Out) -> None:
         """Announce the session, then send its SYN (the client's, or ours)."""
         pkt = self.syn_pkt
         assert pkt is not None
@@ -355,7 +342,7 @@ class Session:
 
     # ----------------------------------------------------------------- sending to the target
 
-    def _pump(self, now: float, out: list, probe: bool = False) -> None:
+    def _pump(self, now: float, out: Out, probe: bool = False) -> None:
         """Send every pending packet that may go now, in order; `probe`: the first one goes
         even beyond a shut window (the persist timer's window probe)."""
         self.held_by_response = False
@@ -450,7 +437,7 @@ class Session:
                 break
         self._rewake()
 
-    def _reconnect(self, now: float, out: list) -> None:
+    def _reconnect(self, now: float, out: Out) -> None:
         """The target's side is gone but client data remains: reset whatever the target
         still holds, then a faked handshake on the same client port, and replay from the
         first byte the target did not acknowledge."""
@@ -497,7 +484,7 @@ class Session:
             self.c.responses_complete += 1
         return done
 
-    def _transmit(self, item: Pending, out: list) -> None:
+    def _transmit(self, item: Pending, out: Out) -> None:
         """Rewrite a client packet into the target's space and emit it."""
         pkt = item.pkt
         seg = item.seg
@@ -563,6 +550,7 @@ class Session:
             self.ack_seg = tcpip.parse(tpl)
             return bytearray(tpl)
         pkt = bytearray(tpl)
+        assert self.ack_seg is not None  # parsed with the template
         tcpip.rewrite(pkt, 0, self.ack_seg, seq=self.snd_nxt, ack=self.rcv_nxt,
                       window=self._window())
         if self.ts_ok:  # the template's TS option sits right after the fixed headers
@@ -570,20 +558,20 @@ class Session:
             tcpip.set_tsecr(pkt, _ACK_TS_OFF, self.t_tsval)
         return pkt
 
-    def _send_ack(self, out: list) -> None:
+    def _send_ack(self, out: Out) -> None:
         out.append(self._ack_packet())
         self.last_ack_sent = self.rcv_nxt
         self.ack_due = False
         self.ack_deadline = INF
         self.c.acks_sent += 1
 
-    def _send_rst(self, out: list) -> None:
+    def _send_rst(self, out: Out) -> None:
         out.append(self._synthetic(RST | ACK, self.snd_nxt, self.rcv_nxt))
         self.c.resets_sent += 1
 
     # ----------------------------------------------------------------- target side events
 
-    def response(self, seg: tcpip.Segment, now: float, out: list) -> None:
+    def response(self, seg: tcpip.Segment, now: float, out: Out) -> None:
         """A header record of a packet the target sent to this client."""
         flags = seg.flags
         if self.done:
@@ -658,7 +646,7 @@ class Session:
             return
         self._pump(now, out)
 
-    def _clear_stale(self, ack: int, now: float, out: list) -> None:
+    def _clear_stale(self, ack: int, now: float, out: Out) -> None:
         """The target answered our SYN with a plain ACK (or a SYN-ACK for another SYN): it
         still holds an older connection on this 4-tuple (the client reused its port before
         the old replay's close reached the target). Reset that connection at the sequence
@@ -682,7 +670,7 @@ class Session:
         return any(i.seg.payload_len for i in self.pending) or any(
             i.seg.payload_len and seq_gt(i.end, self.t_una) for i in self.unacked)
 
-    def _established(self, seg: tcpip.Segment, now: float, out: list) -> None:
+    def _established(self, seg: tcpip.Segment, now: float, out: Out) -> None:
         _mss, wscale, _sack, ts = tcpip.syn_options(seg)
         self.state = ESTABLISHED
         self.rcv_nxt = seq_add(seg.seq, 1)
@@ -710,7 +698,7 @@ class Session:
             self.resp_expect = -1
         self._pump(now, out)
 
-    def _acked(self, seg: tcpip.Segment, now: float, out: list) -> None:
+    def _acked(self, seg: tcpip.Segment, now: float, out: Out) -> None:
         ack = seg.ack
         if not seq_gt(ack, self.t_una):
             if (ack == self.t_una and self.unacked and not seg.payload_len
@@ -731,7 +719,7 @@ class Session:
         self.rto = self.p.rto_min
         self.rto_deadline = now + self.rto if unacked else INF
 
-    def flush_ack(self, now: float, out: list) -> None:
+    def flush_ack(self, now: float, out: Out) -> None:
         """Once per wake-up: acknowledge what the target sent, unless a data packet did.
 
         New bytes of a small response are acknowledged after `ack_delay` instead (the client's
@@ -752,7 +740,7 @@ class Session:
 
     # ----------------------------------------------------------------- time
 
-    def timer(self, now: float, out: list) -> None:
+    def timer(self, now: float, out: Out) -> None:
         """Called when `now >= self.wake`; does whatever is due and recomputes `wake`."""
         if self.done:
             self._rewake()
@@ -836,7 +824,7 @@ class Session:
         c.sessions_live -= 1
         setattr(c, "sessions_" + reason, getattr(c, "sessions_" + reason) + 1)
 
-    def abort(self, now: float, out: list, reason: str = "shutdown") -> None:
+    def abort(self, now: float, out: Out, reason: str = "shutdown") -> None:
         """End a live session now, resetting the target's side so it keeps no connection."""
         if self.done:
             return

@@ -20,7 +20,8 @@ import itertools
 from nfreplay.proto import tcpip
 from nfreplay.proto.seq import seq_add, seq_diff, seq_lt
 from nfreplay.proto.tcpip import ACK, SYN
-from nfreplay.session.machine import HELD, INF, Counters, Params, Session
+from nfreplay.session.counters import Counters
+from nfreplay.session.machine import HELD, INF, Out, Params, Session
 from nfreplay.session.selection import Selection
 
 TIMER_GRAIN = 0.001  # the finest timer step; a session never asks to wake sooner than this
@@ -66,7 +67,7 @@ class SessionTable:
     def __len__(self) -> int:
         return len(self.sessions)
 
-    def client_packet(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: list) -> None:
+    def client_packet(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: Out) -> None:
         """A client→service packet, as captured (`pkt` is ours to modify)."""
         key = (seg.src << 16) | seg.sport
         c = self.c
@@ -89,7 +90,7 @@ class SessionTable:
         return True
 
     def _deliver(self, key: int, seg: tcpip.Segment, pkt: bytearray, now: float,
-                 out: list) -> None:
+                 out: Out) -> None:
         c = self.c
         if self._skipped:
             if key in self._skipped:
@@ -148,7 +149,7 @@ class SessionTable:
         new_isn = held[0][0].seq
         return abs(seq_diff(seg.seq, new_isn)) < abs(seq_diff(seg.seq, s.isn))
 
-    def _after(self, s: Session, key: int, now: float, out: list) -> None:
+    def _after(self, s: Session, key: int, now: float, out: Out) -> None:
         """After any event: start a held successor once its predecessor is over."""
         if s.refused:
             # The target refused to join this connection mid-stream: its later packets must
@@ -160,7 +161,7 @@ class SessionTable:
         else:
             self._schedule(s)
 
-    def _start_successor(self, key: int, now: float, out: list) -> None:
+    def _start_successor(self, key: int, now: float, out: Out) -> None:
         held = self._held.pop(key)
         self._held_until.pop(key, None)
         old = self.sessions.get(key)
@@ -198,7 +199,7 @@ class SessionTable:
         return s
 
     def _judged(self, s: Session, key: int, seg: tcpip.Segment, now: float,
-                out: list) -> bool:
+                out: Out) -> bool:
         """A held SYN's first request: release the session, or forget it (nothing of it was
         sent); False if it is gone."""
         if self.sel.first_request_ok(seg):
@@ -218,7 +219,7 @@ class SessionTable:
         return False
 
     def _mapped_packet(self, key: int, seg: tcpip.Segment, pkt: bytearray, now: float,
-                       out: list) -> None:
+                       out: Out) -> None:
         """Client rewriting and copies: hand the packet to every session of its flow."""
         syn = seg.flags & SYN and not seg.flags & ACK
         flow = self.flows.get(key)
@@ -271,7 +272,7 @@ class SessionTable:
                 if not flow.sessions:
                     del self.flows[okey]
 
-    def response(self, seg: tcpip.Segment, now: float, out: list) -> None:
+    def response(self, seg: tcpip.Segment, now: float, out: Out) -> None:
         """A response record from the assistant (the target's packet to a client)."""
         s = self.sessions.get((seg.dst << 16) | seg.dport)
         if s is None:
@@ -282,7 +283,7 @@ class SessionTable:
             self._dirty.append(s)
         self._after(s, (s.client_ip << 16) | s.client_port, now, out)
 
-    def flush(self, now: float, out: list) -> None:
+    def flush(self, now: float, out: Out) -> None:
         """End of a wake-up: one ACK per session that received target data (or its
         delayed-ACK timer)."""
         for s in self._dirty:
@@ -292,7 +293,7 @@ class SessionTable:
                 self._schedule(s)
         self._dirty.clear()
 
-    def tick(self, now: float, out: list) -> None:
+    def tick(self, now: float, out: Out) -> None:
         """Run every timer that is due; drop sessions whose linger period is over."""
         if now >= self._next_purge:
             self._next_purge = now + SKIP_MEMORY / 4
@@ -346,7 +347,7 @@ class SessionTable:
             self._heap = [e for e in heap if e[2].sched == e[0]]
             heapq.heapify(self._heap)
 
-    def shutdown(self, now: float, out: list) -> None:
+    def shutdown(self, now: float, out: Out) -> None:
         """Reset every live session on the target (so it keeps no half-open connections)."""
         for s in self.sessions.values():
             s.abort(now, out)

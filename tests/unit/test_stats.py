@@ -84,11 +84,20 @@ def test_counters_inherit_in_order() -> None:
     assert c.snapshot() == {"captured": 0, "selected": 0, "sessions": 0, "retransmits": 2}
 
 
-def test_counters_subclass_must_use_slots() -> None:
-    with pytest.raises(TypeError, match="__slots__"):
+class Declared(Counters):
+    """Counters declared the usual way: annotations become the slots."""
 
-        class NoSlots(Counters):  # noqa: F841
-            pass
+    queued: int
+    dropped: int
+
+
+def test_counters_declared_as_annotations_get_slots() -> None:
+    c = Declared()
+    c.queued += 2
+    assert c.snapshot() == {"queued": 2, "dropped": 0}
+    assert Declared.__slots__ == ("queued", "dropped") and not hasattr(c, "__dict__")
+    with pytest.raises(AttributeError):
+        c.queud = 1  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("names", [("ok", "ok"), ("_private",), ("snapshot",), ("names",), ("not-ident",)])

@@ -681,3 +681,9 @@ def test_two_segments_worth_and_the_handshake_are_acknowledged_at_once() -> None
     # A segment the target repeats (our ACK was lost) is acknowledged at once, too.
     out = lab.rec(ACK, (T1 + 1460) % 2**32, ISN + 11, 1460)
     assert [view(p)[2:5] for p in out] == [(ACK, ISN + 11, (T1 + 2920) % 2**32)]
+
+
+def test_every_end_reason_has_its_counter() -> None:
+    from nfreplay.session.machine import REASONS
+
+    assert {f"sessions_{r}" for r in REASONS} <= set(Counters.names)

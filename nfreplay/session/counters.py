@@ -1,0 +1,65 @@
+"""The online side's counters: plain ints shared by every session and the loop, read off
+the hot path (``snapshot()``, once a second). Each is declared here, once; `sessions_<reason>`
+exists for every reason a session can end (``machine.REASONS``)."""
+
+from __future__ import annotations
+
+from nfreplay.stats import Counters as BaseCounters
+
+
+class Counters(BaseCounters):
+    """Everything nfreplay-online counts (the order is the order `status` shows)."""
+
+    packets_captured: int
+    packets_bad: int
+    packets_no_session: int
+    packets_sent: int
+    client_acks_absorbed: int
+    client_duplicates: int
+    client_trimmed: int
+    sessions_opened: int
+    sessions_established: int
+    sessions_live: int
+    requests_sent: int
+    responses_complete: int
+    responses_timed_out: int
+    retransmits: int
+    syn_retransmits: int
+    records_received: int
+    records_no_session: int
+    records_bad: int
+    acks_sent: int
+    resets_sent: int
+    stale_resets: int
+    sessions_skipped_no_channel: int
+    sessions_midstream: int
+    reconnects: int
+    fast_retransmits: int
+    window_probes: int
+    greetings: int
+    midstream_refused: int
+    sessions_rejected_limit: int
+    packets_split: int
+    client_syns: int
+    client_data_packets: int
+    records_data: int
+    records_fin: int
+    records_rst: int
+    syns_sent: int
+    data_packets_sent: int
+    fins_sent: int
+    sessions_sampled_out: int
+    sessions_rate_limited: int
+    packets_not_selected: int
+    copies_unallocated: int
+    sessions_shed: int
+    sessions_completed: int
+    sessions_client_reset: int
+    sessions_target_reset: int
+    sessions_handshake_failed: int
+    sessions_timed_out: int
+    sessions_superseded: int
+    sessions_capture_gap: int
+    sessions_overflow: int
+    sessions_shutdown: int
+    sessions_filtered: int
