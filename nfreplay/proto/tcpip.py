@@ -163,6 +163,11 @@ class Segment:
 
 
 _new = object.__new__
+try:
+    _new(Segment)
+    _FAST_NEW = True
+except TypeError:  # compiled with mypyc: a native class is built by its constructor only
+    _FAST_NEW = False
 
 
 def parse(buf: _Buffer, off: int = 0) -> Segment:
@@ -187,6 +192,9 @@ def parse(buf: _Buffer, off: int = 0) -> Segment:
     # error) goes to _parse_slow, which is the one place that words the errors.
     if vihl != 0x45 or proto != 6 or frag & 0x3FFF or doff < 20 or tot_len < 20 + doff:
         return _parse_slow(buf, off)
+    if not _FAST_NEW:
+        return Segment(buf, off, 20, tot_len, ip_id, ttl, src, dst, sport, dport, seq, ack,
+                       doff, flags, window)
     # Skip Segment.__init__: assigning the slots here saves ~150 ns per call (measured).
     seg = _new(Segment)
     seg.buf = buf

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from nfreplay.proto import channel, checksum, tcpip
@@ -640,7 +642,7 @@ def test_pending_bytes_follow_trimming_and_do_not_drift() -> None:
 
 
 # -- delayed ACK ------------------------------------------------------------------------------
-DELAYED = Params(**{**PARAMS.__dict__, "ack_delay": 0.02})
+DELAYED = dataclasses.replace(PARAMS, ack_delay=0.02)
 
 
 def test_delayed_ack_rides_on_the_clients_fin() -> None:
