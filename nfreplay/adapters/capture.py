@@ -92,10 +92,11 @@ class Capture:
         return int(self._p.getfd())
 
     def dispatch(self, callback: Callable[[bytes, int], None],
-                 on_lag: Callable[[float], None] | None = None) -> int:
-        """Deliver every packet available now as (frame, ip_offset); returns the count.
-        Before the first packet, `on_lag` learns how many seconds ago it was captured
-        (how far the reader runs behind the wire)."""
+                 on_lag: Callable[[float], None] | None = None, limit: int = -1) -> int:
+        """Deliver the packets available now, at most `limit` (-1: all, however many ring
+        blocks that is), as (frame, ip_offset); returns the count. Before the first packet,
+        `on_lag` learns how many seconds ago it was captured (how far the reader runs behind
+        the wire)."""
         offset = self.offset
         first = [on_lag is not None]
 
@@ -108,7 +109,7 @@ class Capture:
             if off >= 0:
                 callback(frame, off)
 
-        return int(self._p.dispatch(-1, cb))
+        return int(self._p.dispatch(limit, cb))
 
     def stats(self) -> tuple[int, int, int]:
         """(received, dropped by the kernel, dropped by the interface), as libpcap reports."""

@@ -167,8 +167,15 @@ def process_usage() -> dict[str, float]:
             "max_rss_kib": ru.ru_maxrss}
 
 
+def compiled() -> bool:
+    """Whether the per-packet modules run compiled (mypyc, see setup.py) or as Python."""
+    from nfreplay.session import machine
+
+    return not machine.__file__.endswith(".py")
+
+
 def publish(stats_file: stats.StatsFile, counters: Any, extra: Mapping[str, object]) -> None:
-    extra = {**extra, "process": process_usage()}
+    extra = {**extra, "process": process_usage(), "compiled": compiled()}
     try:
         stats_file.write(counters.snapshot(), extra)
     except OSError as exc:  # a full /run must not kill the replay

@@ -234,7 +234,8 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
             log.warning("no assistant reachable yet (%s); retrying every %.0f s — sessions "
                         "start once one answers", ", ".join(a.name for a in assistants),
                         o.reconnect_interval)
-        log.info("up: replaying %s to %s:%d", where, o.target_ip, o.target_port)
+        log.info("up: replaying %s to %s:%d (%s)", where, o.target_ip, o.target_port,
+                 "compiled hot path" if common.compiled() else "pure Python")
         next_publish = 0.0
         next_check = engine.now + 30.0
         try:

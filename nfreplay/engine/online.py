@@ -28,6 +28,11 @@ from nfreplay.session.table import SessionTable
 
 log = logging.getLogger("nfreplay.online")
 
+# Live capture is read in batches of at most this many packets, one batch per wake-up: a
+# backlog (the loop fell behind) is then taken in steps, each measuring the capture's lag
+# before it (shedding) and letting records and timers in between (pacing).
+CAPTURE_BATCH = 512
+
 # vihl, tot_len, proto, src, sport, ack, data offset, flags, window of an IPv4 (ihl 5) packet.
 _PEEK = Struct("!BxH5xB2xI4xH6xIBBH").unpack_from
 _SYN_FIN_RST_ACK = SYN | FIN | RST | ACK
@@ -67,6 +72,7 @@ class OnlineEngine:
         self._shed_log_at = 0.0
         self._shed_logged = 0
         # epoll: the capture once, each control connection while it exists (by fd).
+        self._capture_more = False  # the last batch was full: read on without waiting
         self._sel = selectors.DefaultSelector()
         self._fds: dict[Conn, int] = {}
         self._conns: list[Conn] = []  # connected control connections
@@ -174,9 +180,9 @@ class OnlineEngine:
         """One wake-up: wait at most `timeout` seconds for input, then do everything due."""
         if self.offline:  # a capture file: frames are due by the clock, not by a descriptor
             timeout = min(timeout, self.capture.wait(self.clock()))  # type: ignore[attr-defined]
-        events = self._sel.select(timeout)
+        events = self._sel.select(0.0 if self._capture_more else timeout)
         now = self.now = self.clock()
-        capture_ready = False
+        capture_ready = self._capture_more
         readable: list[Conn] = []
         changed = False
         for key, mask in events:
@@ -197,11 +203,12 @@ class OnlineEngine:
         if changed:
             self._watch()
         # A file waits for its assistant; live traffic cannot wait, it is read and counted.
-        if (self.offline and self.channel_up) or capture_ready:
-            if self.shed_lag and not self.offline:
-                self.capture.dispatch(self._on_frame, self._shed)  # type: ignore[attr-defined]
-            else:
-                self.capture.dispatch(self._on_frame)  # type: ignore[attr-defined]
+        if self.offline and self.channel_up:
+            self.capture.dispatch(self._on_frame)  # type: ignore[attr-defined]
+        elif capture_ready:
+            n = self.capture.dispatch(  # type: ignore[attr-defined]
+                self._on_frame, self._shed if self.shed_lag else None, CAPTURE_BATCH)
+            self._capture_more = n >= CAPTURE_BATCH
         for conn in readable:
             try:
                 records = conn.receive()

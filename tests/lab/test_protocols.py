@@ -469,6 +469,14 @@ def dialogues(lab: Lab, port: int) -> dict[str, str]:
     return {c: "".join(t) for c, t in talk.items()}
 
 
+def wire(lab: Lab, port: int, client: str) -> list[str]:
+    """The target capture's lines of one client address:port (for a failure message)."""
+    out = subprocess.run(["tcpdump", "-n", "-tt", "-r", str(lab.dir / f"target-{port}.pcap")],
+                         capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if client and f" {client} " in line + " "
+            or f" {client}:" in line][:40]
+
+
 def test_ftp_commands_wait_for_replies_on_the_target(lab: Lab, servers: Callable) -> None:
     """The target sees the dialogue the client had: the greeting first, then each command
     only after the reply to the previous one (FTP is not pipelined). The client finishes a
@@ -494,7 +502,8 @@ def test_ftp_commands_wait_for_replies_on_the_target(lab: Lab, servers: Callable
     overtaken = {k: t for k, t in talks.items() if k not in paced}
     assert len(talks) == sessions and share == 100.0, (
         f"commands overtook replies on the target (S target data, C client data): "
-        f"{dict(list(overtaken.items())[:6])}; online counters: {nonzero(c)}")
+        f"{dict(list(overtaken.items())[:6])}; online counters: {nonzero(c)}; the first "
+        f"such session on the target's wire: {wire(lab, FTP_PORT, next(iter(overtaken), ''))}")
     assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")
 
 

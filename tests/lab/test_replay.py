@@ -369,7 +369,7 @@ def test_overload_sheds_new_sessions_and_every_admitted_one_completes(lab: Lab) 
 
     assert wait_until(settled, 60), lab.online_status().get("counters")
     c = lab.online_status()["counters"]
-    assert c["sessions_shed"] > 0, c  # a backlog of 0.5 s is far beyond 100 ms
+    assert c["sessions_shed"] > 0, (c, lab.log("online")[-2000:])  # 0.5 s >> 100 ms
     assert c["sessions_completed"] == c["sessions_opened"], c
     assert wait_until(lambda: len(paths(target_log, "shed")) == c["sessions_opened"], 30)
     assert "overloaded: the capture runs" in lab.log("online")

@@ -1,0 +1,32 @@
+"""Optional compiled hot path: `NFREPLAY_COMPILE=1` compiles the per-packet modules with mypyc
+(it ships with mypy; gcc and the Python headers build them). Without it, nfreplay installs as
+pure Python, and every test passes either way (tests/run.sh runs both).
+
+    NFREPLAY_COMPILE=1 pip install --no-build-isolation /path/to/nfreplay   # needs mypy
+    NFREPLAY_COMPILE=1 python setup.py build_ext --inplace                   # in a checkout
+
+Everything else about the package is in pyproject.toml.
+"""
+
+import os
+
+from setuptools import setup
+
+#: The modules every captured packet and every response record goes through (measured with
+#: tests/bench/hey_bench.py: the engine glue around them gains nothing from compiling).
+COMPILED = [
+    "nfreplay/proto/seq.py",
+    "nfreplay/proto/checksum.py",
+    "nfreplay/proto/tcpip.py",
+    "nfreplay/proto/channel.py",
+    "nfreplay/session/machine.py",
+    "nfreplay/session/table.py",
+]
+
+ext_modules = []
+if os.environ.get("NFREPLAY_COMPILE") == "1":
+    from mypyc.build import mypycify
+
+    ext_modules = mypycify(COMPILED, opt_level="3", group_name="nfreplay._hot")
+
+setup(ext_modules=ext_modules)
