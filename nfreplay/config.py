@@ -103,6 +103,7 @@ class Online:
     max_sessions: int = 200_000
     max_new_per_second: int = 0  # 0: no limit
     shed_lag: float = 100.0  # ms the capture may lag before new sessions are refused; 0: never
+    workers: int = 1  # capture+replay processes; 0 = "auto", one per core
     # More service ports in one instance: (service ip or None, port, target ip, target port).
     more_services: tuple[tuple[str | None, int, str, int], ...] = ()
     client_pool: tuple[str, ...] = ()  # addresses the target sees instead of the clients'
@@ -210,6 +211,18 @@ def _integer(lo: int, hi: int) -> Parser:
         return number
 
     return parse
+
+
+def _workers(key: str, value: object, cli: bool) -> int:
+    """1-64 processes, or "auto" (0: one per core, decided at start)."""
+    if value == "auto":
+        return 0
+    if isinstance(value, str) and not cli:
+        raise _fail(key, f"must be 1-64 or \"auto\", got {_show(value)}")
+    try:
+        return _integer(1, 64)(key, value, cli)
+    except ConfigError:
+        raise _fail(key, f"must be 1-64 or \"auto\", got {_show(value)}") from None
 
 
 def _fraction(lo: float, hi: float, what: str) -> Parser:
@@ -461,6 +474,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "max_sessions": _k(_integer(1, 10_000_000), "max_sessions"),
         "max_new_per_second": _k(_integer(0, 10_000_000), "max_new_per_second"),
         "shed_lag": _k(_fraction(0.0, 60_000.0, "milliseconds"), "shed_lag"),
+        "workers": _k(_workers, "workers"),
         "more_services": _k(_list(_mapping), "more_services"),
         "client_pool": _k(_list(_text), "client_pool"),
         "copies": _k(_integer(1, 1000), "copies"),

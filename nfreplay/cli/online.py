@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from nfreplay import stats
 from nfreplay.cli import common
+from nfreplay.cli import workers as workers_mod
 from nfreplay.errors import ConfigError
 from nfreplay.proto.tcpip import ip2int
 
@@ -32,6 +33,7 @@ FLAGS = {
     "max_sessions": "online.max_sessions",
     "max_new_per_second": "online.max_new_per_second",
     "shed_lag": "online.shed_lag",
+    "workers": "online.workers",
     "more_services": "online.more_services",
     "client_pool": "online.client_pool",
     "copies": "online.copies",
@@ -116,6 +118,10 @@ def parser() -> argparse.ArgumentParser:
                    help="replay each session N times, each copy from its own client ip:port")
     g.add_argument("--max-sessions", metavar="N", help="sessions in memory at most (default 200000)")
     g.add_argument("--max-new-per-second", metavar="N", help="new sessions per second at most")
+    g.add_argument("--workers", metavar="N|auto",
+                   help="N capture+replay processes, each replaying its share of the client "
+                        "ports (split by the kernel's capture filter); auto = one per core "
+                        "(default 1)")
     g.add_argument("--shed-lag", metavar="MS",
                    help="when the capture runs more than MS behind the wire, refuse new sessions "
                         "(counted as sessions_shed) so that admitted ones complete; 0 = never "
@@ -157,19 +163,25 @@ def services(cfg) -> list[tuple[str | None, int, str, int]]:  # type: ignore[no-
     return [(o.service_ip, o.service_port, o.target_ip, o.target_port), *o.more_services]
 
 
-def bpf(cfg) -> str:  # type: ignore[no-untyped-def]
+def bpf(cfg, share: tuple[int, int] | None = None) -> str:  # type: ignore[no-untyped-def]
+    """The capture filter: the services' ports, never what we inject; with `share` = (i, n),
+    only the client ports p with (p >> 1) % n == i (worker i of n; not p % n: Linux gives
+    connect() ephemeral ports of one parity)."""
     wanted, injected = [], []
     for sip, sport, tip, tport in services(cfg):
         wanted.append(f"dst port {sport}" + (f" and dst host {sip}" if sip else ""))
         injected.append(f"(dst host {tip} and dst port {tport})")
     # Never capture what we inject (it goes to the target), even on "any".
-    return (f"tcp and (({') or ('.join(wanted)})) and not ({' or '.join(injected)})"
+    expr = (f"tcp and (({') or ('.join(wanted)})) and not ({' or '.join(injected)})"
             if len(wanted) > 1 else
             f"tcp and {wanted[0]} and not {injected[0]}")
+    if share is not None and share[1] > 1:
+        expr += f" and (tcp[0:2] >> 1) % {share[1]} = {share[0]}"
+    return expr
 
 
-def selection(cfg):  # type: ignore[no-untyped-def]
-    """The operator's choice of sessions, from [online]."""
+def selection(cfg, workers: int = 1):  # type: ignore[no-untyped-def]
+    """The operator's choice of sessions, from [online] (rate limits split among workers)."""
     from nfreplay.clientpool import parse_pool
     from nfreplay.filters import ClientFilter, PayloadPattern
     from nfreplay.sampling import Sampler
@@ -182,12 +194,38 @@ def selection(cfg):  # type: ignore[no-untyped-def]
         client_filter=ClientFilter(o.allow, o.deny) if (o.allow or o.deny) else None,
         sampler=(Sampler(o.percent, ramp_per_second=1.0 if o.ramp else None)
                  if o.percent < 100 else None),
-        new_per_second=o.max_new_per_second or None, copies=o.copies, pool=pool,
+        new_per_second=max(1, o.max_new_per_second // workers) if o.max_new_per_second else None,
+        copies=o.copies, pool=pool,
         payload=PayloadPattern(o.request_pattern) if o.request_pattern else None,
         targets={sport: (ip2int(tip), tport) for _, sport, tip, tport in o.more_services})
 
 
 def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no-untyped-def]
+    o = cfg.online
+    workers = o.workers or os.cpu_count() or 1
+    if workers > 1 and o.pcap:
+        raise ConfigError("online.workers: an offline replay (online.pcap) runs in one worker")
+    if workers > 1 and (o.client_pool or o.copies > 1):
+        raise ConfigError("online.workers: several workers cannot share a client pool yet "
+                          "(online.client_pool, online.copies): use 1 worker")
+    if daemon:
+        os.makedirs(cfg.general.state_dir, exist_ok=True)
+        common.daemonize(paths.pid[: -len(".pid")] + ".log")
+    stop = common.Stop()
+    with common.pid_file(paths, "online", cfg.general.instance):
+        stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance)
+        if workers == 1:
+            return replay(cfg, None, lambda c, extra: common.publish(stats_file, c, extra), stop)
+        return workers_mod.supervise(
+            workers, lambda share, report, stop: replay(cfg, share, report, stop),
+            stats_file, stop)
+
+
+def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ignore[no-untyped-def]
+    """One capture + replay loop until `stop`: the whole instance, or worker `share` = (i, n)
+    of n, which replays the client ports p with (p >> 1) % n == i (split in the capture filter, so
+    the kernel hands each packet to exactly one worker). `report(counters, extra)` is called
+    about once a second."""
     from nfreplay.adapters.capture import Capture
     from nfreplay.adapters.channel import Assistant
     from nfreplay.adapters.pcapsource import FileSource
@@ -196,11 +234,13 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
     from nfreplay.session.machine import Params
 
     o = cfg.online
+    n = share[1] if share else 1
     params = Params(target_ip=ip2int(o.target_ip), target_port=o.target_port,
                     session_timeout=o.session_timeout, response_timeout=o.response_timeout,
                     keepalive_timeout=o.keepalive_timeout, fake_mss=o.fake_mss,
-                    no_wait=o.no_wait, syn_only=o.syn_only, max_sessions=o.max_sessions)
-    chosen = selection(cfg)
+                    no_wait=o.no_wait, syn_only=o.syn_only,
+                    max_sessions=max(1, o.max_sessions // n))
+    chosen = selection(cfg, n)
     engine_clock = time.monotonic
     source: FileSource | Capture
     if o.pcap:
@@ -211,69 +251,63 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
                             clock=engine_clock)
         where = f"{o.pcap} ({source.total} client packets, {source.duration:.1f} s captured)"
     else:
-        source = Capture(o.interface, bpf(cfg), snaplen=o.snaplen)
-        where = f"{bpf(cfg)!r} on {o.interface}"
+        source = Capture(o.interface, bpf(cfg, share), snaplen=o.snaplen)
+        where = f"{bpf(cfg, share)!r} on {o.interface}"
     sender = RawSender()
     assistants = [Assistant(ip, port, o.connections) for ip, port in o.assistants]
-    if daemon:
-        os.makedirs(cfg.general.state_dir, exist_ok=True)
-        common.daemonize(paths.pid[: -len(".pid")] + ".log")
-    stop = common.Stop()
     engine = OnlineEngine(params, source, sender, assistants, mtu=o.mtu,
                           reconnect_interval=o.reconnect_interval, clock=engine_clock,
                           selection=chosen, shed_lag=o.shed_lag / 1000)
     progress = Progress(source, engine, sys.stderr) if o.pcap else None
     started = engine.clock()
-    with common.pid_file(paths, "online", cfg.general.instance):
-        stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance)
-        engine.connect(engine.clock())
-        deadline = engine.clock() + 1.0
-        while not engine.channel_up and engine.clock() < deadline and not stop.requested:
-            engine.step(0.05)
-        if not engine.channel_up:
-            log.warning("no assistant reachable yet (%s); retrying every %.0f s — sessions "
-                        "start once one answers", ", ".join(a.name for a in assistants),
-                        o.reconnect_interval)
-        log.info("up: replaying %s to %s:%d (%s)", where, o.target_ip, o.target_port,
-                 "compiled hot path" if common.compiled() else "pure Python")
-        next_publish = 0.0
-        next_check = engine.now + 30.0
-        try:
-            while not stop.requested:
-                if o.pcap and not engine.channel_up and engine.now - started < 10:
-                    engine.step(0.1)  # a file waits for its assistant; live traffic cannot
-                    continue
-                engine.step(engine.next_timeout())
-                if o.pcap and offline_step(source, engine):
-                    break
-                if engine.now >= next_check:
-                    next_check = engine.now + 30.0
-                    warn_if_handshakes_fail(engine.c)
-                if engine.now >= next_publish:
-                    next_publish = engine.now + 1.0
-                    received, dropped, ifdropped = source.stats()
-                    extra = {
-                        "capture": {"interface": o.pcap or o.interface,
-                                    "filter": "" if o.pcap else bpf(cfg),
-                                    "received": received, "dropped": dropped,
-                                    "ifdropped": ifdropped},
-                        "channel": {"up": engine.channel_up, "drops": engine.channel_drops,
-                                    "announces_failed": engine.announces_failed,
-                                    "assistants": [a.name for a in assistants]},
-                        "send_errors": sender.errors,
-                        "sessions_in_table": len(engine.table),
-                    }
-                    if chosen.allocator is not None:
-                        extra["client_pairs_in_use"] = chosen.allocator.in_use()
-                    if chosen.client_filter is not None:
-                        extra["toa_options_seen"] = chosen.toa_seen
-                    common.publish(stats_file, engine.c, extra)
-                    if progress is not None:
-                        progress.show()
-        finally:
-            engine.shutdown()
-            source.close()
-            sender.close()
+    engine.connect(engine.clock())
+    deadline = engine.clock() + 1.0
+    while not engine.channel_up and engine.clock() < deadline and not stop.requested:
+        engine.step(0.05)
+    if not engine.channel_up:
+        log.warning("no assistant reachable yet (%s); retrying every %.0f s — sessions "
+                    "start once one answers", ", ".join(a.name for a in assistants),
+                    o.reconnect_interval)
+    log.info("up: replaying %s to %s:%d (%s)", where, o.target_ip, o.target_port,
+             "compiled hot path" if common.compiled() else "pure Python")
+    next_publish = 0.0
+    next_check = engine.now + 30.0
+    try:
+        while not stop.requested:
+            if o.pcap and not engine.channel_up and engine.now - started < 10:
+                engine.step(0.1)  # a file waits for its assistant; live traffic cannot
+                continue
+            engine.step(engine.next_timeout())
+            if o.pcap and offline_step(source, engine):
+                break
+            if engine.now >= next_check:
+                next_check = engine.now + 30.0
+                warn_if_handshakes_fail(engine.c)
+            if engine.now >= next_publish:
+                next_publish = engine.now + 1.0
+                received, dropped, ifdropped = source.stats()
+                extra = {
+                    "capture": {"interface": o.pcap or o.interface,
+                                "filter": "" if o.pcap else bpf(cfg),
+                                "received": received, "dropped": dropped,
+                                "ifdropped": ifdropped},
+                    "channel": {"up": engine.channel_up, "drops": engine.channel_drops,
+                                "announces_failed": engine.announces_failed,
+                                "assistants": [a.name for a in assistants]},
+                    "send_errors": sender.errors,
+                    "sessions_in_table": len(engine.table),
+                }
+                if chosen.allocator is not None:
+                    extra["client_pairs_in_use"] = chosen.allocator.in_use()
+                if chosen.client_filter is not None:
+                    extra["toa_options_seen"] = chosen.toa_seen
+                report(engine.c, extra)
+                if progress is not None:
+                    progress.show()
+    finally:
+        engine.shutdown()
+        source.close()
+        sender.close()
     if progress is not None:
         progress.summary(engine.clock() - started)
     return 0

@@ -374,3 +374,50 @@ def test_overload_sheds_new_sessions_and_every_admitted_one_completes(lab: Lab) 
     assert wait_until(lambda: len(paths(target_log, "shed")) == c["sessions_opened"], 30)
     assert "overloaded: the capture runs" in lab.log("online")
     assert lab.stop_replay(assist, online) == (0, 0)
+
+
+def worker_pids(lab: Lab) -> list[int]:
+    return [w["pid"] for w in lab.online_status().get("extra", {}).get("workers", [])]
+
+
+def test_two_workers_replay_everything_as_one_instance(lab: Lab) -> None:
+    """--workers 2: the kernel splits the client ports between two processes, every session
+    is replayed whole by one of them (none joined mid-stream by the other), `status` shows
+    one instance with both, and `down` stops both. A SIGKILLed supervisor takes its workers
+    with it."""
+    from tests.lab.test_protocols import wait_until
+
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    assist, online = lab.start_replay(80, "--workers", "2")
+    assert wait_until(lambda: len(worker_pids(lab)) == 2, 10), lab.online_status()
+    summary = run_load(lab, "wk", short=300, keepalive=40, per_conn=5)
+    want = set(paths(online_log, "wk"))
+    assert len(want) == summary["ok"] == 500
+    assert wait_for(target_log, "wk", want, 30) == want
+
+    def settled() -> bool:
+        c = lab.online_status().get("counters", {})
+        return c.get("sessions_completed", 0) == 340 and c.get("sessions_live") == 0
+
+    assert wait_until(settled, 30), lab.online_status().get("counters")
+    st = lab.online_status()
+    c = st["counters"]
+    assert c["sessions_opened"] == 340 and c["sessions_midstream"] == 0, c
+    assert c["packets_no_session"] == 0, c
+    workers = st["extra"]["workers"]
+    assert sorted(w["sessions_opened"] for w in workers)[0] > 0, workers  # both did work
+    assert sum(w["sessions_opened"] for w in workers) == 340
+    pids = [w["pid"] for w in workers]
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")
+    assert not any(pid_alive(p) for p in pids)
+
+    # kill -9 of the supervisor: the workers stop by themselves; `down` cleans its files.
+    online = lab.start_online("--workers", "2")
+    assert wait_until(lambda: len(worker_pids(lab)) == 2, 10), lab.online_status()
+    pids = worker_pids(lab)
+    os.kill(online.pid, signal.SIGKILL)  # the supervisor alone, not its process group
+    assert online.wait(10) == -signal.SIGKILL
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), 15), pids
+    down = lab.nfreplay("online", "nfreplay-online", "down")
+    assert down.returncode == 0, down.stderr

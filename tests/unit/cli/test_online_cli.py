@@ -37,3 +37,23 @@ def test_several_x_mappings_become_more_services_and_one_filter() -> None:
 def test_bad_x_is_one_line() -> None:
     with pytest.raises(ConfigError, match="^-x: expected"):
         cfg_of(["-x", "80", "-s", "198.18.0.4"])
+
+
+def test_workers_split_the_client_ports_in_the_capture_filter() -> None:
+    c = cfg_of(["-x", "80-198.18.0.3:80", "-s", "198.18.0.4", "--workers", "3"])
+    assert c.online.workers == 3
+    base = "tcp and dst port 80 and not (dst host 198.18.0.3 and dst port 80)"
+    assert online.bpf(c) == base
+    assert online.bpf(c, (2, 3)) == base + " and (tcp[0:2] >> 1) % 3 = 2"
+    assert cfg_of(["-x", "80-198.18.0.3:80", "-s", "198.18.0.4", "--workers", "auto"]
+                  ).online.workers == 0
+    with pytest.raises(ConfigError, match="online.workers: must be 1-64"):
+        cfg_of(["-x", "80-198.18.0.3:80", "-s", "198.18.0.4", "--workers", "x"])
+
+
+def test_the_supervisor_sums_its_workers_figures() -> None:
+    from nfreplay.cli.workers import _sum
+
+    merged = _sum([{"received": 3, "up": 2, "interface": "eth0", "ok": True},
+                   {"received": 4, "up": 2, "interface": "eth0", "ok": False}])
+    assert merged == {"received": 7, "up": 4, "interface": "eth0", "ok": True}
