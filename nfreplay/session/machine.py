@@ -32,7 +32,6 @@ Invariants (all sequence numbers are mod 2**32):
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Union
 
@@ -185,7 +184,9 @@ class Session:
         self.c_tsval = 0
         self.c_win = 65535
         self.pending: list[Pending] = []
-        self.unacked: deque[Pending] = deque()
+        # A list, not a deque: it holds a few packets, and an empty deque costs 760 bytes
+        # per session (measured), a list 56.
+        self.unacked: list[Pending] = []
         self.syn_pkt: bytearray | None = None
         self.syn_tries = 0
         self.syn_deadline = INF
@@ -714,8 +715,11 @@ class Session:
         self.t_una = ack
         self.dupacks = 0
         unacked = self.unacked
-        while unacked and not seq_gt(unacked[0].end, ack):
-            unacked.popleft()
+        k = 0
+        while k < len(unacked) and not seq_gt(unacked[k].end, ack):
+            k += 1
+        if k:
+            del unacked[:k]
         self.rto = self.p.rto_min
         self.rto_deadline = now + self.rto if unacked else INF
 
