@@ -132,6 +132,11 @@ class Assist:
     queue: int = 0
     passlist: tuple[str, ...] = ()
     fix_ip_forward: bool = False
+    online: tuple[str, ...] = ()  # networks of the online hosts allowed on the control channel
+    max_connections: int = 64
+    max_connections_per_peer: int = 16
+    max_routes: int = 1_000_000
+    max_routes_per_connection: int = 262_144
 
 
 @dataclass(frozen=True)
@@ -496,6 +501,11 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "queue": _k(_integer(0, 65535), "queue"),
         "passlist": _k(_list(_ip), "passlist"),
         "fix_ip_forward": _k(_boolean, "fix_ip_forward"),
+        "online": _k(_list(_network), "online"),
+        "max_connections": _k(_integer(1, 65535), "max_connections"),
+        "max_connections_per_peer": _k(_integer(1, 65535), "max_connections_per_peer"),
+        "max_routes": _k(_integer(1, 100_000_000), "max_routes"),
+        "max_routes_per_connection": _k(_integer(1, 100_000_000), "max_routes_per_connection"),
     },
     "target": {
         "clients": _k(_list(_network, min_len=1), "clients", required=True),

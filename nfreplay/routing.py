@@ -4,7 +4,8 @@ Pure and clock-driven like the session machine. It mirrors intercept's router an
 (reference §1.6, §2.5) with three fixes:
 - keys are exact (client ip, client port, target ip, target port), not an additive 32-bit hash,
   so two sessions never share a route by collision;
-- a route whose connection closed is treated as missing (intercept keeps the stale fd);
+- a route whose connection closed is removed with it (intercept keeps the stale fd), and a
+  route belongs to the connection that announced it first (intercept: the last one);
 - routes age out: two generations that rotate every `idle` seconds, so a route unused (neither
   announced nor hit) for two periods disappears without any per-record bookkeeping.
 
@@ -27,31 +28,60 @@ def route_key(client_ip: int, client_port: int, target_ip: int, target_port: int
 
 
 class Router(Generic[C]):
-    """Route table from session key to connection, with parking of early SYN-ACK/RST."""
+    """Route table from session key to connection, with parking of early SYN-ACK/RST.
+
+    A route belongs to the connection that announced it first, for as long as it lives: an
+    announcement of it from another connection is refused (the target host runs untrusted
+    code and may reach the assistant: it must not take a session's replies). It ends when
+    it ages out or when its connection closes (a connection's routes go with it), so a
+    tcpcopy that reconnects announces its sessions afresh. Routes are capped in total and
+    per connection."""
 
     def __init__(self, idle: float = 600.0, park_timeout: float = 30.0,
-                 max_parked: int = 65536) -> None:
+                 max_parked: int = 65536, max_routes: int = 1_000_000,
+                 max_per_connection: int = 262_144) -> None:
         self.idle = idle
         self.park_timeout = park_timeout
         self.max_parked = max_parked
+        self.max_routes = max_routes
+        self.max_per_connection = max_per_connection
         self._current: dict[int, C] = {}
         self._previous: dict[int, C] = {}
         self._rotated = 0.0
-        self._closed: set[C] = set()
+        self._by_conn: dict[C, set[int]] = {}
         # key -> (time parked, [records]); insertion order = age, for cheap expiry.
         self._parked: OrderedDict[int, tuple[float, list[bytes]]] = OrderedDict()
         self.parked_count = 0
         self.parked_expired = 0
         self.parked_overflow = 0
+        self.refused_owned = 0  # announced by another connection than the route's owner
+        self.refused_full = 0  # a route cap was reached
 
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)
 
-    def add(self, key: int, conn: C, now: float) -> list[bytes]:
-        """A CLIENT_ADD arrived on `conn`; returns parked records now owed to it (in order)."""
+    def add(self, key: int, conn: C, now: float) -> list[bytes] | None:
+        """A CLIENT_ADD arrived on `conn`: the parked records now owed to it (in order), or
+        None if refused (another connection owns the route, or a cap is reached)."""
         self._maybe_rotate(now)
-        self._current[key] = conn
-        self._previous.pop(key, None)
+        owner = self._current.get(key)
+        if owner is None:
+            owner = self._previous.pop(key, None)
+            if owner is not None:
+                self._current[key] = owner
+        if owner is None:
+            mine = self._by_conn.get(conn)
+            if len(self) >= self.max_routes or (
+                    mine is not None and len(mine) >= self.max_per_connection):
+                self.refused_full += 1
+                return None
+            if mine is None:
+                mine = self._by_conn[conn] = set()
+            mine.add(key)
+            self._current[key] = conn
+        elif owner != conn:
+            self.refused_owned += 1
+            return None
         parked = self._parked.pop(key, None)
         if parked is None:
             return []
@@ -65,9 +95,11 @@ class Router(Generic[C]):
             if conn is None:
                 return None
             self._current[key] = conn  # promote: it is in use
-        if conn in self._closed:
-            return None
         return conn
+
+    def routes_of(self, conn: C) -> int:
+        mine = self._by_conn.get(conn)
+        return len(mine) if mine is not None else 0
 
     def park(self, key: int, record: bytes, now: float) -> bool:
         """Keep a SYN-ACK/RST record until its CLIENT_ADD arrives; False if full."""
@@ -83,8 +115,10 @@ class Router(Generic[C]):
         return True
 
     def close(self, conn: C) -> None:
-        """`conn` is gone: its routes stop resolving (they age out later)."""
-        self._closed.add(conn)
+        """`conn` is gone: its routes go with it."""
+        for key in self._by_conn.pop(conn, ()):
+            if self._current.pop(key, None) is None:
+                self._previous.pop(key, None)
 
     def expire(self, now: float) -> None:
         """Drop parked records older than park_timeout; rotate generations. Call ~1/s."""
@@ -103,8 +137,11 @@ class Router(Generic[C]):
         if now - self._rotated < self.idle:
             return
         self._rotated = now
+        for key, owner in self._previous.items():  # unused for two periods: gone
+            mine = self._by_conn.get(owner)
+            if mine is not None:
+                mine.discard(key)
+                if not mine:
+                    del self._by_conn[owner]
         self._previous = self._current
         self._current = {}
-        # Closed connections cannot appear in routes older than two generations.
-        live = set(self._previous.values())
-        self._closed &= live

@@ -3,7 +3,7 @@
 # routed into), /etc/nfreplay/nfreplay.toml with [assist], nfreplay-assist.service.
 # Addresses come from the Vagrantfile (NFR_* variables). Idempotent.
 set -euo pipefail
-for v in NFR_ASSISTANT_IP NFR_TARGET_IP NFR_CLIENT_NET NFR_SERVICE_PORT NFR_CONTROL_PORT; do
+for v in NFR_ASSISTANT_IP NFR_ONLINE_IP NFR_TARGET_IP NFR_CLIENT_NET NFR_SERVICE_PORT NFR_CONTROL_PORT; do
     [[ -n ${!v:-} ]] || { echo "provision-assistant.sh: $v is not set (run it from the Vagrantfile)" >&2; exit 1; }
 done
 
@@ -28,6 +28,8 @@ clients = ["$NFR_CLIENT_NET"]
 mode = "assistant"
 # the lab address only: nfreplay-online connects here
 listen = "$NFR_ASSISTANT_IP:$NFR_CONTROL_PORT"
+# only the online host may connect (never the target: it runs the build under test)
+online = ["$NFR_ONLINE_IP"]
 queue = 0
 passlist = []
 fix_ip_forward = false

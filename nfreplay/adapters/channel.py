@@ -35,6 +35,7 @@ class Conn:
         self.closed = False
         self.connecting = False  # a non-blocking connect() still in progress
         self.version_checked = False  # the peer's version message was looked at (assist side)
+        self.writing = False  # the engine waits for the socket to take more (assist side)
         self.since = 0.0
 
     def fileno(self) -> int:
@@ -173,17 +174,21 @@ class Listener:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def accept(self) -> list[Conn]:
-        conns = []
-        while True:
+    def accept(self, limit: int = 64) -> tuple[list[tuple[socket.socket, str]], int]:
+        """Up to `limit` new connections as (socket, peer ip), and the errno that stopped
+        accepting early (EMFILE: out of descriptors; the caller backs off), 0 if none."""
+        conns: list[tuple[socket.socket, str]] = []
+        while len(conns) < limit:
             try:
                 sock, addr = self.sock.accept()
-            except OSError as exc:
-                if exc.errno not in _AGAIN and not isinstance(exc, BlockingIOError):
-                    log.warning("accept: %s", exc)
+            except BlockingIOError:
                 break
-            conns.append(Conn(sock, f"{addr[0]}:{addr[1]}", channel.MessageDecoder()))
-        return conns
+            except OSError as exc:
+                if exc.errno in _AGAIN:
+                    break
+                return conns, exc.errno or -1
+            conns.append((sock, addr[0]))
+        return conns, 0
 
     def close(self) -> None:
         self.sock.close()

@@ -22,6 +22,11 @@ FLAGS = {
     "queue": "assist.queue",
     "passlist": "assist.passlist",
     "fix_ip_forward": "assist.fix_ip_forward",
+    "online": "assist.online",
+    "max_connections": "assist.max_connections",
+    "max_connections_per_peer": "assist.max_connections_per_peer",
+    "max_routes": "assist.max_routes",
+    "max_routes_per_connection": "assist.max_routes_per_connection",
 }
 
 DESCRIPTION = """\
@@ -53,6 +58,16 @@ def parser() -> argparse.ArgumentParser:
                    help="assistant: a separate host the target routes replies to (raw PREROUTING); "
                         "colocated: on the target itself (raw OUTPUT)")
     g.add_argument("--listen", metavar="[IP:]PORT", help="control channel address (default 0.0.0.0:36524)")
+    g.add_argument("--online", metavar="CIDR[,CIDR]",
+                   help="the nfreplay-online (or tcpcopy) hosts allowed on the control channel; "
+                        "others are refused and counted (default: loopback only)")
+    g.add_argument("--max-connections", metavar="N", help="control connections at most (default 64)")
+    g.add_argument("--max-connections-per-peer", metavar="N",
+                   help="control connections per online host at most (default 16)")
+    g.add_argument("--max-routes", metavar="N",
+                   help="announced sessions held at most (default 1000000)")
+    g.add_argument("--max-routes-per-connection", metavar="N",
+                   help="announced sessions per control connection at most (default 262144)")
     g.add_argument("--queue", metavar="N", help="NFQUEUE number (default 0)")
     g.add_argument("--passlist", metavar="IP[,IP]", help="client addresses whose replies pass untouched")
     g.add_argument("--fix-ip-forward", action="store_const", const=True, default=None,
@@ -67,9 +82,11 @@ def main(argv: Sequence[str]) -> int:
 
 
 def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no-untyped-def]
+    import ipaddress
+
     from nfreplay.adapters.channel import Listener
     from nfreplay.adapters.nfqueue import Queue
-    from nfreplay.engine.assist import AssistEngine
+    from nfreplay.engine.assist import LOOPBACK, AssistEngine, Limits
     from nfreplay.rules.model import assist_plan
 
     a = cfg.assist
@@ -86,7 +103,13 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
         os.makedirs(cfg.general.state_dir, exist_ok=True)
         common.daemonize(paths.pid[: -len(".pid")] + ".log")
     stop = common.Stop()
-    engine = AssistEngine(listener)
+    allowed = tuple(ipaddress.IPv4Network(n) for n in a.online) or LOOPBACK
+    if not a.online:
+        log.warning("control channel: only loopback may connect: set assist.online (--online) "
+                    "to the online hosts' addresses")
+    engine = AssistEngine(listener, allowed=allowed, limits=Limits(
+        connections=a.max_connections, connections_per_peer=a.max_connections_per_peer,
+        routes=a.max_routes, routes_per_connection=a.max_routes_per_connection))
     problems: list[str] = []
     with common.pid_file(paths, "assist", cfg.general.instance):
         stats_file = stats.StatsFile(paths.stats, role="assist", instance=cfg.general.instance)

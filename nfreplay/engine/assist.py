@@ -8,10 +8,13 @@ connection and sent as combined frames once per wake-up.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
-import select
+import selectors
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from nfreplay.adapters.channel import Conn, Listener
 from nfreplay.errors import WireError
@@ -21,6 +24,22 @@ from nfreplay.routing import Router, route_key
 from nfreplay.stats import Counters
 
 log = logging.getLogger("nfreplay.assist")
+
+LOOPBACK = (ipaddress.IPv4Network("127.0.0.0/8"),)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one peer, or all of them, may hold on the control channel (assist.max_*)."""
+
+    connections: int = 64
+    connections_per_peer: int = 16
+    routes: int = 1_000_000
+    routes_per_connection: int = 262_144
+    parked: int = 65_536
+    # A connection that has not sent its version message, or that has sent part of a
+    # message and nothing more, this long after is closed: it holds a descriptor for nothing.
+    stall: float = 5.0
 
 
 class AssistCounters(Counters):
@@ -40,23 +59,38 @@ class AssistCounters(Counters):
     routes: int
     verdict_errors: int
     records_dropped_backlog: int
+    connections_refused: int  # not an allowed peer (assist.online), or a connection cap
+    connections_stalled: int  # closed: no version message, or a message cut short
+    announces_refused: int  # the session is owned by another connection, or a route cap
+    accept_errors: int  # accept() failed (EMFILE: out of descriptors), backed off
 
 
 class AssistEngine:
     """`queue` is an adapters.nfqueue.Queue built with `self.on_packet` as its callback
-    (or anything with fileno()/drain())."""
+    (or anything with fileno()/drain()). Only peers in `allowed` may connect."""
 
-    def __init__(self, listener: Listener, *, clock: Callable[[], float] = time.monotonic,
-                 counters: AssistCounters | None = None) -> None:
+    def __init__(self, listener: Listener | None, *, clock: Callable[[], float] = time.monotonic,
+                 counters: AssistCounters | None = None,
+                 allowed: Sequence[ipaddress.IPv4Network] = LOOPBACK,
+                 limits: Limits = Limits()) -> None:
         self.listener = listener
         self.queue: object = None
         self.clock = clock
         self.c = counters if counters is not None else AssistCounters()
-        self.router: Router[Conn] = Router()
+        self.allowed = tuple(allowed)
+        self.limits = limits
+        self.router: Router[Conn] = Router(max_parked=limits.parked, max_routes=limits.routes,
+                                           max_per_connection=limits.routes_per_connection)
         self.conns: list[Conn] = []
         self._pending: dict[Conn, list[bytes]] = {}
         self.now = clock()
         self._next_expire = 0.0
+        self._sel = selectors.DefaultSelector()
+        self._queue_fd = -1
+        self._accept_paused_until = 0.0
+        self._said: dict[str, float] = {}  # what was logged when, for once-a-minute lines
+        if listener is not None:
+            self._sel.register(listener.fileno(), selectors.EVENT_READ, "listener")
 
     # ------------------------------------------------------------------ hot path
 
@@ -87,29 +121,82 @@ class AssistEngine:
     # ------------------------------------------------------------------ the loop
 
     def step(self, timeout: float) -> None:
-        rlist: list = [self.listener, *self.conns]
-        if self.queue is not None:
-            rlist.append(self.queue)
-        wlist = [c for c in self.conns if c.out]
-        readable, _, _ = select.select(rlist, wlist, [], timeout)
+        if self.queue is not None and self._queue_fd < 0:
+            self._queue_fd = self.queue.fileno()  # type: ignore[attr-defined]
+            self._sel.register(self._queue_fd, selectors.EVENT_READ, "queue")
+        events = self._sel.select(timeout)
         self.now = now = self.clock()
-        if self.listener in readable:
-            for conn in self.listener.accept():
-                log.info("control channel: %s connected", conn.peer)
-                self.conns.append(conn)
-                self.c.connections_accepted += 1
+        queue_ready = False
+        readable: list[Conn] = []
+        for key, _ in events:
+            if key.data == "listener":
+                self._accept(now)
+            elif key.data == "queue":
+                queue_ready = True
+            else:
+                readable.append(key.data)
         # Announcements first: replies queued in this same wake-up then find their route.
-        for conn in list(self.conns):
-            if conn in readable:
+        for conn in readable:
+            if not conn.closed:
                 self._read(conn, now)
-        if self.queue is not None and self.queue in readable:
+        if queue_ready:
             self.queue.drain()  # type: ignore[attr-defined]
         self._send()
         if now >= self._next_expire:
             self._next_expire = now + 1.0
             self.router.expire(now)
+            self._close_stalled(now)
+            if self._accept_paused_until and now >= self._accept_paused_until:
+                self._accept_paused_until = 0.0
+                self._sel.register(self.listener.fileno(),  # type: ignore[union-attr]
+                                   selectors.EVENT_READ, "listener")
         self.c.connections_live = len(self.conns)
         self.c.routes = len(self.router)
+
+    def _accept(self, now: float) -> None:
+        assert self.listener is not None
+        accepted, err = self.listener.accept()
+        for sock, ip in accepted:
+            why = self._refusal(ip)
+            if why:
+                sock.close()
+                self.c.connections_refused += 1
+                self._once_a_minute(f"refused {ip}", now, "control channel: refused %s: %s",
+                                    ip, why)
+                continue
+            conn = Conn(sock, f"{ip}:{sock.getpeername()[1]}", channel.MessageDecoder())
+            conn.since = now
+            self._sel.register(conn.fileno(), selectors.EVENT_READ, conn)
+            self.conns.append(conn)
+            self.c.connections_accepted += 1
+            log.info("control channel: %s connected", conn.peer)
+        if err:
+            # Out of descriptors (EMFILE, ENFILE) or memory: the pending connection stays in
+            # the backlog and would wake us at once, forever. Stop listening for a second.
+            self.c.accept_errors += 1
+            self._accept_paused_until = now + 1.0
+            self._sel.unregister(self.listener.fileno())
+            self._once_a_minute("accept", now, "control channel: accept: %s; retrying in 1 s",
+                                errno.errorcode.get(err, str(err)))
+
+    def _refusal(self, ip: str) -> str:
+        """Why a peer may not connect ("" if it may)."""
+        addr = ipaddress.IPv4Address(ip)
+        if not any(addr in net for net in self.allowed):
+            return "not in assist.online (the online hosts allowed to connect)"
+        if len(self.conns) >= self.limits.connections:
+            return f"{len(self.conns)} connections already (assist.max_connections)"
+        prefix = ip + ":"
+        if sum(c.peer.startswith(prefix) for c in self.conns) >= self.limits.connections_per_peer:
+            return "too many connections from it (assist.max_connections_per_peer)"
+        return ""
+
+    def _once_a_minute(self, what: str, now: float, msg: str, *args: object) -> None:
+        if now - self._said.get(what, -60.0) >= 60.0:
+            self._said[what] = now
+            log.warning(msg, *args)
+            if len(self._said) > 1024:  # many peers: forget the oldest lines said
+                self._said = dict(sorted(self._said.items(), key=lambda kv: kv[1])[-512:])
 
     def _read(self, conn: Conn, now: float) -> None:
         try:
@@ -120,21 +207,35 @@ class AssistEngine:
         if msgs is None:
             self._close(conn, "closed by peer")
             return
-        if not conn.version_checked and conn.decoder.version is not None:  # type: ignore[attr-defined]
+        decoder: channel.MessageDecoder = conn.decoder  # type: ignore[assignment]
+        if not conn.version_checked and decoder.version is not None:
             # The version is advisory (intercept accepts any): say so once, keep serving.
             conn.version_checked = True
-            if conn.decoder.version_mismatch:  # type: ignore[attr-defined]
+            if decoder.version_mismatch:
                 log.warning("control channel %s: peer speaks version %s, we speak %d",
-                            conn.peer, conn.decoder.version, channel.VERSION)  # type: ignore[attr-defined]
+                            conn.peer, decoder.version, channel.VERSION)
+        if msgs or not decoder.buffered:
+            conn.since = now  # progress: a whole message, or nothing left half-sent
         for m in msgs:
             if m.type != channel.TYPE_CLIENT_ADD:
                 continue  # CLIENT_DEL is defined but never sent by tcpcopy; ignore others
             self.c.client_adds += 1
             key = route_key(m.clt_ip, m.clt_port, m.target_ip, m.target_port)
             parked = self.router.add(key, conn, now)
-            if parked:
+            if parked is None:
+                self.c.announces_refused += 1
+            elif parked:
                 self.c.parked_delivered += len(parked)
                 self._pending.setdefault(conn, []).extend(parked)
+
+    def _close_stalled(self, now: float) -> None:
+        limit = now - self.limits.stall
+        for conn in list(self.conns):
+            decoder: channel.MessageDecoder = conn.decoder  # type: ignore[assignment]
+            if conn.since < limit and (not decoder.greeted or decoder.buffered):
+                self.c.connections_stalled += 1
+                self._close(conn, "no version message, or a message cut short, for "
+                                  f"{self.limits.stall:g} s")
 
     def _send(self) -> None:
         pending = self._pending
@@ -147,11 +248,24 @@ class AssistEngine:
             self.c.frames_sent += (len(records) + channel.COMB_MAX - 1) // channel.COMB_MAX
         pending.clear()
         for conn in list(self.conns):
-            if conn.out and not conn.flush():
+            if not conn.out:
+                if conn.writing:
+                    conn.writing = False
+                    self._sel.modify(conn.fileno(), selectors.EVENT_READ, conn)
+                continue
+            if not conn.flush():
                 self._close(conn, "not reading (backlog full)")
+            elif conn.out and not conn.writing:
+                conn.writing = True
+                self._sel.modify(conn.fileno(), selectors.EVENT_READ | selectors.EVENT_WRITE,
+                                 conn)
 
     def _close(self, conn: Conn, why: str) -> None:
         log.info("control channel %s: %s", conn.peer, why)
+        try:
+            self._sel.unregister(conn.fileno())
+        except (KeyError, ValueError):
+            pass
         conn.close()
         self.router.close(conn)
         self.conns.remove(conn)
@@ -162,4 +276,6 @@ class AssistEngine:
             conn.flush()
             conn.close()
         self.conns.clear()
-        self.listener.close()
+        self._sel.close()
+        if self.listener is not None:
+            self.listener.close()

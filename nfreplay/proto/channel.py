@@ -94,6 +94,16 @@ class MessageDecoder:
         self.version: int | None = None
 
     @property
+    def greeted(self) -> bool:
+        """The peer's version message is complete."""
+        return self._handshake_done
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete message received so far (the version message included)."""
+        return len(self._buf)
+
+    @property
     def version_mismatch(self) -> bool:
         """True if the peer announced a version other than ``VERSION``."""
         return self.version is not None and self.version != VERSION

@@ -209,7 +209,7 @@ class Lab:
 
     def start_assist(self, *extra: str) -> subprocess.Popen[bytes]:
         argv = [str(BIN / "nfreplay-assist"), "up", "--target", f"{ADDR['target']}:80",
-                "--clients", CLIENT_NET, "--instance", self.prefix,
+                "--clients", CLIENT_NET, "--online", ADDR["online"], "--instance", self.prefix,
                 "--state-dir", self.state_dir("assist"), *extra]
         p = self.spawn("assist", argv, "assist.log")
         if "--daemon" not in extra:

@@ -281,6 +281,11 @@ BAD = [
     ("assist", "passlist", '"198.18.1.3"', 'assist.passlist: must be a list, got "198.18.1.3"'),
     ("assist", "fix_ip_forward", '"yes"', 'assist.fix_ip_forward: must be true or false, got "yes"'),
     ("assist", "fix_ip_forward", "1", "assist.fix_ip_forward: must be true or false, got 1"),
+    ("assist", "online", '["198.18.0.2/33"]', "assist.online[0]"),
+    ("assist", "max_connections", "0", "assist.max_connections: must be 1-65535, got 0"),
+    ("assist", "max_connections_per_peer", "0", "assist.max_connections_per_peer: must be 1-65535, got 0"),
+    ("assist", "max_routes", "0", "assist.max_routes: must be 1-100000000, got 0"),
+    ("assist", "max_routes_per_connection", "0", "assist.max_routes_per_connection: must be 1-100000000, got 0"),
     ("target", "clients", '["10.0.0.1/8"]', 'target.clients[0]: "10.0.0.1/8" has host bits set'),
     ("target", "clients", '"198.18.1.0/24"', 'target.clients: must be a list, got "198.18.1.0/24"'),
     ("target", "via", '"198.18.0"', 'target.via: "198.18.0" is not an IPv4 address'),
@@ -324,7 +329,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 30 + 7 + 2
+    assert len(config.keys()) == 4 + 30 + 12 + 2
 
 
 # ------------------------------------------------------------------------------ overrides

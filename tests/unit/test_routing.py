@@ -14,12 +14,26 @@ def test_exact_keys_never_collide() -> None:
     assert r.lookup(a) == "A" and r.lookup(b) is None
 
 
-def test_readd_moves_the_route_to_the_new_connection() -> None:
+def test_a_route_belongs_to_the_connection_that_announced_it_first() -> None:
+    """Another connection (a rogue peer, or a tcpcopy that re-announces on its other
+    connection) cannot take a live session's replies; its owner can announce it again."""
     r: Router[str] = Router()
     k = route_key(1, 2, 3, 4)
-    r.add(k, "A", 0.0)
-    r.add(k, "B", 1.0)
-    assert r.lookup(k) == "B"
+    assert r.add(k, "A", 0.0) == []
+    assert r.add(k, "B", 1.0) is None and r.refused_owned == 1
+    assert r.lookup(k) == "A" and r.add(k, "A", 2.0) == []
+    r.close("A")  # a tcpcopy that reconnects: its sessions are announced afresh
+    assert r.lookup(k) is None and r.add(k, "B", 3.0) == [] and r.lookup(k) == "B"
+
+
+def test_routes_are_capped_in_total_and_per_connection() -> None:
+    r: Router[str] = Router(max_routes=3, max_per_connection=2)
+    assert r.add(1, "A", 0) == [] and r.add(2, "A", 0) == []
+    assert r.add(3, "A", 0) is None and r.refused_full == 1  # A's share is full
+    assert r.add(3, "B", 0) == [] and r.add(4, "B", 0) is None  # the total is full
+    assert r.routes_of("A") == 2 and len(r) == 3
+    r.close("A")
+    assert len(r) == 1 and r.add(4, "B", 0) == []
 
 
 def test_parked_records_are_delivered_in_order_when_the_route_appears() -> None:
@@ -48,12 +62,12 @@ def test_parking_is_bounded() -> None:
     assert r.parked_overflow == 1
 
 
-def test_routes_of_a_closed_connection_stop_resolving() -> None:
+def test_routes_of_a_closed_connection_go_with_it() -> None:
     r: Router[str] = Router()
     k = route_key(1, 2, 3, 4)
     r.add(k, "A", 0.0)
     r.close("A")
-    assert r.lookup(k) is None
+    assert r.lookup(k) is None and len(r) == 0 and r.routes_of("A") == 0
 
 
 def test_unused_routes_age_out_after_two_periods_used_ones_stay() -> None:
@@ -65,4 +79,4 @@ def test_unused_routes_age_out_after_two_periods_used_ones_stay() -> None:
     assert r.lookup(used) == "A"  # promoted back into the current one
     r.expire(122.0)
     assert r.lookup(used) == "A" and r.lookup(idle) is None
-    assert len(r) == 1
+    assert len(r) == 1 and r.routes_of("A") == 1
