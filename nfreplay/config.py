@@ -102,7 +102,7 @@ class Online:
     syn_only: bool = False
     max_sessions: int = 200_000
     max_new_per_second: int = 0  # 0: no limit
-    shed_lag: float = 100.0  # ms the capture may lag before new sessions are refused; 0: never
+    shed_lag: float = 500.0  # ms the capture may lag before new sessions are refused; 0: never
     workers: int = 1  # capture+replay processes; 0 = "auto", one per core
     # More service ports in one instance: (service ip or None, port, target ip, target port).
     more_services: tuple[tuple[str | None, int, str, int], ...] = ()

@@ -104,9 +104,6 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
         common.daemonize(paths.pid[: -len(".pid")] + ".log")
     stop = common.Stop()
     allowed = tuple(ipaddress.IPv4Network(n) for n in a.online) or LOOPBACK
-    if not a.online:
-        log.warning("control channel: only loopback may connect: set assist.online (--online) "
-                    "to the online hosts' addresses")
     engine = AssistEngine(listener, allowed=allowed, limits=Limits(
         connections=a.max_connections, connections_per_peer=a.max_connections_per_peer,
         routes=a.max_routes, routes_per_connection=a.max_routes_per_connection))
@@ -124,6 +121,9 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
             started = True
             log.info("up: queue %d bound, %d rule(s) installed, listening on %s:%d",
                      a.queue, len(plan.rules), a.listen_ip, a.listen_port)
+            if not a.online:
+                log.warning("control channel: only loopback may connect: set assist.online "
+                            "(--online) to the online hosts' addresses")
             next_publish = 0.0
             while not stop.requested:
                 engine.step(0.2)

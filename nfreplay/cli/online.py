@@ -125,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--shed-lag", metavar="MS",
                    help="when the capture runs more than MS behind the wire, refuse new sessions "
                         "(counted as sessions_shed) so that admitted ones complete; 0 = never "
-                        "(default 100)")
+                        "(default 500)")
     g = p.add_argument_group("offline replay")
     g.add_argument("--pcap", "-i", metavar="FILE", help="replay this pcap/pcapng file")
     g.add_argument("--speed", "-a", metavar="X", help="replay X times faster (0.01-1000, default 1)")

@@ -46,7 +46,7 @@ class OnlineEngine:
                  reconnect_interval: float = 2.0,
                  connect_timeout: float = 3.0, clock: Callable[[], float] = time.monotonic,
                  counters: Counters | None = None, selection: Selection | None = None,
-                 shed_lag: float = 0.1) -> None:
+                 shed_lag: float = 0.5) -> None:
         self.p = params
         self.capture = capture
         self.sender = sender
