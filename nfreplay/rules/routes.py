@@ -29,6 +29,22 @@ def _reason(exc: NetlinkError) -> str:
     return exc.args[1] if len(exc.args) > 1 else str(exc)
 
 
+def _change(what: str, kind: str, command: str, spec: dict[str, Any]) -> None:
+    """`ipr.<kind>(command, **spec)` on a fresh netlink socket; failures are one RulesError
+    line naming `what`, and deleting something already gone is success."""
+    delete = command == "del"
+    try:
+        with IPRoute() as ipr:
+            getattr(ipr, kind)(command, **spec)
+    except NetlinkError as exc:
+        if delete and exc.code in _GONE:
+            return
+        raise RulesError(f"{what}: {'delete failed: ' if delete else ''}{_reason(exc)}") from exc
+    except OSError as exc:
+        raise RulesError(f"{what}: {'delete failed: ' if delete else ''}"
+                         f"{exc.strerror or exc}") from exc
+
+
 class RtnetlinkRouteBackend:
     """IPv4 routes via pyroute2. One short-lived netlink socket per call: the manager runs a
     handful of operations, and a socket opened once would pin the namespace it was opened in."""
@@ -60,25 +76,11 @@ class RtnetlinkRouteBackend:
 
     def add(self, route: Route) -> None:
         """`ip route add {dst via gw | blackhole dst} metric M proto P table T`."""
-        try:
-            with IPRoute() as ipr:
-                ipr.route("add", **self._spec(route))
-        except NetlinkError as exc:
-            raise RulesError(f"{route.describe()}: {_reason(exc)}") from exc
-        except OSError as exc:
-            raise RulesError(f"{route.describe()}: {exc.strerror or exc}") from exc
+        _change(route.describe(), "route", "add", self._spec(route))
 
     def delete(self, route: Route) -> None:
         """`ip route del ...` of exactly this route; already gone = success."""
-        try:
-            with IPRoute() as ipr:
-                ipr.route("del", **self._spec(route))
-        except NetlinkError as exc:
-            if exc.code in _GONE:
-                return
-            raise RulesError(f"{route.describe()}: delete failed: {_reason(exc)}") from exc
-        except OSError as exc:
-            raise RulesError(f"{route.describe()}: delete failed: {exc.strerror or exc}") from exc
+        _change(route.describe(), "route", "del", self._spec(route))
 
     def exists(self, route: Route) -> bool:
         """True if exactly this route (dst, gateway, proto, table, metric) is installed."""
@@ -104,25 +106,11 @@ class RtnetlinkRouteBackend:
 
     def add_policy(self, rule: PolicyRule) -> None:
         """`ip rule add to dst lookup T pref P proto 156`."""
-        try:
-            with IPRoute() as ipr:
-                ipr.rule("add", **self._rule_spec(rule))
-        except NetlinkError as exc:
-            raise RulesError(f"{rule.describe()}: {_reason(exc)}") from exc
-        except OSError as exc:
-            raise RulesError(f"{rule.describe()}: {exc.strerror or exc}") from exc
+        _change(rule.describe(), "rule", "add", self._rule_spec(rule))
 
     def delete_policy(self, rule: PolicyRule) -> None:
         """`ip rule del` of exactly this rule; already gone = success."""
-        try:
-            with IPRoute() as ipr:
-                ipr.rule("del", **self._rule_spec(rule))
-        except NetlinkError as exc:
-            if exc.code in _GONE:
-                return
-            raise RulesError(f"{rule.describe()}: delete failed: {_reason(exc)}") from exc
-        except OSError as exc:
-            raise RulesError(f"{rule.describe()}: delete failed: {exc.strerror or exc}") from exc
+        _change(rule.describe(), "rule", "del", self._rule_spec(rule))
 
     def policy_exists(self, rule: PolicyRule) -> bool:
         """True if exactly this rule (dst, table, priority, proto) is installed."""
