@@ -63,6 +63,7 @@ class AssistCounters(Counters):
     connections_stalled: int  # closed: no version message, or a message cut short
     announces_refused: int  # the session is owned by another connection, or a route cap
     accept_errors: int  # accept() failed (EMFILE: out of descriptors), backed off
+    internal_errors: int  # a bug met while handling a peer's message: that peer is closed
 
 
 class AssistEngine:
@@ -138,7 +139,16 @@ class AssistEngine:
         # Announcements first: replies queued in this same wake-up then find their route.
         for conn in readable:
             if not conn.closed:
-                self._read(conn, now)
+                try:
+                    self._read(conn, now)
+                except Exception:  # a bug, not bad bytes: never let a peer end the loop
+                    self.c.internal_errors += 1
+                    if self.c.internal_errors <= 5:
+                        log.warning("internal error while reading %s (counted as "
+                                    "internal_errors; --debug shows the traceback)", conn.peer,
+                                    exc_info=log.isEnabledFor(logging.DEBUG))
+                    if not conn.closed:
+                        self._close(conn, "closed after an internal error")
         if queue_ready:
             self.queue.drain()  # type: ignore[attr-defined]
         self._send()

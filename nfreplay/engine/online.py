@@ -97,8 +97,14 @@ class OnlineEngine:
 
     def _on_frame(self, frame: bytes, off: int) -> None:
         self.c.packets_captured += 1
+        try:
+            self._frame(frame, off)
+        except Exception:  # a bug, not bad bytes: count it, never let a packet end the loop
+            self._internal_error("a captured packet")
+
+    def _frame(self, frame: bytes, off: int) -> None:
         # Fast path for pure ACKs, two of a short session's five packets: nothing of them is
-        # replayed, so they are read in place, not copied and parsed (measured: -9 % CPU).
+        # replayed, so they are read in place, not copied and parsed.
         try:
             vihl, tot_len, proto, src, sport, ack, doff, flags, window = _PEEK(frame, off)
         except StructError:
@@ -132,6 +138,17 @@ class OnlineEngine:
             self.table.response(tcpip.parse(record), now, self.out)
         except WireError:  # the assistant's bytes, not ours: count them, go on
             self.c.records_bad += 1
+        except Exception:
+            self._internal_error("a response record")
+
+    def _internal_error(self, what: str) -> None:
+        """Count an unexpected exception and go on; the first few are logged (the traceback
+        at debug level), then only counted (`internal_errors` in status)."""
+        self.c.internal_errors += 1
+        if self.c.internal_errors <= 5:
+            log.warning("internal error while handling %s (counted as internal_errors; "
+                        "--debug shows the traceback)", what, exc_info=log.isEnabledFor(
+                            logging.DEBUG))
 
     # ------------------------------------------------------------------ the loop
 
@@ -220,8 +237,11 @@ class OnlineEngine:
                 continue
             for rec in records:
                 self._on_record(rec, now)
-        self.table.tick(now, self.out)
-        self.table.flush(now, self.out)
+        try:
+            self.table.tick(now, self.out)
+            self.table.flush(now, self.out)
+        except Exception:
+            self._internal_error("the session timers")
         self._emit()
         self._flush_channel()
         if self.channel_up < self._wanted_conns:

@@ -53,6 +53,7 @@ class Counters(BaseCounters):
     packets_not_selected: int
     copies_unallocated: int
     sessions_shed: int
+    internal_errors: int
     sessions_completed: int
     sessions_client_reset: int
     sessions_target_reset: int

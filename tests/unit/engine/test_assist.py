@@ -244,3 +244,28 @@ def test_out_of_descriptors_backs_off_instead_of_spinning() -> None:
         for s in held:
             s.close()
         e.shutdown()
+
+
+def test_an_internal_error_closes_that_peer_only() -> None:
+    import socket
+
+    e, _, addr = hostile_engine()
+    bad, good = socket.create_connection(addr), socket.create_connection(addr)
+    try:
+        good.sendall(hello())
+        assert until(e, lambda: len(e.conns) == 2)
+        add = e.router.add
+
+        def boom(*_: object) -> None:
+            raise RuntimeError("bug")
+
+        e.router.add = boom  # type: ignore[method-assign]
+        bad.sendall(hello() + channel.encode_client_add(CLIENT, 40000, TARGET, 80))
+        assert until(e, lambda: e.c.internal_errors == 1 and len(e.conns) == 1)
+        e.router.add = add  # type: ignore[method-assign]
+        good.sendall(channel.encode_client_add(CLIENT, 40001, TARGET, 80))
+        assert until(e, lambda: e.c.client_adds == 2 and e.c.routes == 1)
+    finally:
+        bad.close()
+        good.close()
+        e.shutdown()

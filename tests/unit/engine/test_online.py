@@ -116,3 +116,28 @@ def test_pure_acks_take_the_fast_path_and_still_count() -> None:
     assert e.c.packets_no_session == 1 and e.c.packets_captured == 4
     e._emit()
     assert [tcpip.parse(p).flags for p in sender.sent] == [SYN]
+
+
+def test_an_internal_error_is_counted_and_the_loop_goes_on(caplog) -> None:  # type: ignore[no-untyped-def]
+    """A bug met on one packet or record (here: a table that raises) is counted and logged
+    once per occurrence up to five; the next packet is handled normally."""
+    e, sender = engine()
+
+    class Boom:
+        def response(self, *_: object) -> None:
+            raise RuntimeError("bug")
+
+        def client_ack(self, *_: object) -> bool:
+            raise RuntimeError("bug")
+
+    table, e.table = e.table, Boom()  # type: ignore[assignment]
+    rec = channel.make_record(tcpip.build(TARGET, CLIENT, 80, 40000, 5000, 101, SYN | ACK))
+    for _ in range(7):
+        e._on_record(rec, e.now)
+    e._on_frame(frame(ACK, 101), 14)
+    assert e.c.internal_errors == 8 and e.c.records_received == 7
+    assert sum("internal error" in r.getMessage() for r in caplog.records) == 5
+    e.table = table
+    e._on_frame(frame(SYN, 100), 14)
+    e._emit()
+    assert [tcpip.parse(p).flags for p in sender.sent] == [SYN]
