@@ -115,7 +115,7 @@ class Online:
     request_pattern: str = ""  # regex the first request must match ("" = any)
     pcap: str = ""  # offline: replay this capture file instead of a live interface
     speed: float = 1.0
-    max_gap: float = 0.0  # ms; 0 = keep idle periods as captured
+    max_gap: float = 5000.0  # ms: longer pauses (or a corrupt timestamp) shortened; 0 = keep
     loops: int = 1
 
 

@@ -37,6 +37,7 @@ class FileSource:
         self.matched = 0  # client→service packets handed over
         self.errors: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
+        self.gaps_capped = 0  # pauses longer than max_gap (or a corrupt timestamp), shortened
         self.total, self.duration = self._survey()
         self._file: CaptureFile | None = None
         self._frames: Iterator[Frame] = iter(())
@@ -112,6 +113,7 @@ class FileSource:
         gap = frame.ts - self._prev
         if self.max_gap and gap > self.max_gap:
             self._skipped_time += gap - self.max_gap
+            self.gaps_capped += 1
         self._prev = frame.ts
         self._next_due = self._start + (frame.ts - self._first - self._skipped_time) / self.speed
 

@@ -129,7 +129,9 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("offline replay")
     g.add_argument("--pcap", "-i", metavar="FILE", help="replay this pcap/pcapng file")
     g.add_argument("--speed", "-a", metavar="X", help="replay X times faster (0.01-1000, default 1)")
-    g.add_argument("--max-gap", metavar="MS", help="compress idle gaps longer than MS milliseconds")
+    g.add_argument("--max-gap", metavar="MS",
+                   help="compress idle gaps longer than MS milliseconds to MS (a corrupt "
+                        "timestamp too); 0 = keep every gap (default 5000)")
     g.add_argument("--loop", "-T", dest="loops", metavar="N", help="play the file N times")
     p.add_argument("--daemon", action="store_true", help="detach after start-up")
     common.add_common(p)
@@ -315,8 +317,9 @@ def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ig
 
 def offline_step(source, engine) -> bool:  # type: ignore[no-untyped-def]
     """After a wake-up of an offline replay: start the next loop once the sessions of the
-    previous one are over; True when the whole replay is done (file played, sessions over,
-    or a tail of session_timeout passed)."""
+    previous one are over; True when the whole replay is done: the file was played and no
+    session has anything left to send or to wait for (a session the capture cut before its
+    FIN is then reset by the shutdown), or a tail of session_timeout passed."""
     live = engine.c.sessions_live
     if source.waiting_for_drain and live == 0:
         source.drained()
@@ -324,7 +327,8 @@ def offline_step(source, engine) -> bool:  # type: ignore[no-untyped-def]
         return False
     if engine.tail_since is None:
         engine.tail_since = engine.now
-    return live == 0 or engine.now - engine.tail_since > engine.p.session_timeout
+    return (live == 0 or engine.table.quiescent(engine.now)
+            or engine.now - engine.tail_since > engine.p.session_timeout)
 
 
 class Progress:
@@ -373,7 +377,8 @@ class Progress:
               f"{c.sessions_completed} completed; ended otherwise: "
               f"{', '.join(f'{k} {v}' for k, v in lost.items()) or 'none'}; not replayed: "
               f"{', '.join(f'{k} {v}' for k, v in skipped.items()) or 'none'}; "
-              f"file errors: {errors}", file=self.stream, flush=True)
+              f"file errors: {errors}; gaps capped: {s.gaps_capped}", file=self.stream,
+              flush=True)
 
 
 def warn_if_handshakes_fail(c) -> None:  # type: ignore[no-untyped-def]

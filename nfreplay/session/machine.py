@@ -295,6 +295,14 @@ class Session:
         if self.greeting:
             self.req_ack = ack
 
+    def quiescent(self, now: float) -> bool:
+        """Nothing left to send and nothing awaited (a session still judging its first
+        request holds nothing the target saw)."""
+        if self.done or self.state == HELD:
+            return True
+        return (self.state == ESTABLISHED and not self.pending and not self.unacked
+                and self._response_complete(now))
+
     def isn_known(self) -> bool:
         return self.syn_pkt is not None or self.state != CLOSED
 

@@ -323,6 +323,10 @@ class SessionTable:
                 s.wake = now + TIMER_GRAIN
             self._after(s, key, now, out)
 
+    def quiescent(self, now: float) -> bool:
+        """No session has anything left to send or to wait for (offline: the file ended)."""
+        return all(s.quiescent(now) for s in self.sessions.values()) and not self._held
+
     def next_wake(self) -> float:
         return self._heap[0][0] if self._heap else INF
 

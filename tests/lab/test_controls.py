@@ -125,8 +125,10 @@ def test_percent_keeps_its_share_of_sessions(lab: Lab) -> None:
     assert lab.stop(assist) == 0
 
 
-def toa_session(w: PcapWriter, ts: float, port: int, real: str, path: str) -> None:
-    """A client's side of one HTTP/1.1 session whose SYN carries an LVS TOA option."""
+def toa_session(w: PcapWriter, ts: float, port: int, real: str, path: str,
+                fin: bool = True) -> None:
+    """A client's side of one HTTP/1.1 session whose SYN carries an LVS TOA option (without
+    its FIN: a capture cut short)."""
     src, dst = tcpip.ip2int(CLIENTS[0]), tcpip.ip2int(ADDR["online"])
     toa = bytes([254, 8]) + port.to_bytes(2, "big") + tcpip.ip2int(real).to_bytes(4, "big")
     req = f"GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n".encode()
@@ -136,7 +138,7 @@ def toa_session(w: PcapWriter, ts: float, port: int, real: str, path: str) -> No
         (0.001, ACK, isn + 1, osn + 1, b"", b""),
         (0.002, ACK | PSH, isn + 1, osn + 1, req, b""),
         (0.004, FIN | ACK, isn + 1 + len(req), osn + 200, b"", b""),
-    ):
+    )[:4 if fin else 3]:
         w.write(ts + dt, bytes(tcpip.build(src, dst, port, 80, seq, ack, flags,
                                            options=opts, payload=payload)))
 
@@ -175,3 +177,21 @@ def test_bad_or_truncated_capture_files_are_one_line_or_counted(lab: Lab) -> Non
     assert "truncated_record 1" in done.stderr, done.stderr
     assert sorted(logged(target_log, "cut")) == [f"/cut/{i}" for i in range(4)]
     assert lab.stop(assist) == 0
+
+
+def test_a_cut_and_time_corrupted_capture_ends_soon_after_the_file(lab: Lab) -> None:
+    """Sessions the capture cut before their FIN do not keep the replay waiting for their
+    timeouts, and a corrupt timestamp (+182 s) costs max_gap (5 s), counted; every request
+    is replayed."""
+    target_log, assist = setup_replay(lab)
+    pcap = lab.dir / "damaged.pcap"
+    with PcapWriter(pcap, linktype=LINKTYPE_RAW) as w:
+        for i in range(4):
+            toa_session(w, 1000.0 + i * 0.01, 43000 + i, "198.19.7.7", f"/dmg/{i}", fin=False)
+        toa_session(w, 1182.0, 43010, "198.19.7.7", "/dmg/late")
+    done, took = replay(lab, pcap, "--session-timeout", "120")
+    assert took < 15, (took, done.stderr)  # 5 s of capped gap, then the sessions' last acts
+    assert "gaps capped: 1" in done.stderr, done.stderr
+    assert sorted(logged(target_log, "dmg")) == [*(f"/dmg/{i}" for i in range(4)), "/dmg/late"]
+    assert lab.stop(assist) == 0
+

@@ -689,3 +689,16 @@ def test_every_end_reason_has_its_counter() -> None:
     from nfreplay.session.machine import REASONS
 
     assert {f"sessions_{r}" for r in REASONS} <= set(Counters.names)
+
+
+def test_a_session_is_quiescent_once_it_has_nothing_to_send_or_await() -> None:
+    """Offline replay ends when every session is quiescent: a session the capture cut
+    before its FIN has nothing more to send once its response is complete."""
+    lab = Lab()
+    lab.established()
+    s = lab.t.sessions[(CLIENT << 16) | CPORT]
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n")
+    assert not s.quiescent(lab.now) and not lab.t.quiescent(lab.now)  # unacknowledged
+    lab.rec(ACK | PSH, T1, ISN + 19, 300)
+    assert not s.quiescent(lab.now)  # the response may go on
+    assert s.quiescent(lab.now + 0.2) and lab.t.quiescent(lab.now + 0.2)  # quiet: complete
