@@ -91,7 +91,6 @@ class Assistant:
         self.ip = ip
         self.port = port
         self.conns: list[Conn | None] = [None] * count
-        self._rr = 0
         #: `live()` as of the last `refresh()`: the engine refreshes it whenever a
         #: connection's state changed, so announcing does not rebuild it every time.
         self.ready: list[Conn] = []
@@ -148,11 +147,13 @@ class Assistant:
         return True
 
     def announce(self, msg: bytes) -> bool:
+        """Queue a CLIENT_ADD on a live connection, always the same one for a session while
+        the connections stay up (the assistant keeps a route with the connection that
+        announced it first, so a repeated announcement must go there too)."""
         live = self.ready
         if not live:
             return False
-        self._rr = (self._rr + 1) % len(live)
-        live[self._rr].queue(msg)
+        live[int.from_bytes(msg[:6], "big") % len(live)].queue(msg)
         return True
 
 

@@ -286,6 +286,7 @@ class OnlineEngine:
         if not out:
             return
         announced = False
+        unannounced: set[tuple[int, int]] = set()
         for cmd in out:
             if type(cmd) is Announce:
                 msg = channel.encode_client_add(cmd.client_ip, cmd.client_port,
@@ -295,6 +296,7 @@ class OnlineEngine:
                     ok = a.announce(msg) or ok
                 if not ok:
                     self.announces_failed += 1
+                    unannounced.add((cmd.client_ip, cmd.client_port))
                 announced = True
         if announced:
             for conn in self._conns:
@@ -305,6 +307,8 @@ class OnlineEngine:
         sent = 0
         for cmd in out:
             if type(cmd) is bytearray:
+                if unannounced and self._unannounced_syn(cmd, unannounced):
+                    continue
                 dst = bytes(cmd[16:20])
                 name = names.get(dst)
                 if name is None:
@@ -313,6 +317,18 @@ class OnlineEngine:
                     sent += 1
         self.c.packets_sent += sent
         out.clear()
+
+    def _unannounced_syn(self, pkt: bytearray, unannounced: set[tuple[int, int]]) -> bool:
+        """A SYN whose CLIENT_ADD could not be queued stays here: the target's SYN-ACK would
+        reach no one. The session's SYN timer announces it again with the next try."""
+        tcp = (pkt[0] & 0x0F) * 4
+        if not pkt[tcp + 13] & SYN:
+            return False
+        key = (int.from_bytes(pkt[12:16], "big"), int.from_bytes(pkt[tcp:tcp + 2], "big"))
+        if key not in unannounced:
+            return False
+        self.c.syns_unannounced += 1
+        return True
 
     def _drop(self, conn: object, why: str) -> None:
         log.warning("control channel %s: %s", conn.peer, why)  # type: ignore[attr-defined]

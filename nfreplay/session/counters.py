@@ -54,6 +54,7 @@ class Counters(BaseCounters):
     copies_unallocated: int
     sessions_shed: int
     internal_errors: int
+    syns_unannounced: int
     sessions_completed: int
     sessions_client_reset: int
     sessions_target_reset: int

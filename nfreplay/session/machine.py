@@ -768,6 +768,9 @@ class Session:
             self.syn_tries += 1
             self.c.syn_retransmits += 1
             self.c.syns_sent += 1
+            # Announced again: if the first CLIENT_ADD could not be queued, its SYN was held
+            # back, and this one must not go without one either (the owner may repeat it).
+            out.append(Announce(self.client_ip, self.client_port, self.t_ip, self.t_port))
             out.append(self.syn_pkt)
             self.syn_deadline = now + self.p.syn_rto * (2 ** (self.syn_tries - 1))
         if now >= self.rto_deadline and self.unacked:

@@ -20,10 +20,24 @@ class FakeSender:
         return True
 
 
+class FakeAssistant:
+    """Takes every announcement (`announced`), or none when `up` is False."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.announced: list[bytes] = []
+        self.conns: list[object] = []
+
+    def announce(self, msg: bytes) -> bool:
+        if self.up:
+            self.announced.append(msg)
+        return self.up
+
+
 def engine(up: bool = True) -> tuple[OnlineEngine, FakeSender]:
     sender = FakeSender()
     e = OnlineEngine(Params(target_ip=TARGET, target_port=80), capture=None, sender=sender,
-                     assistants=[], mtu=1500)
+                     assistants=[FakeAssistant()], mtu=1500)  # type: ignore[list-item]
     e.channel_up = 1 if up else 0
     return e, sender
 
@@ -141,3 +155,21 @@ def test_an_internal_error_is_counted_and_the_loop_goes_on(caplog) -> None:  # t
     e._on_frame(frame(SYN, 100), 14)
     e._emit()
     assert [tcpip.parse(p).flags for p in sender.sent] == [SYN]
+
+
+def test_a_syn_whose_announcement_failed_waits_for_the_next_try() -> None:
+    """Without a queued CLIENT_ADD the target's SYN-ACK would reach no one: the SYN is held
+    (counted) and the SYN timer announces the session again with its retry."""
+    e, sender = engine()
+    assistant = e.assistants[0]
+    assistant.up = False  # type: ignore[attr-defined]
+    e._on_frame(frame(SYN, 100), 14)
+    e._emit()
+    assert sender.sent == [] and e.c.syns_unannounced == 1 and e.announces_failed == 1
+    assistant.up = True  # type: ignore[attr-defined]
+    e.now += 1.0
+    e.table.tick(e.now, e.out)
+    e._emit()
+    assert len(assistant.announced) == 1  # type: ignore[attr-defined]
+    assert [tcpip.parse(p).flags for p in sender.sent] == [SYN]
+
