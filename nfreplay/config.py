@@ -145,6 +145,7 @@ class Target:
 
     clients: tuple[str, ...] = ()  # required for role "target"
     via: str | None = None  # required for role "target"
+    resident: bool = False  # stay running: put the route back when the kernel drops it
 
 
 @dataclass(frozen=True)
@@ -510,6 +511,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
     "target": {
         "clients": _k(_list(_network, min_len=1), "clients", required=True),
         "via": _k(_ip, "via", required=True),
+        "resident": _k(_boolean, "resident"),
     },
 }
 

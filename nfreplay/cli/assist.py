@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from nfreplay import stats
 from nfreplay.cli import common
+from nfreplay.cli.status import role_status
 from nfreplay.errors import ConfigError
 
 log = logging.getLogger("nfreplay.assist")
@@ -78,7 +79,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    return common.role_main(parser().parse_args(argv), "assist", FLAGS, up)
+    args = parser().parse_args(argv)
+    if args.action == "status":
+        return role_status(args, "assist")
+    return common.role_main(args, "assist", FLAGS, up)
 
 
 def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no-untyped-def]

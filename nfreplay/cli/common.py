@@ -184,14 +184,7 @@ def publish(stats_file: stats.StatsFile, counters: Any, extra: Mapping[str, obje
 
 def role_main(args: argparse.Namespace, role: str, flags: Mapping[str, str],
               up: Callable[..., int]) -> int:
-    """`up`, `down` and `status` of a daemon role (online, assist)."""
-    if args.action == "status":
-        from nfreplay.cli.main import status_main
-        passthrough = []
-        for flag in ("config", "instance", "state_dir"):
-            if getattr(args, flag):
-                passthrough += ["--" + flag.replace("_", "-"), getattr(args, flag)]
-        return status_main(["--role", role, *passthrough])
+    """`up` and `down` of a daemon role (online, assist); `status` is `cli.status.role_status`."""
     cfg = load_config(args, role if args.action == "up" else "status", flags)
     setup_logging(cfg.general.log_level)
     require_root()

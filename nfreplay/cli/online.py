@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from nfreplay import stats
 from nfreplay.cli import common
+from nfreplay.cli.status import role_status
 from nfreplay.cli import workers as workers_mod
 from nfreplay.errors import ConfigError
 from nfreplay.proto.tcpip import ip2int
@@ -156,6 +157,8 @@ def tcpcopy_x(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     tcpcopy_x(args)
+    if args.action == "status":
+        return role_status(args, "online")
     return common.role_main(args, "online", FLAGS, up)
 
 

@@ -8,7 +8,8 @@ the teardown was complete, so a failed `down` can be retried and still knows wha
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from nfreplay.errors import NfreplayError, RulesError
 from nfreplay.rules.backend import RouteBackend, RuleBackend, SysctlBackend
@@ -222,6 +223,54 @@ class RuleManager:
                 except Exception as exc:
                     problems.append(f"[{backend.name}] {rule.describe()}: {_line(exc)}")
         return problems
+
+    # -- repair (the target's resident mode) --------------------------------------------------
+    def adopt(self, plan: Plan) -> bool:
+        """Take over what a previous run of the same plan left installed, instead of `up`.
+
+        True when the journal lists exactly the plan's routes and policy rules (a routes-only
+        plan: the target's) and nothing else; what the kernel lost is then put back by
+        `repair`. `up` would first remove everything, and between that removal and the new
+        install the target's replies to the clients would follow its default route: a restart
+        of the resident watcher must never open that window.
+        """
+        if plan.owner != self.owner or plan.rules or plan.sysctls:
+            return False
+        try:
+            entries = self.journal.load()
+        except RulesError:
+            return False
+        wanted = [RouteEntry(r) for r in plan.routes] + [PolicyEntry(p) for p in plan.policy]
+        return bool(entries) and entries == wanted
+
+    def repair(self, plan: Plan) -> tuple[list[str], list[str]]:
+        """Put back the plan's routes and policy rules the kernel no longer has (it deletes a
+        route whose interface went down), in plan order: blackhole routes before the routes
+        via the assistant, routes before the rules that select their table.
+
+        Returns (restored, missing): one line per item put back, and one per item still
+        missing with the reason the kernel gave (e.g. the link is still down). The items must
+        already be journaled (`up` or `adopt`), so `down` removes what this adds.
+        """
+        restored: list[str] = []
+        missing: list[str] = []
+        items: list[tuple[str, Callable[[], bool], Callable[[], None]]] = []
+        for route in plan.routes:
+            items.append((route.describe(), partial(self.routes.exists, route),
+                          partial(self.routes.add, route)))
+        for policy in plan.policy:
+            items.append((policy.describe(), partial(self.routes.policy_exists, policy),
+                          partial(self.routes.add_policy, policy)))
+        for what, present, add in items:
+            try:
+                if present():
+                    continue
+                add()
+                restored.append(what)
+            except (NfreplayError, OSError) as exc:
+                reason = _line(exc)  # the backends' errors already name the item
+                missing.append(reason if reason.startswith(what) else f"{what}: {reason}")
+        return restored, missing
 
     # -- status ------------------------------------------------------------------------------
     def installed(self) -> list[str]:

@@ -290,6 +290,7 @@ BAD = [
     ("target", "clients", '"198.18.1.0/24"', 'target.clients: must be a list, got "198.18.1.0/24"'),
     ("target", "via", '"198.18.0"', 'target.via: "198.18.0" is not an IPv4 address'),
     ("target", "via", '["198.18.0.4"]', "target.via: must be a string, got a list"),
+    ("target", "resident", '"yes"', 'target.resident: must be true or false, got "yes"'),
 ]
 
 
@@ -329,7 +330,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 30 + 12 + 2
+    assert len(config.keys()) == 4 + 30 + 12 + 3
 
 
 # ------------------------------------------------------------------------------ overrides

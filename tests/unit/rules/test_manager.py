@@ -221,6 +221,51 @@ def test_target_routes_up_down(host: Host) -> None:
     assert [c[0] for c in deletes[:2]] == ["delete_policy", "delete_policy"]
 
 
+def test_target_repair_puts_back_what_the_kernel_dropped_in_plan_order(host: Host) -> None:
+    manager = host.manager("nfreplay:target:lab1")
+    p = target_plan("lab1", ["198.18.1.0/24", "198.18.2.0/24"], "198.18.0.2")
+    manager.up(p)
+    assert manager.repair(p) == ([], [])
+    # Link down: the kernel drops both routes via the assistant; while it is down they
+    # cannot be added back, and repair says why.
+    via = [r for r in p.routes if r.via]
+    for r in via:
+        host.routes.routes.remove(r)
+    host.routes.fail_always["add"] = "Network is unreachable"
+    restored, missing = manager.repair(p)
+    assert restored == []
+    assert missing == [f"{r.describe()}: Network is unreachable" for r in via]
+    # Link up again. A flushed table and a deleted rule come back too, blackhole first.
+    del host.routes.fail_always["add"]
+    host.routes.routes.remove(p.routes[0])
+    host.routes.policy.remove(p.policy[1])
+    host.routes.calls.clear()
+    restored, missing = manager.repair(p)
+    assert missing == []
+    assert restored == [p.routes[0].describe(), *(r.describe() for r in via),
+                        p.policy[1].describe()]
+    assert [c[1] for c in host.routes.calls if c[0].startswith("add")] == [
+        p.routes[0], *via, p.policy[1]]
+    assert sorted(map(str, host.routes.routes)) == sorted(map(str, p.routes))
+    assert host.routes.policy == [p.policy[0], p.policy[1]]
+    assert manager.down() == [] and host.routes.routes == [] and host.routes.policy == []
+
+
+def test_target_adopts_what_a_previous_run_of_the_same_plan_left(host: Host) -> None:
+    p = target_plan("lab1", ["198.18.1.0/24"], "198.18.0.2")
+    host.manager("nfreplay:target:lab1").up(p)  # then killed: the routes stay
+    fresh = host.manager("nfreplay:target:lab1")
+    host.routes.calls.clear()
+    assert fresh.adopt(p)
+    # Nothing removed, not even for a moment (replies would follow the default route).
+    assert not [c for c in host.routes.calls if c[0].startswith("delete")]
+    # Another plan (other assistant), or no journal: not adopted, `up` replaces it.
+    assert not fresh.adopt(target_plan("lab1", ["198.18.1.0/24"], "198.18.0.9"))
+    assert fresh.down() == []
+    assert not fresh.adopt(p)
+    assert not host.manager().adopt(plan())  # rules and sysctls: never adopted
+
+
 def test_route_failure_rolls_back_rules_and_routes(host: Host) -> None:
     p = Plan(owner=OWNER, rules=plan().rules,
              routes=(Route("198.18.1.0/24", "198.18.0.2"), Route("198.18.2.0/24", "198.18.0.2")))

@@ -1,0 +1,146 @@
+"""`nfreplay target up|down`: on the target host, the route that sends the replies for the
+client networks to the assistant, and (`--resident`) the watcher that keeps it there."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import select
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nfreplay import stats
+from nfreplay.cli import common
+from nfreplay.errors import ConfigError
+from nfreplay.rules.model import Plan
+
+log = logging.getLogger("nfreplay")
+
+RECHECK = 5.0
+"""Seconds between two looks at the routes when rtnetlink says nothing (a backstop: every
+route, link and address change already wakes the watcher)."""
+
+
+class TargetCounters(stats.Counters):
+    """What the resident watcher publishes in its stats file (`nfreplay status`)."""
+
+    checks: int  # looks at the routes: one per batch of rtnetlink changes, or per RECHECK
+    routes_lost: int  # times a route or rule of the plan was found missing
+    routes_restored: int  # of those, put back
+    restore_failures: int  # attempts the kernel refused (e.g. the link is still down)
+    missing: int  # routes and rules missing right now (0 = the replies go to the assistant)
+
+
+def target_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="nfreplay target",
+        description="On the target host: install (up) or remove (down) the route that sends "
+                    "replies for the client networks to the assistant, so they never reach "
+                    "real clients. Each client network gets a policy rule (pref 156) to a "
+                    "table of its own (156) holding the route via the assistant and, behind "
+                    "it, a blackhole route: when the kernel drops the first (link flap, route "
+                    "flush) the replies are dropped, never sent by the default route. All of "
+                    "it carries nfreplay's protocol id and is journaled.",
+        epilog="examples:\n"
+               "  nfreplay target up --clients 198.18.1.0/24 --via 198.18.0.4\n"
+               "  nfreplay target up --resident   (stay running; what the systemd unit does)\n"
+               "  nfreplay target down\n\n" + common.EPILOG_CONFIG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=("up", "down"))
+    p.add_argument("--clients", metavar="CIDR[,CIDR]", help="client networks (target.clients)")
+    p.add_argument("--via", metavar="IP", help="the assistant's address (target.via)")
+    p.add_argument("--resident", action="store_const", const=True, default=None,
+                   help="stay in the foreground and put the route back whenever the kernel "
+                        "drops it (rtnetlink); stopping it (SIGTERM, Ctrl-C) removes the "
+                        "routes (target.resident, default false: install and exit)")
+    common.add_common(p)
+    args = p.parse_args(argv)
+    cfg = common.load_config(args, "target" if args.action == "up" else "status",
+                             {"clients": "target.clients", "via": "target.via",
+                              "resident": "target.resident"})
+    common.setup_logging(cfg.general.log_level)
+    common.require_root()
+    paths = stats.state_paths(cfg.general.state_dir, "target", cfg.general.instance)
+    manager = common.rule_manager(cfg, "target")
+    if args.action == "down":
+        pid = common.stop_running(paths)  # a resident watcher removes the routes itself
+        if pid:
+            print(f"nfreplay target: stopped pid {pid}")
+        return common.report_teardown(manager.down(), "nfreplay target down")
+    from nfreplay.rules.model import target_plan
+    try:
+        plan = target_plan(cfg.general.instance, cfg.target.clients, cfg.target.via or "")
+    except ValueError as exc:
+        raise ConfigError(f"target: {exc}") from None
+    if not cfg.target.resident:
+        common.ensure_not_running(paths, "target", cfg.general.instance)
+        manager.up(plan)
+        for line in manager.installed():
+            print(line)
+        return 0
+    return resident(manager, plan, paths, cfg.general.instance)
+
+
+def resident(manager: Any, plan: Plan, paths: stats.StatePaths, instance: str) -> int:
+    """Install (or adopt) the plan, then keep it installed until stopped; remove it at stop.
+
+    A restart adopts the routes a previous watcher left (`RuleManager.adopt`) rather than
+    removing and reinstalling them, which would open a moment without the policy rules.
+    Killed with SIGKILL, it leaves the routes in place: the blackhole keeps failing closed,
+    and `nfreplay target down` removes them from the journal.
+    """
+    from nfreplay.adapters.rtwatch import RouteEvents
+
+    stop = common.Stop()
+    counters = TargetCounters()
+    problems: list[str] = []
+    with common.pid_file(paths, "target", instance):
+        stats_file = stats.StatsFile(paths.stats, role="target", instance=instance)
+        events = RouteEvents()  # before the first look: no change between the two is missed
+        try:
+            if manager.adopt(plan):
+                log.info("up: adopting the routes a previous run installed")
+            else:
+                manager.up(plan)
+            log.info("up: %d route(s) and %d rule(s) installed; watching rtnetlink",
+                     len(plan.routes), len(plan.policy))
+            missing: list[str] = []
+            due = 0.0  # look at once: an adopted plan may be missing a route already
+            while not stop.requested:
+                now = time.monotonic()
+                if select.select([events], [], [], max(0.0, min(0.5, due - now)))[0]:
+                    events.drain()
+                    due = now
+                if time.monotonic() < due:
+                    continue
+                missing = _check(manager, plan, counters, missing)
+                due = time.monotonic() + RECHECK
+                common.publish(stats_file, counters, {"missing_routes": missing})
+        finally:
+            events.close()
+            problems = manager.down()
+            log.info("down: %s", "complete" if not problems else f"{len(problems)} problem(s)")
+    return common.report_teardown(problems, "nfreplay target")
+
+
+def _check(manager: Any, plan: Plan, c: TargetCounters, before: list[str]) -> list[str]:
+    """One look: put back what is missing, count and log what changed since the last look
+    (`before`: what was missing then, as `repair` returned it)."""
+    c.checks += 1
+    restored, missing = manager.repair(plan)
+    was = {line.split(": ", 1)[0] for line in before}
+    now = {line.split(": ", 1)[0] for line in missing}
+    c.routes_lost += len((set(restored) | now) - was)
+    c.routes_restored += len(restored)
+    c.restore_failures += len(missing)
+    c.missing = len(missing)
+    for line in restored:
+        log.warning("restored: %s (the kernel had dropped it)", line)
+    for line in missing:
+        if line.split(": ", 1)[0] not in was:
+            log.warning("missing, cannot restore yet: %s; until it is back the blackhole drops "
+                        "the replies to that network", line)
+    if was and not missing:
+        log.info("all routes in place again")
+    return missing
