@@ -505,6 +505,21 @@ def test_hostile_peers_get_nothing_and_the_replay_stays_whole(lab: Lab) -> None:
     assert lab.stop_replay(assist, online) == (0, 0)
 
 
+def test_daemons_replay_with_more_than_1024_descriptors_open(lab: Lab) -> None:
+    """Every descriptor the daemons open is numbered above 1 100: their loops (epoll), the
+    capture, the queue and the control channel work there as anywhere."""
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    lab.pad_fds = 1100
+    assist, online = lab.start_replay()
+    for p in (assist, online):
+        assert len(os.listdir(f"/proc/{p.pid}/fd")) > 1100
+    run_load(lab, "fds", short=200, keepalive=20, per_conn=5)
+    want = set(paths(online_log, "fds"))
+    assert len(want) == 300 and wait_for(target_log, "fds", want, 30) == want
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("online") + lab.log("assist")
+
+
 def target_stats(lab: Lab) -> dict:
     return json.loads((Path(lab.state_dir("target")) / f"target-{lab.prefix}.stats.json")
                       .read_text())["counters"]

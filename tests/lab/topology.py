@@ -94,6 +94,19 @@ http {{
 """
 
 
+# Run argv[2:] with argv[1] more descriptors open (inherited, pointing at /dev/null), so that
+# every socket the daemon opens gets a number above them (select() fails above 1023).
+_PAD_FDS = """\
+import os, resource, sys
+n = int(sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, n + 1024)), hard))
+for _ in range(n):
+    os.set_inheritable(os.open(os.devnull, os.O_RDONLY), True)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 def big_file_bytes() -> bytes:
     """The content of /big/ (deterministic, so online and target serve the same bytes)."""
     return bytes(range(256)) * (BIG_SIZE // 256)
@@ -110,6 +123,7 @@ class Lab:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.mac: dict[str, str] = {}
         self._created: list[str] = []
+        self.pad_fds = 0  # > 0: the daemons start with this many extra descriptors open
 
     # -------------------------------------------------------------- topology
 
@@ -211,7 +225,7 @@ class Lab:
         argv = [str(BIN / "nfreplay-assist"), "up", "--target", f"{ADDR['target']}:80",
                 "--clients", CLIENT_NET, "--online", ADDR["online"], "--instance", self.prefix,
                 "--state-dir", self.state_dir("assist"), *extra]
-        p = self.spawn("assist", argv, "assist.log")
+        p = self.spawn("assist", self._padded(argv), "assist.log")
         if "--daemon" not in extra:
             self.wait_stats("assist", p.pid)
         return p
@@ -221,9 +235,12 @@ class Lab:
                 "--target", f"{ADDR['target']}:80", "--assistant", ADDR["assist"],
                 "--interface", "eth0", "--instance", self.prefix,
                 "--state-dir", self.state_dir("online"), *extra]
-        p = self.spawn("online", argv, "online.log")
+        p = self.spawn("online", self._padded(argv), "online.log")
         self.wait_stats("online", p.pid)
         return p
+
+    def _padded(self, argv: list[str]) -> list[str]:
+        return [sys.executable, "-c", _PAD_FDS, str(self.pad_fds), *argv] if self.pad_fds else argv
 
     def start_replay(self, port: int = 80, *online_extra: str
                      ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
