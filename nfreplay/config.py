@@ -101,6 +101,7 @@ class Online:
     no_wait: bool = False
     syn_only: bool = False
     max_sessions: int = 200_000
+    max_buffered_bytes: int = 256 << 20
     max_new_per_second: int = 0  # 0: no limit
     shed_lag: float = 500.0  # ms the capture may lag before new sessions are refused; 0: never
     workers: int = 1  # capture+replay processes; 0 = "auto", one per core
@@ -137,6 +138,8 @@ class Assist:
     max_connections_per_peer: int = 16
     max_routes: int = 1_000_000
     max_routes_per_connection: int = 262_144
+    max_parked: int = 65_536
+    max_backlog_bytes: int = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -478,6 +481,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "no_wait": _k(_boolean, "no_wait"),
         "syn_only": _k(_boolean, "syn_only"),
         "max_sessions": _k(_integer(1, 10_000_000), "max_sessions"),
+        "max_buffered_bytes": _k(_integer(1 << 20, 1 << 40), "max_buffered_bytes"),
         "max_new_per_second": _k(_integer(0, 10_000_000), "max_new_per_second"),
         "shed_lag": _k(_fraction(0.0, 60_000.0, "milliseconds"), "shed_lag"),
         "workers": _k(_workers, "workers"),
@@ -507,6 +511,8 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "max_connections_per_peer": _k(_integer(1, 65535), "max_connections_per_peer"),
         "max_routes": _k(_integer(1, 100_000_000), "max_routes"),
         "max_routes_per_connection": _k(_integer(1, 100_000_000), "max_routes_per_connection"),
+        "max_parked": _k(_integer(1, 100_000_000), "max_parked"),
+        "max_backlog_bytes": _k(_integer(1 << 16, 1 << 30), "max_backlog_bytes"),
     },
     "target": {
         "clients": _k(_list(_network, min_len=1), "clients", required=True),

@@ -62,8 +62,9 @@ class Conn:
     def queue(self, data: bytes) -> None:
         self.out += data
 
-    def flush(self) -> bool:
-        """Send what is buffered; False if the connection must be dropped."""
+    def flush(self, limit: int = MAX_BACKLOG) -> bool:
+        """Send what is buffered; False if the connection must be dropped (it failed, or
+        more than `limit` bytes are still waiting: the peer is not reading)."""
         out = self.out
         while out:
             try:
@@ -73,7 +74,7 @@ class Conn:
             except OSError:
                 return False
             del out[:n]
-        return len(out) <= MAX_BACKLOG
+        return len(out) <= limit
 
     def close(self) -> None:
         if not self.closed:

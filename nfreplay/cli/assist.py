@@ -28,6 +28,8 @@ FLAGS = {
     "max_connections_per_peer": "assist.max_connections_per_peer",
     "max_routes": "assist.max_routes",
     "max_routes_per_connection": "assist.max_routes_per_connection",
+    "max_parked": "assist.max_parked",
+    "max_backlog_bytes": "assist.max_backlog_bytes",
 }
 
 DESCRIPTION = """\
@@ -69,6 +71,12 @@ def parser() -> argparse.ArgumentParser:
                    help="announced sessions held at most (default 1000000)")
     g.add_argument("--max-routes-per-connection", metavar="N",
                    help="announced sessions per control connection at most (default 262144)")
+    g.add_argument("--max-parked", metavar="N",
+                   help="replies held for sessions not announced yet (a SYN-ACK can beat its "
+                        "announcement), at most (default 65536)")
+    g.add_argument("--max-backlog-bytes", metavar="N",
+                   help="bytes queued for a control connection that does not read; past it "
+                        "the connection is closed (default 8388608)")
     g.add_argument("--queue", metavar="N", help="NFQUEUE number (default 0)")
     g.add_argument("--passlist", metavar="IP[,IP]", help="client addresses whose replies pass untouched")
     g.add_argument("--fix-ip-forward", action="store_const", const=True, default=None,
@@ -110,7 +118,8 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
     allowed = tuple(ipaddress.IPv4Network(n) for n in a.online) or LOOPBACK
     engine = AssistEngine(listener, allowed=allowed, limits=Limits(
         connections=a.max_connections, connections_per_peer=a.max_connections_per_peer,
-        routes=a.max_routes, routes_per_connection=a.max_routes_per_connection))
+        routes=a.max_routes, routes_per_connection=a.max_routes_per_connection,
+        parked=a.max_parked, backlog=a.max_backlog_bytes))
     problems: list[str] = []
     with common.pid_file(paths, "assist", cfg.general.instance):
         stats_file = stats.StatsFile(paths.stats, role="assist", instance=cfg.general.instance)

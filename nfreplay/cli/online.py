@@ -32,6 +32,7 @@ FLAGS = {
     "syn_only": "online.syn_only",
     "fake_mss": "online.fake_mss",
     "max_sessions": "online.max_sessions",
+    "max_buffered_bytes": "online.max_buffered_bytes",
     "max_new_per_second": "online.max_new_per_second",
     "shed_lag": "online.shed_lag",
     "workers": "online.workers",
@@ -118,6 +119,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--copies", "-n", metavar="N",
                    help="replay each session N times, each copy from its own client ip:port")
     g.add_argument("--max-sessions", metavar="N", help="sessions in memory at most (default 200000)")
+    g.add_argument("--max-buffered-bytes", metavar="N",
+                   help="client bytes all sessions together may hold unsent; while they do, "
+                        "new sessions are refused (sessions_rejected_memory; default 268435456)")
     g.add_argument("--max-new-per-second", metavar="N", help="new sessions per second at most")
     g.add_argument("--workers", metavar="N|auto",
                    help="N capture+replay processes, each replaying its share of the client "
@@ -244,7 +248,8 @@ def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ig
                     session_timeout=o.session_timeout, response_timeout=o.response_timeout,
                     keepalive_timeout=o.keepalive_timeout, fake_mss=o.fake_mss,
                     no_wait=o.no_wait, syn_only=o.syn_only,
-                    max_sessions=max(1, o.max_sessions // n))
+                    max_sessions=max(1, o.max_sessions // n),
+                    max_buffered_bytes=max(1, o.max_buffered_bytes // n))
     chosen = selection(cfg, n)
     engine_clock = time.monotonic
     source: FileSource | Capture

@@ -37,6 +37,7 @@ class Limits:
     routes: int = 1_000_000
     routes_per_connection: int = 262_144
     parked: int = 65_536
+    backlog: int = 8 << 20  # bytes queued for a connection that does not read, at most
     # A connection that has not sent its version message, or that has sent part of a
     # message and nothing more, this long after is closed: it holds a descriptor for nothing.
     stall: float = 5.0
@@ -59,6 +60,7 @@ class AssistCounters(Counters):
     routes: int
     verdict_errors: int
     records_dropped_backlog: int
+    connections_backlog_full: int  # closed: more than limits.backlog queued, unread
     connections_refused: int  # not an allowed peer (assist.online), or a connection cap
     connections_stalled: int  # closed: no version message, or a message cut short
     announces_refused: int  # the session is owned by another connection, or a route cap
@@ -263,7 +265,8 @@ class AssistEngine:
                     conn.writing = False
                     self._sel.modify(conn.fileno(), selectors.EVENT_READ, conn)
                 continue
-            if not conn.flush():
+            if not conn.flush(self.limits.backlog):
+                self.c.connections_backlog_full += 1
                 self._close(conn, "not reading (backlog full)")
             elif conn.out and not conn.writing:
                 conn.writing = True

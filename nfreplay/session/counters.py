@@ -20,6 +20,7 @@ class Counters(BaseCounters):
     sessions_opened: int
     sessions_established: int
     sessions_live: int
+    bytes_buffered: int  # client bytes all live sessions hold, not yet sent (a level)
     requests_sent: int
     responses_complete: int
     responses_timed_out: int
@@ -39,6 +40,7 @@ class Counters(BaseCounters):
     greetings: int
     midstream_refused: int
     sessions_rejected_limit: int
+    sessions_rejected_memory: int  # refused while bytes_buffered >= max_buffered_bytes
     packets_split: int
     client_syns: int
     client_data_packets: int

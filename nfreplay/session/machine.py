@@ -95,6 +95,9 @@ class Params:
     # per exchange; 0 = ACK at the end of every wake-up.
     ack_delay: float = 0.02
     max_sessions: int = 200_000  # sessions in memory; more are counted, not replayed
+    # Client bytes all sessions together may hold before sending them (`bytes_buffered`);
+    # while it is reached, new sessions are refused (`sessions_rejected_memory`).
+    max_buffered_bytes: int = 256 << 20
 
 
 class Announce:
@@ -265,6 +268,7 @@ class Session:
             return
         item = Pending(seg, pkt)
         self.pending_bytes += item.size
+        self.c.bytes_buffered += item.size
         if self.pending_bytes > self.p.max_pending_bytes:
             self.abort(now, out, "overflow")
             return
@@ -375,6 +379,7 @@ class Session:
                 # Entirely before what we sent: a client retransmission.
                 pend.pop(0)
                 self.pending_bytes -= item.size
+                self.c.bytes_buffered -= item.size
                 self.c.client_duplicates += 1
                 continue
             if seq_gt(item.seq, snd_nxt):
@@ -434,6 +439,7 @@ class Session:
                     break
             pend.pop(0)
             self.pending_bytes -= item.size
+            self.c.bytes_buffered -= item.size
             self.persist_deadline = INF
             self._transmit(item, out)
             self.snd_nxt = item.end
@@ -456,7 +462,9 @@ class Session:
         resend = [i for i in self.unacked if seq_gt(i.end, self.t_una)]
         self.unacked.clear()
         self.pending[:0] = resend
-        self.pending_bytes += sum(i.size for i in resend)
+        size = sum(i.size for i in resend)
+        self.pending_bytes += size
+        self.c.bytes_buffered += size
         first = self.pending[0].seq if self.pending else self.snd_nxt
         self.target_fin = self.fin_sent = self.responded = False
         self.waiting = self.greeting = False
@@ -831,6 +839,8 @@ class Session:
         self.reason = reason
         self.state = CLOSED
         self.pending.clear()
+        self.c.bytes_buffered -= self.pending_bytes
+        self.pending_bytes = 0
         self.unacked.clear()
         self.syn_pkt = None
         self.linger_until = now + self.p.linger

@@ -182,6 +182,10 @@ class SessionTable:
         if len(self.sessions) >= self.p.max_sessions:
             self.c.sessions_rejected_limit += 1
             return False
+        if self.c.bytes_buffered >= self.p.max_buffered_bytes:
+            self.c.sessions_rejected_memory += 1
+            self._skipped[key] = now  # its later packets must not join mid-stream
+            return False
         why = self.sel.admit(seg, now)
         if why:
             setattr(self.c, why, getattr(self.c, why) + 1)

@@ -248,6 +248,7 @@ BAD = [
     ("online", "no_wait", '"yes"', "online.no_wait: must be true or false"),
     ("online", "syn_only", "1", "online.syn_only: must be true or false"),
     ("online", "max_sessions", "0", "online.max_sessions: must be 1-10000000, got 0"),
+    ("online", "max_buffered_bytes", "1000", "online.max_buffered_bytes: must be 1048576-1099511627776, got 1000"),
     ("online", "more_services", '["8080"]', 'online.more_services[0]: must be "[ip:]port-ip:port"'),
     ("online", "max_new_per_second", "-1", "online.max_new_per_second: must be 0-10000000, got -1"),
     ("online", "shed_lag", "-5", "online.shed_lag: must be milliseconds (0-60000), got -5"),
@@ -286,6 +287,8 @@ BAD = [
     ("assist", "max_connections_per_peer", "0", "assist.max_connections_per_peer: must be 1-65535, got 0"),
     ("assist", "max_routes", "0", "assist.max_routes: must be 1-100000000, got 0"),
     ("assist", "max_routes_per_connection", "0", "assist.max_routes_per_connection: must be 1-100000000, got 0"),
+    ("assist", "max_parked", "0", "assist.max_parked: must be 1-100000000, got 0"),
+    ("assist", "max_backlog_bytes", "100", "assist.max_backlog_bytes: must be 65536-1073741824, got 100"),
     ("target", "clients", '["10.0.0.1/8"]', 'target.clients[0]: "10.0.0.1/8" has host bits set'),
     ("target", "clients", '"198.18.1.0/24"', 'target.clients: must be a list, got "198.18.1.0/24"'),
     ("target", "via", '"198.18.0"', 'target.via: "198.18.0" is not an IPv4 address'),
@@ -330,7 +333,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 30 + 12 + 3
+    assert len(config.keys()) == 4 + 31 + 14 + 3
 
 
 # ------------------------------------------------------------------------------ overrides

@@ -22,7 +22,7 @@ class FakeConn:
     def queue(self, data: bytes) -> None:
         self.out += data
 
-    def flush(self) -> bool:
+    def flush(self, limit: int = 0) -> bool:
         self.sent += self.out
         self.out.clear()
         return True
@@ -268,4 +268,36 @@ def test_an_internal_error_closes_that_peer_only() -> None:
     finally:
         bad.close()
         good.close()
+        e.shutdown()
+
+
+def test_parked_replies_are_capped() -> None:
+    from nfreplay.engine.assist import Limits
+
+    e = AssistEngine(listener=None, limits=Limits(parked=2))  # type: ignore[arg-type]
+    for port in (40000, 40001, 40002):
+        e.on_packet(reply(SYN | ACK, port=port))
+    assert e.c.records_parked == 2 and e.c.records_unrouted == 1
+
+
+def test_a_connection_that_does_not_read_is_closed_past_its_backlog() -> None:
+    import socket
+
+    e, _, addr = hostile_engine(backlog=1 << 16)
+    lazy = socket.socket()
+    lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    lazy.connect(addr)
+    try:
+        lazy.sendall(hello() + channel.encode_client_add(CLIENT, 40000, TARGET, 80))
+        assert until(e, lambda: e.c.client_adds == 1)
+        batches = 0
+        while e.c.connections_backlog_full == 0 and batches < 500:
+            for _ in range(500):
+                e.on_packet(reply(ACK | PSH, plen=100))
+            e.step(0)
+            batches += 1
+        assert e.c.connections_backlog_full == 1 and e.conns == []
+        assert e.c.connections_closed == 1
+    finally:
+        lazy.close()
         e.shutdown()

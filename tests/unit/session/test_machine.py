@@ -546,6 +546,30 @@ def test_session_cap_counts_what_it_refuses() -> None:
     assert lab.c.sessions_rejected_limit == 1
 
 
+def test_buffered_bytes_budget_refuses_new_sessions_until_bytes_leave() -> None:
+    lab = Lab(Params(target_ip=TARGET, target_port=TPORT, max_buffered_bytes=30))
+    lab.established()
+    lab.cl(ACK, ISN + 11, OSEQ + 1, b"x" * 20)  # held behind a gap
+    lab.cl(ACK, ISN + 31, OSEQ + 1, b"y" * 15)
+    assert lab.c.bytes_buffered == 35
+    # The budget is spent: a new connection is refused before its SYN, and its later
+    # packets do not open it mid-stream.
+    assert lab.cl(SYN, 7, port=CPORT + 1) == []
+    assert lab.cl(ACK, 8, OSEQ + 1, b"q" * 5, port=CPORT + 1) == []
+    assert lab.c.sessions_rejected_memory == 1 and lab.c.sessions_live == 1
+    # The gap fills: everything goes, the bytes leave the budget, new sessions are admitted.
+    out = lab.cl(ACK, ISN + 1, OSEQ + 1, b"a" * 10)
+    assert [view(p)[3] for p in out] == [ISN + 1, ISN + 11, ISN + 31]
+    assert lab.c.bytes_buffered == 0
+    out = lab.cl(SYN, 9, port=CPORT + 2)
+    assert out[0] == Announce(CLIENT, CPORT + 2) and view(out[1])[2] == SYN
+    # Bytes still held when a session ends leave with it.
+    lab.cl(ACK, 30, OSEQ + 1, b"z" * 7, port=CPORT + 2)  # before its SYN-ACK: held
+    assert lab.c.bytes_buffered == 7
+    lab.t.shutdown(lab.now, [])
+    assert lab.c.bytes_buffered == 0
+
+
 def test_counters_of_one_midstream_session_match_tcpcopys() -> None:
     """Reference §6 item 34: one mid-stream session → send syn 1, for no syn 1, conns 1."""
     lab = Lab()
