@@ -39,6 +39,7 @@ class Counters(BaseCounters):
     window_probes: int
     greetings: int
     midstream_refused: int
+    midstream_unconfirmed: int  # seen without a SYN, never proved real: not replayed
     sessions_rejected_limit: int
     sessions_rejected_memory: int  # refused while bytes_buffered >= max_buffered_bytes
     packets_split: int

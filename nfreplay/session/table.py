@@ -10,6 +10,14 @@ connection is a `Flow` of one session per copy, each on a pair from the allocato
 packet is handed to each copy (its own bytes: sessions rewrite packets in place).
 A captured connection the selection refuses is remembered in `_skipped` so that its later
 packets do not open it mid-stream; a new SYN on that ip:port is judged afresh.
+
+A connection first seen without its SYN (open before nfreplay-online started) is joined
+mid-stream only on evidence that it is real: its data is held (`_unconfirmed`) until a
+later packet continues it exactly where it ended and either acknowledges more of the
+server's bytes (production answered it) or carries more data. A lone crafted or stray
+packet never reaches the target; a candidate without evidence after MIDSTREAM_WAIT is
+dropped and counted (`midstream_unconfirmed`). The capture holds only the client's
+direction, so a crafted pair with consistent numbers can still pass.
 """
 
 from __future__ import annotations
@@ -18,14 +26,32 @@ import heapq
 import itertools
 
 from nfreplay.proto import tcpip
-from nfreplay.proto.seq import seq_add, seq_diff, seq_lt
-from nfreplay.proto.tcpip import ACK, SYN
+from nfreplay.proto.seq import seq_add, seq_diff, seq_gt, seq_lt
+from nfreplay.proto.tcpip import ACK, RST, SYN
 from nfreplay.session.counters import Counters
 from nfreplay.session.machine import HELD, INF, Out, Params, Session
 from nfreplay.session.selection import Selection
 
 TIMER_GRAIN = 0.001  # the finest timer step; a session never asks to wake sooner than this
 SKIP_MEMORY = 120.0  # seconds a refused connection is remembered after its last packet
+MIDSTREAM_WAIT = 10.0  # seconds a mid-stream candidate may wait for its evidence
+MAX_UNCONFIRMED = 16_384  # candidates held at once; more are dropped and counted
+MAX_UNCONFIRMED_PACKETS = 32  # packets one candidate holds; more: dropped and counted
+
+
+class Unconfirmed:
+    """The packets of a connection seen without its SYN, until it proves itself."""
+
+    __slots__ = ("since", "ack", "end", "packets")
+
+    def __init__(self, seg: tcpip.Segment, pkt: bytearray, now: float) -> None:
+        self.since = now
+        self.ack = seg.ack  # the server bytes the client had acknowledged then
+        self.end = seq_add(seg.seq, seg.payload_len)
+        self.packets = [(seg, pkt)]
+
+    def confirmed_by(self, seg: tcpip.Segment) -> bool:
+        return seg.seq == self.end and (seq_gt(seg.ack, self.ack) or seg.payload_len > 0)
 
 
 class Flow:
@@ -49,7 +75,9 @@ class SessionTable:
         self.sessions: dict[int, Session] = {}
         self.flows: dict[int, Flow] = {}  # captured key -> copies, when clients are mapped
         self._skipped: dict[int, float] = {}  # captured key -> last packet seen
+        self._unconfirmed: dict[int, Unconfirmed] = {}  # captured key -> mid-stream candidate
         self._next_purge = 0.0
+        self._next_unconfirmed = 0.0
         # False while nobody could report the target's replies (no control connection):
         # a new session would only leave a half-open connection on the target.
         self.accept_new = True
@@ -119,11 +147,12 @@ class SessionTable:
         if s is None or s.done:
             if seg.flags & SYN and not seg.flags & ACK:
                 s = self._open(key, seg, now)
-            elif seg.payload_len and not self.p.syn_only:
-                s = self._open(key, seg, now)  # mid-stream: the session fakes its handshake
             else:
-                # Pure ACKs, FINs, RSTs of connections we never saw (or `syn_only`).
-                self.c.packets_no_session += 1
+                packets = self._midstream(key, seg, pkt, now)
+                # Proved real: a session that fakes its handshake, then its packets in order.
+                if packets is not None and self._open(key, packets[0][0], now) is not None:
+                    for seg, pkt in packets:
+                        self._deliver(key, seg, pkt, now, out)
                 return
             if s is None:
                 return
@@ -223,15 +252,20 @@ class SessionTable:
         return False
 
     def _mapped_packet(self, key: int, seg: tcpip.Segment, pkt: bytearray, now: float,
-                       out: Out) -> None:
-        """Client rewriting and copies: hand the packet to every session of its flow."""
+                       out: Out, confirmed: bool = False) -> None:
+        """Client rewriting and copies: hand the packet to every session of its flow
+        (`confirmed`: a mid-stream connection that proved itself, opened without asking)."""
         syn = seg.flags & SYN and not seg.flags & ACK
         flow = self.flows.get(key)
         if flow is not None and syn and seg.seq != flow.isn:
             flow = None  # a new connection on this ip:port; the old copies finish on their own
         if flow is None or all(s.done for s in flow.sessions):
-            if not syn and not (seg.payload_len and not self.p.syn_only):
-                self.c.packets_no_session += 1
+            if not syn and not confirmed:
+                packets = self._midstream(key, seg, pkt, now)
+                for i, (seg, pkt) in enumerate(packets or ()):
+                    if i and key not in self.flows:
+                        break  # not admitted
+                    self._mapped_packet(key, seg, pkt, now, out, confirmed=i == 0)
                 return
             if not self._admit(key, seg, now):
                 return
@@ -263,6 +297,39 @@ class SessionTable:
                 copy = bytearray(pkt)
                 s.client_packet(tcpip.parse(copy), copy, now, out)
             self._after(s, (s.client_ip << 16) | s.client_port, now, out)
+
+    def _midstream(self, key: int, seg: tcpip.Segment, pkt: bytearray, now: float
+                   ) -> list[tuple[tcpip.Segment, bytearray]] | None:
+        """A packet of a connection we have no session for, not a SYN: the packets to open
+        it mid-stream with (held ones first, this one last) once it proved itself, else None
+        (held, or not replayable: pure ACKs, FINs, RSTs of unknown connections, `syn_only`)."""
+        c = self.c
+        cand = self._unconfirmed.get(key)
+        if cand is not None:
+            if cand.confirmed_by(seg):
+                del self._unconfirmed[key]
+                cand.packets.append((seg, pkt))
+                return cand.packets
+            if seg.flags & RST:
+                del self._unconfirmed[key]
+                c.midstream_unconfirmed += 1
+            elif seg.payload_len:
+                if len(cand.packets) < MAX_UNCONFIRMED_PACKETS:
+                    cand.packets.append((seg, pkt))  # out of order or resent: kept
+                else:
+                    del self._unconfirmed[key]
+                    c.midstream_unconfirmed += 1
+            else:
+                c.packets_no_session += 1
+            return None
+        if not seg.payload_len or self.p.syn_only:
+            c.packets_no_session += 1  # nothing to replay from a pure ACK, FIN or RST
+            return None
+        if len(self._unconfirmed) >= MAX_UNCONFIRMED:
+            c.midstream_unconfirmed += 1
+            return None
+        self._unconfirmed[key] = Unconfirmed(seg, pkt, now)
+        return None
 
     def _remove(self, key: int, s: Session, now: float) -> None:
         """A session's linger is over: forget it, give its client pair back."""
@@ -303,6 +370,13 @@ class SessionTable:
             self._next_purge = now + SKIP_MEMORY / 4
             limit = now - SKIP_MEMORY
             self._skipped = {k: t for k, t in self._skipped.items() if t > limit}
+        if self._unconfirmed and now >= self._next_unconfirmed:
+            self._next_unconfirmed = now + 1.0
+            limit = now - MIDSTREAM_WAIT
+            old = [k for k, u in self._unconfirmed.items() if u.since <= limit]
+            for k in old:
+                del self._unconfirmed[k]
+            self.c.midstream_unconfirmed += len(old)
         heap = self._heap
         while heap and heap[0][0] <= now:
             wake, _, s = heapq.heappop(heap)
@@ -363,6 +437,7 @@ class SessionTable:
         self.flows.clear()
         self._held.clear()
         self._held_until.clear()
+        self._unconfirmed.clear()
         self._heap.clear()
         self._entries = 0
 

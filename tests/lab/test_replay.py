@@ -529,6 +529,55 @@ def test_daemons_replay_with_more_than_1024_descriptors_open(lab: Lab) -> None:
     assert lab.stop_replay(assist, online) == (0, 0), lab.log("online") + lab.log("assist")
 
 
+STRAY = r'''
+import random, socket, sys
+sys.path.insert(0, sys.argv[3])
+from nfreplay.proto import tcpip
+rng = random.Random(7)
+server, n = tcpip.ip2int(sys.argv[1]), int(sys.argv[2])
+clients = [tcpip.ip2int(f"198.18.1.{c}") for c in (10, 11, 12, 13)]
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for i in range(n):
+    flags = rng.choice([0x18, 0x10, 0x18, 0x11, 0x04, 0x19, 0x38, 0xFF & rng.getrandbits(8)])
+    pkt = tcpip.build(rng.choice(clients), server, rng.randrange(1024, 65536), 80,
+                      rng.getrandbits(32), rng.getrandbits(32), flags,
+                      payload=f"GET /stray/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    if i % 3 == 0:  # malformed: a byte of the TCP header or payload flipped
+        pkt[rng.randrange(20, len(pkt))] ^= 1 << rng.randrange(8)
+    try:
+        sock.sendto(pkt, (sys.argv[1], 0))
+    except OSError:
+        pass
+print("sent", n)
+'''
+
+
+def test_stray_and_malformed_packets_never_reach_the_target(lab: Lab) -> None:
+    """10 000 packets to the online service that belong to no connection (random ports,
+    numbers and flags, each carrying an HTTP request, a third with a bit flipped): none is
+    replayed; a real client's requests around them are, all of them."""
+    from tests.lab.test_protocols import wait_until
+
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    assist, online = lab.start_replay()
+    done = subprocess.run(["ip", "netns", "exec", lab.ns["client"], sys.executable, "-c", STRAY,
+                           ADDR["online"], "10000", str(Path(__file__).parents[2])],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["sent", "10000"], done.stderr
+    run_load(lab, "real", short=100, keepalive=10)
+    want = set(paths(online_log, "real"))
+    assert len(want) == 150 and wait_for(target_log, "real", want, 30) == want
+    # Every stray packet with data was held as a candidate and dropped unconfirmed after
+    # MIDSTREAM_WAIT (10 s); the counters show it, and the target's log never has one.
+    assert wait_until(lambda: lab.online_status()["counters"]["midstream_unconfirmed"] > 0, 20)
+    c = lab.online_status()["counters"]
+    assert c["sessions_midstream"] == 0 and c["internal_errors"] == 0, c
+    assert paths(target_log, "stray") == []
+    assert "routed" not in lab.log("online")  # no misleading warning about the target's route
+    assert lab.stop_replay(assist, online) == (0, 0)
+
+
 def target_stats(lab: Lab) -> dict:
     return json.loads((Path(lab.state_dir("target")) / f"target-{lab.prefix}.stats.json")
                       .read_text())["counters"]

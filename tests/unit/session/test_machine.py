@@ -395,13 +395,44 @@ def mss_only(pkt: bytearray) -> bool:
 
 def test_midstream_session_gets_a_faked_handshake() -> None:
     lab = Lab()
-    out = lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET /mid HTTP/1.1\r\n\r\n")
+    # Held until the connection proves real: the client acknowledges production's answer.
+    assert lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET /mid HTTP/1.1\r\n\r\n") == []
+    out = lab.cl(ACK, ISN + 22, OSEQ + 101)
     assert out[0] == Announce(CLIENT, CPORT)
     syn = tcpip.parse(out[1])
     assert (syn.flags, syn.seq, syn.window) == (SYN, ISN, 65535) and mss_only(out[1])
     out = lab.rec(SYN | ACK, TISN, ISN + 1)
     assert [view(p)[2:6] for p in out] == [(ACK | PSH, ISN + 1, T1, 21)]  # completes the handshake
     assert tcpip.parse(out[0]).window == 65535  # no scaling was negotiated
+    assert lab.c.sessions_midstream == 1
+
+
+def test_a_lone_packet_without_its_syn_never_reaches_the_target() -> None:
+    """Stray or crafted packets: held, never confirmed (no continuation, a RST, a repeat),
+    dropped after MIDSTREAM_WAIT and counted; nothing is sent for any of them."""
+    from nfreplay.session.table import MIDSTREAM_WAIT
+
+    lab = Lab()
+    assert lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"junk") == []
+    assert lab.cl(ACK, ISN + 1, OSEQ + 1) == []  # not a continuation: no evidence
+    assert lab.cl(ACK | PSH, 77, 1, b"more", port=CPORT + 1) == []
+    assert lab.cl(RST, 81, port=CPORT + 1) == []  # reset: that candidate is gone at once
+    assert lab.c.midstream_unconfirmed == 1
+    assert lab.advance(MIDSTREAM_WAIT + 1.5) == []
+    assert lab.c.midstream_unconfirmed == 2
+    assert lab.c.sessions_opened == 0 and lab.c.syns_sent == 0
+    # Once dropped, a later continuation is a new candidate, not a join.
+    assert lab.cl(ACK, ISN + 5, OSEQ + 50) == [] and lab.c.sessions_opened == 0
+
+
+def test_a_midstream_stream_proves_itself_by_contiguous_data() -> None:
+    """A one-way stream (the server never answers with data): two contiguous segments."""
+    lab = Lab()
+    assert lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10) == []
+    out = lab.cl(ACK | PSH, ISN + 11, OSEQ + 1, b"b" * 10)
+    assert out[0] == Announce(CLIENT, CPORT) and view(out[1])[2] == SYN
+    out = lab.rec(SYN | ACK, TISN, ISN + 1)
+    assert [view(p)[3] for p in out] == [ISN + 1, ISN + 11]
     assert lab.c.sessions_midstream == 1
 
 
@@ -414,6 +445,7 @@ def test_syn_only_ignores_midstream_sessions() -> None:
 def test_midstream_refused_by_a_stateful_target_is_counted() -> None:
     lab = Lab()
     lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"\x00\x00\x00\x08query")
+    lab.cl(ACK, ISN + 10, OSEQ + 20)  # production answered: the evidence
     lab.rec(SYN | ACK, TISN, ISN + 1)
     lab.rec(RST | ACK, T1, ISN + 10)
     assert lab.c.midstream_refused == 1 and lab.c.sessions_target_reset == 1
@@ -574,6 +606,7 @@ def test_counters_of_one_midstream_session_match_tcpcopys() -> None:
     """Reference §6 item 34: one mid-stream session → send syn 1, for no syn 1, conns 1."""
     lab = Lab()
     lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n")
+    lab.cl(ACK, ISN + 19, OSEQ + 101)
     lab.rec(SYN | ACK, TISN, ISN + 1)
     lab.rec(ACK | PSH, T1, ISN + 19, 100)
     lab.cl(FIN | ACK, ISN + 19, OSEQ + 101)
@@ -629,6 +662,7 @@ def test_greeting_awaited_when_first_command_arrives_before_it_then_paced() -> N
 def test_midstream_session_closed_by_the_target_without_a_word_is_refused_once() -> None:
     lab = Lab()
     lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"\x00\x00\x00\x08query")
+    lab.cl(ACK, ISN + 10, OSEQ + 20)
     lab.rec(SYN | ACK, TISN, ISN + 1)
     out = lab.rec(FIN | ACK, T1, ISN + 10)
     assert [view(p)[2] for p in out] == [RST | ACK]
@@ -650,7 +684,8 @@ INF_TIME = float("inf")
 
 def test_fake_handshake_sessions_advertise_an_unscaled_window() -> None:
     lab = Lab()
-    out = lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n")  # window 502
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET / HTTP/1.1\r\n\r\n")  # window 502
+    lab.cl(ACK, ISN + 19, OSEQ + 101)
     out = lab.rec(SYN | ACK, TISN, ISN + 1)
     assert [tcpip.parse(p).window for p in out] == [65535]
     out = lab.rec(ACK | PSH, T1, ISN + 19, 10)
