@@ -1,9 +1,9 @@
-"""Counters for the hot loops, the stats file they are published in, and state-file naming.
+"""The stats file the daemons publish their counters in (`nfreplay.counters`), and state-file
+naming.
 
 Invariants:
-  * Hot loops only do ``counters.name += 1`` on a ``__slots__`` object: no locks, no dicts,
-    no method calls. ``snapshot()`` copies them into a dict and ``StatsFile.write`` publishes it,
-    about once a second, off the hot path.
+  * ``Counters.snapshot()`` copies the counters into a dict and ``StatsFile.write`` publishes
+    it, about once a second, off the hot path.
   * A stats file is replaced atomically (temp file in the same directory + ``os.replace``), so
     a reader sees either the previous or the next complete snapshot, never a torn one.
   * Every state file is named by ``state_paths``: ``<state_dir>/<role>-<instance>.<kind>``.
@@ -16,17 +16,15 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from nfreplay.config import INSTANCE_RE
 
 __all__ = [
     "STATE_ROLES",
     "STATE_SUFFIXES",
-    "Counters",
-    "counters_type",
     "StatsFile",
     "read",
     "StatePaths",
@@ -42,67 +40,6 @@ STATE_ROLES = ("online", "assist", "target")
 
 STATE_SUFFIXES = {"pid": ".pid", "stats": ".stats.json", "journal": ".journal.json"}
 """File-name suffix of each kind of state file."""
-
-
-# --------------------------------------------------------------------------------------------
-# Counters
-
-
-class _Declared(type):
-    """Gives each ``Counters`` class the ``__slots__`` its ``name: int`` annotations declare,
-    so that a counter is written once, typed for mypy, and a misspelt one fails at run time."""
-
-    def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any],
-                **kwargs: Any) -> _Declared:
-        if "__slots__" not in ns:
-            annotations = ns.get("__annotations__", {})
-            ns["__slots__"] = tuple(k for k, v in annotations.items() if v in (int, "int"))
-        return super().__new__(mcs, name, bases, ns, **kwargs)
-
-
-class Counters(metaclass=_Declared):
-    """Plain-int counters on a ``__slots__`` object; subclass it with the names you need::
-
-        class AssistCounters(Counters):
-            queued: int
-            dropped: int
-
-    Every counter starts at 0. ``snapshot()`` returns them in declaration order (base classes
-    first). Or build a class from a tuple of names with ``counters_type``.
-    """
-
-    __slots__ = ()
-    names: ClassVar[tuple[str, ...]] = ()
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        slots = cls.__dict__["__slots__"]
-        own: tuple[str, ...] = (slots,) if isinstance(slots, str) else tuple(slots)
-        for name in own:
-            if not name.isidentifier() or name.startswith("_") or hasattr(Counters, name):
-                raise TypeError(f"{cls.__name__}: bad counter name {name!r}")
-        inherited = cls.names
-        clash = set(own) & set(inherited)
-        if clash or len(set(own)) != len(own):
-            raise TypeError(f"{cls.__name__}: duplicate counter names")
-        cls.names = inherited + own
-
-    def __init__(self) -> None:
-        for name in self.names:
-            setattr(self, name, 0)
-
-    def snapshot(self) -> dict[str, int]:
-        """A copy of every counter, for ``StatsFile.write`` (cheap, but not for per packet)."""
-        return {name: getattr(self, name) for name in self.names}
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={v}" for k, v in self.snapshot().items())
-        return f"{type(self).__name__}({inner})"
-
-
-def counters_type(name: str, names: Iterable[str]) -> type[Counters]:
-    """Build a ``Counters`` subclass called ``name`` with one int counter per name."""
-    return type(name, (Counters,), {"__slots__": tuple(names)})
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from nfreplay.errors import WireError
+from nfreplay.errors import ConfigError, WireError
 from nfreplay.proto import tcpip
 from nfreplay.proto.pcapfile import CaptureFile, Frame, open_capture
 
@@ -18,6 +18,14 @@ from nfreplay.proto.pcapfile import CaptureFile, Frame, open_capture
 # fast replay falls behind.
 BATCH = 2000
 
+
+
+def _open(path: str) -> CaptureFile:
+    """The capture file the operator named; one ConfigError line if it cannot be opened."""
+    try:
+        return open_capture(path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot open capture file: {exc.strerror or exc}") from None
 
 class FileSource:
     """Frames of `path` sent to one of `services`: (service ip or None for any, port)."""
@@ -54,7 +62,7 @@ class FileSource:
         """Matching packets and the capture's span: for progress and the time left. A quick
         first pass (the reader does ~1M frames/s) that also reports a bad file up front."""
         count, first, last = 0, None, 0.0
-        with open_capture(self.path) as f:
+        with _open(self.path) as f:
             for frame in f:
                 if self._wanted(frame.ip):
                     count += 1
@@ -83,7 +91,7 @@ class FileSource:
             self.exhausted = True
             return False
         self.loop += 1
-        self._file = open_capture(self.path)
+        self._file = _open(self.path)
         self._frames = iter(self._file)
         self._start = self.clock()
         self._first = self._prev = -1.0

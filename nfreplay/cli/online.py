@@ -191,9 +191,9 @@ def bpf(cfg, share: tuple[int, int] | None = None) -> str:  # type: ignore[no-un
 
 def selection(cfg, workers: int = 1):  # type: ignore[no-untyped-def]
     """The operator's choice of sessions, from [online] (rate limits split among workers)."""
-    from nfreplay.clientpool import parse_pool
-    from nfreplay.filters import ClientFilter, PayloadPattern
-    from nfreplay.sampling import Sampler
+    from nfreplay.session.clientpool import parse_pool
+    from nfreplay.session.filters import ClientFilter, PayloadPattern
+    from nfreplay.session.sampling import Sampler
     from nfreplay.session.selection import Selection
 
     o = cfg.online

@@ -12,6 +12,7 @@ from typing import Any
 
 from nfreplay import stats
 from nfreplay.cli import common
+from nfreplay.counters import Counters
 from nfreplay.errors import ConfigError
 from nfreplay.rules.model import Plan
 
@@ -22,7 +23,7 @@ RECHECK = 5.0
 route, link and address change already wakes the watcher)."""
 
 
-class TargetCounters(stats.Counters):
+class TargetCounters(Counters):
     """What the resident watcher publishes in its stats file (`nfreplay status`)."""
 
     checks: int  # looks at the routes: one per batch of rtnetlink changes, or per RECHECK

@@ -20,8 +20,8 @@ from nfreplay.adapters.channel import Conn, Listener
 from nfreplay.errors import WireError
 from nfreplay.proto import channel, tcpip
 from nfreplay.proto.tcpip import RST, SYN
-from nfreplay.routing import Router, route_key
-from nfreplay.stats import Counters
+from nfreplay.engine.routing import Router, route_key
+from nfreplay.counters import Counters
 
 log = logging.getLogger("nfreplay.assist")
 

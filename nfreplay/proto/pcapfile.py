@@ -34,7 +34,7 @@ from struct import Struct
 from types import TracebackType
 from typing import IO, Final, NamedTuple
 
-from nfreplay.errors import ConfigError, WireError
+from nfreplay.errors import WireError
 
 __all__ = [
     "LINKTYPE_NULL", "LINKTYPE_ETHERNET", "LINKTYPE_RAW_OPENBSD", "LINKTYPE_RAW_LINUX",
@@ -570,14 +570,11 @@ class CaptureFile:
 def open_capture(path: str | os.PathLike[str]) -> CaptureFile:
     """Open a pcap or pcapng file for reading (see ``CaptureFile``).
 
-    Raises ``ConfigError`` if the file cannot be opened (the operator named it) and
-    ``WireError`` if it is not a capture nfreplay can read.
+    Raises ``OSError`` if the file cannot be opened and ``WireError`` if it is not a
+    capture nfreplay can read.
     """
     name = os.fspath(path)
-    try:
-        stream = open(name, "rb")  # noqa: SIM115 - owned by the CaptureFile
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot open capture file: {exc.strerror or exc}") from None
+    stream = open(name, "rb")  # noqa: SIM115 - owned by the CaptureFile
     try:
         return CaptureFile(stream, name)
     except BaseException:

@@ -20,6 +20,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
+from nfreplay.config import INSTANCE_RE
+
 __all__ = [
     "RTPROT_NFREPLAY",
     "OWNER_PREFIX",
@@ -57,7 +59,7 @@ TARGET_RULE_PRIORITY = 156
 #: The blackhole behind each route via the assistant: any worse metric will do.
 BLACKHOLE_METRIC = 0xFFFFFFFF
 
-_INSTANCE_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
 _ROLE_RE = re.compile(r"[a-z][a-z0-9-]{0,15}")
 _CHAIN_RE = re.compile(r"[A-Za-z0-9_.-]{1,28}")  # XT_EXTENSION_MAXNAMELEN - 1, no spaces
 _SYSCTL_RE = re.compile(r"[A-Za-z0-9_.:/-]+")
@@ -375,7 +377,7 @@ def owner_tag(role: str, instance: str) -> str:
     """`nfreplay:<role>:<instance>`; instance must match [A-Za-z0-9_.-]{1,32}."""
     if not _ROLE_RE.fullmatch(role):
         raise ValueError(f"bad role {role!r}")
-    if not _INSTANCE_RE.fullmatch(instance):
+    if not INSTANCE_RE.fullmatch(instance):
         raise ValueError(f"instance name must match [A-Za-z0-9_.-]{{1,32}}, got {instance!r}")
     return f"{OWNER_PREFIX}{role}:{instance}"
 

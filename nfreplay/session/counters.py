@@ -4,7 +4,7 @@ exists for every reason a session can end (``machine.REASONS``)."""
 
 from __future__ import annotations
 
-from nfreplay.stats import Counters as BaseCounters
+from nfreplay.counters import Counters as BaseCounters
 
 
 class Counters(BaseCounters):

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nfreplay.clientpool import PortAllocator
-from nfreplay.filters import ClientFilter, PayloadPattern, toa
+from nfreplay.session.clientpool import PortAllocator
+from nfreplay.session.filters import ClientFilter, PayloadPattern, toa
 from nfreplay.proto.tcpip import Segment
-from nfreplay.sampling import Sampler
+from nfreplay.session.sampling import Sampler
 
 
 class Selection:

@@ -15,7 +15,7 @@ import time
 from nfreplay.engine.assist import AssistEngine
 from nfreplay.proto import channel, tcpip
 from nfreplay.proto.tcpip import ACK, FIN, PSH, SYN, ip2int
-from nfreplay.routing import route_key
+from nfreplay.engine.routing import route_key
 from nfreplay.session.machine import Params
 from nfreplay.session.table import SessionTable
 

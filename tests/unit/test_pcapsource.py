@@ -28,3 +28,13 @@ def test_a_timestamp_jump_is_capped_by_max_gap_and_counted(tmp_path: Path) -> No
     now[0] = 5.5
     src.dispatch(lambda ip, off: got.append(ip))
     assert len(got) == 3 and src.exhausted
+
+
+def test_a_file_that_cannot_be_opened_is_one_config_error_line() -> None:
+    import pytest
+
+    from nfreplay.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^/nonexistent/nope.pcap: cannot open capture "
+                                          r"file: No such file or directory$"):
+        FileSource("/nonexistent/nope.pcap", [(None, 80)], clock=lambda: 0.0).start_loop()

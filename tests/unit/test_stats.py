@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from nfreplay import stats
-from nfreplay.stats import Counters, StatePaths, StatsFile
+from nfreplay.counters import Counters, counters_type
+from nfreplay.stats import StatePaths, StatsFile
 
 
 def spawn(*argv: str) -> subprocess.Popen[bytes]:
@@ -103,11 +104,11 @@ def test_counters_declared_as_annotations_get_slots() -> None:
 @pytest.mark.parametrize("names", [("ok", "ok"), ("_private",), ("snapshot",), ("names",), ("not-ident",)])
 def test_bad_counter_names(names: tuple[str, ...]) -> None:
     with pytest.raises(TypeError):
-        stats.counters_type("Bad", names)
+        counters_type("Bad", names)
 
 
 def test_counters_type_from_names() -> None:
-    Assist = stats.counters_type("AssistCounters", ("queued", "dropped"))
+    Assist = counters_type("AssistCounters", ("queued", "dropped"))
     a = Assist()
     a.dropped += 5  # type: ignore[attr-defined]
     assert Assist.__name__ == "AssistCounters"
@@ -191,7 +192,7 @@ def test_counter_order_survives_the_file(tmp_path: pathlib.Path) -> None:
 def test_write_replaces_and_leaves_no_temp_files(tmp_path: pathlib.Path) -> None:
     path = str(tmp_path / "assist-x.stats.json")
     sf = StatsFile(path)
-    c = stats.counters_type("C", ("queued",))()
+    c = counters_type("C", ("queued",))()
     for i in range(5):
         c.queued = i  # type: ignore[attr-defined]
         sf.write(c.snapshot())

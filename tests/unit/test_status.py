@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from nfreplay import stats, status
+from nfreplay.counters import counters_type
 from nfreplay.errors import HostError
 from nfreplay.status import QueueInfo
 
@@ -320,7 +321,7 @@ def test_render_json_round_trips(state: dict[str, object]) -> None:
 
 def test_render_json_with_real_stats_file(tmp_path: pathlib.Path) -> None:
     paths = stats.state_paths(str(tmp_path), "assist", "default")
-    counters = stats.counters_type("A", ("queued", "dropped"))()
+    counters = counters_type("A", ("queued", "dropped"))()
     counters.queued = 5  # type: ignore[attr-defined]
     stats.StatsFile(paths.stats).write(counters.snapshot(), {"queues": [0, 1]})
     data = status.collect(str(tmp_path), nfqueue_path=os.devnull)

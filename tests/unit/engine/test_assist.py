@@ -4,7 +4,7 @@ the announcing connection in combined frames, early SYN-ACKs are parked, junk is
 from nfreplay.engine.assist import AssistEngine
 from nfreplay.proto import channel, tcpip
 from nfreplay.proto.tcpip import ACK, PSH, SYN, ip2int
-from nfreplay.routing import route_key
+from nfreplay.engine.routing import route_key
 
 CLIENT, TARGET = ip2int("198.18.1.10"), ip2int("198.18.0.3")
 

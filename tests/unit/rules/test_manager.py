@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nfreplay.errors import RulesError
-from nfreplay.rules.fakes import FakeRouteBackend, FakeRuleBackend, FakeSysctlBackend
+from tests.unit.rules.fakes import FakeRouteBackend, FakeRuleBackend, FakeSysctlBackend
 from nfreplay.rules.journal import Journal, PolicyEntry, RouteEntry, RuleEntry, SysctlEntry
 from nfreplay.rules.manager import RuleManager
 from nfreplay.rules.model import TARGET_TABLE, Plan, Route, Rule, assist_plan, target_plan
@@ -302,7 +302,7 @@ def test_plan_of_another_owner_is_a_programming_error(host: Host) -> None:
 
 
 def test_table_created_by_up_is_dropped_by_down_and_an_existing_one_kept(tmp_path) -> None:
-    from nfreplay.rules.fakes import FakeRouteBackend, FakeRuleBackend, FakeSysctlBackend
+    from tests.unit.rules.fakes import FakeRouteBackend, FakeRuleBackend, FakeSysctlBackend
     from nfreplay.rules.journal import Journal
     from nfreplay.rules.manager import RuleManager
     from nfreplay.rules.model import Rule, assist_plan

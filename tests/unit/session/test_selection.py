@@ -3,8 +3,8 @@ the new-session rate, several service ports, client pools and copies."""
 
 from __future__ import annotations
 
-from nfreplay.clientpool import parse_pool
-from nfreplay.filters import ClientFilter
+from nfreplay.session.clientpool import parse_pool
+from nfreplay.session.filters import ClientFilter
 from nfreplay.proto import channel, checksum, tcpip
 from nfreplay.proto.tcpip import ACK, PSH, SYN, ip2int
 from nfreplay.session.machine import Announce, Counters, Params
@@ -113,7 +113,7 @@ def test_exhausted_pool_is_counted() -> None:
 
 
 def test_first_request_pattern_holds_the_syn_until_the_request_is_judged() -> None:
-    from nfreplay.filters import PayloadPattern
+    from nfreplay.session.filters import PayloadPattern
 
     t = table(payload=PayloadPattern(rb"^GET /api/"))
     assert send(t, SYN, 100) == []  # held: nothing announced, nothing sent

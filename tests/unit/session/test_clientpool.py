@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from nfreplay.clientpool import MAX_POOL, ClientMap, PortAllocator, parse_pool
+from nfreplay.session.clientpool import MAX_POOL, ClientMap, PortAllocator, parse_pool
 from nfreplay.errors import ConfigError
 from nfreplay.proto.tcpip import int2ip, ip2int
 

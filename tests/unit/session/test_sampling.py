@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from nfreplay.sampling import BUCKETS, DEFAULT_SEED, Sampler
+from nfreplay.session.sampling import BUCKETS, DEFAULT_SEED, Sampler
 
 # chi2.ppf(0.999, 99): the statistic that 100 equally likely buckets exceed with p = 0.001
 # (tables give 148.230; the Wilson-Hilferty approximation, checked below, 148.3).

@@ -10,7 +10,7 @@ import pytest
 from scapy.layers.inet import IP, TCP
 
 from nfreplay.errors import ConfigError
-from nfreplay.filters import DEFAULT_SCAN_LIMIT, ClientFilter, PayloadPattern, toa
+from nfreplay.session.filters import DEFAULT_SCAN_LIMIT, ClientFilter, PayloadPattern, toa
 from nfreplay.proto.tcpip import ip2int, parse
 
 # --- ClientFilter ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The assist side's router: exact keys, parking of early SYN-ACK/RST, closed connections,
 ageing by generations."""
 
-from nfreplay.routing import Router, route_key
+from nfreplay.engine.routing import Router, route_key
 
 
 def test_exact_keys_never_collide() -> None:
