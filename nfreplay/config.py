@@ -1,8 +1,10 @@
 """Configuration: one TOML file (plus command-line overrides) into frozen dataclasses.
 
 Invariants:
-  * The dataclasses below are the only source of defaults; ``_SCHEMA`` is the only source of
-    parsing and validation. An import-time check keeps the two in step (every dataclass field
+  * The dataclasses below are the only source of defaults (those of the session machine's
+    and the assist loop's settings are read from their ``Params`` and ``Limits``, and the
+    commands' ``--help`` reads them here); ``_SCHEMA`` is the only source of parsing and
+    validation. An import-time check keeps the two in step (every dataclass field
     is filled by exactly one schema key, and every default parses to itself).
   * Every operator-facing error is a ``ConfigError`` whose one-line message starts with the
     dotted key it is about (``online.target.port: must be 1-65535, got 70000``); only file
@@ -24,7 +26,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nfreplay.engine.assist import Limits
 from nfreplay.errors import ConfigError
+from nfreplay.session.machine import Params
+
+# The defaults of the settings the session machine and the assist loop take are theirs:
+# written once, there.
+_SESSION = Params(target_ip=0, target_port=0)
+_LIMITS = Limits()
 
 __all__ = [
     "DEFAULT_PATH",
@@ -92,16 +101,16 @@ class Online:
     interface: str = "any"
     connections: int = 2
     mtu: int = 1500
-    fake_mss: int = 1460
-    session_timeout: float = 120.0
-    response_timeout: float = 3.0
+    fake_mss: int = _SESSION.fake_mss
+    session_timeout: float = _SESSION.session_timeout
+    response_timeout: float = _SESSION.response_timeout
     reconnect_interval: float = 2.0
     snaplen: int = 65535
-    keepalive_timeout: float = 600.0
-    no_wait: bool = False
-    syn_only: bool = False
-    max_sessions: int = 200_000
-    max_buffered_bytes: int = 256 << 20
+    keepalive_timeout: float = _SESSION.keepalive_timeout
+    no_wait: bool = _SESSION.no_wait
+    syn_only: bool = _SESSION.syn_only
+    max_sessions: int = _SESSION.max_sessions
+    max_buffered_bytes: int = _SESSION.max_buffered_bytes
     max_new_per_second: int = 0  # 0: no limit
     shed_lag: float = 500.0  # ms the capture may lag before new sessions are refused; 0: never
     workers: int = 1  # capture+replay processes; 0 = "auto", one per core
@@ -134,12 +143,12 @@ class Assist:
     passlist: tuple[str, ...] = ()
     fix_ip_forward: bool = False
     online: tuple[str, ...] = ()  # networks of the online hosts allowed on the control channel
-    max_connections: int = 64
-    max_connections_per_peer: int = 16
-    max_routes: int = 1_000_000
-    max_routes_per_connection: int = 262_144
-    max_parked: int = 65_536
-    max_backlog_bytes: int = 8 << 20
+    max_connections: int = _LIMITS.connections
+    max_connections_per_peer: int = _LIMITS.connections_per_peer
+    max_routes: int = _LIMITS.routes
+    max_routes_per_connection: int = _LIMITS.routes_per_connection
+    max_parked: int = _LIMITS.parked
+    max_backlog_bytes: int = _LIMITS.backlog
 
 
 @dataclass(frozen=True)

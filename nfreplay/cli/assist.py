@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from nfreplay import stats
 from nfreplay.cli import common
 from nfreplay.cli.status import role_status
+from nfreplay.config import Assist as D
 from nfreplay.errors import ConfigError
 
 log = logging.getLogger("nfreplay.assist")
@@ -64,20 +65,22 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--online", metavar="CIDR[,CIDR]",
                    help="the nfreplay-online (or tcpcopy) hosts allowed on the control channel; "
                         "others are refused and counted (default: loopback only)")
-    g.add_argument("--max-connections", metavar="N", help="control connections at most (default 64)")
+    g.add_argument("--max-connections", metavar="N", help=f"control connections at most (default {D.max_connections})")
     g.add_argument("--max-connections-per-peer", metavar="N",
-                   help="control connections per online host at most (default 16)")
+                   help="control connections per online host at most "
+                        f"(default {D.max_connections_per_peer})")
     g.add_argument("--max-routes", metavar="N",
-                   help="announced sessions held at most (default 1000000)")
+                   help=f"announced sessions held at most (default {D.max_routes})")
     g.add_argument("--max-routes-per-connection", metavar="N",
-                   help="announced sessions per control connection at most (default 262144)")
+                   help="announced sessions per control connection at most "
+                        f"(default {D.max_routes_per_connection})")
     g.add_argument("--max-parked", metavar="N",
                    help="replies held for sessions not announced yet (a SYN-ACK can beat its "
-                        "announcement), at most (default 65536)")
+                        f"announcement), at most (default {D.max_parked})")
     g.add_argument("--max-backlog-bytes", metavar="N",
                    help="bytes queued for a control connection that does not read; past it "
-                        "the connection is closed (default 8388608)")
-    g.add_argument("--queue", metavar="N", help="NFQUEUE number (default 0)")
+                        f"the connection is closed (default {D.max_backlog_bytes})")
+    g.add_argument("--queue", metavar="N", help=f"NFQUEUE number (default {D.queue})")
     g.add_argument("--passlist", metavar="IP[,IP]", help="client addresses whose replies pass untouched")
     g.add_argument("--fix-ip-forward", action="store_const", const=True, default=None,
                    help="set net.ipv4.ip_forward=0 if needed (restored by down) instead of refusing")

@@ -13,6 +13,7 @@ from nfreplay import stats
 from nfreplay.cli import common
 from nfreplay.cli.status import role_status
 from nfreplay.cli import workers as workers_mod
+from nfreplay.config import Online as D
 from nfreplay.errors import ConfigError
 from nfreplay.proto.tcpip import ip2int
 
@@ -90,24 +91,27 @@ def parser() -> argparse.ArgumentParser:
                    help="more service ports to copy, each to its own target")
     g.add_argument("--assistant", "-s", metavar="IP[:PORT][,...]",
                    help="nfreplay-assist (or intercept) address(es), port 36524 by default")
-    g.add_argument("--interface", metavar="IFACE", help="capture interface (default any)")
-    g.add_argument("--connections", "-C", metavar="N", help="control connections per assistant (1-11, default 2)")
+    g.add_argument("--interface", metavar="IFACE", help=f"capture interface (default {D.interface})")
+    g.add_argument("--connections", "-C", metavar="N", help=f"control connections per assistant (1-11, default {D.connections})")
     g.add_argument("--mtu", "-M", metavar="BYTES",
-                   help="larger captured segments (GRO/TSO) are split to this size (default 1500)")
+                   help="larger captured segments (GRO/TSO) are split to this size "
+                        f"(default {D.mtu})")
     g = p.add_argument_group("how sessions are replayed")
     g.add_argument("--session-timeout", "-t", metavar="SECONDS",
-                   help="end a session after this long without a reply (default 120)")
+                   help=f"end a session after this long without a reply (default {D.session_timeout:g})")
     g.add_argument("--response-timeout", metavar="SECONDS",
-                   help="longest a request waits for the previous response (default 3)")
+                   help="longest a request waits for the previous response "
+                        f"(default {D.response_timeout:g})")
     g.add_argument("--keepalive-timeout", "-k", metavar="SECONDS",
-                   help="keep an idle session that did send requests this long (default 600)")
+                   help="keep an idle session that did send requests this long "
+                        f"(default {D.keepalive_timeout:g})")
     g.add_argument("--no-wait", "-W", action="store_const", const=True, default=None,
                    help="send requests without waiting for the previous response")
     g.add_argument("--syn-only", "-O", action="store_const", const=True, default=None,
                    help="replay only sessions whose SYN is captured (no mid-stream joins)")
-    g.add_argument("--fake-mss", "-D", metavar="BYTES", help="MSS of faked handshakes (default 1460)")
+    g.add_argument("--fake-mss", "-D", metavar="BYTES", help=f"MSS of faked handshakes (default {D.fake_mss})")
     g = p.add_argument_group("which sessions, as whom")
-    g.add_argument("--percent", "-r", metavar="P", help="replay P %% of sessions, sticky per client ip:port")
+    g.add_argument("--percent", "-r", metavar="P", help=f"replay P %% of sessions, sticky per client ip:port (default {D.percent:g})")
     g.add_argument("--ramp", action="store_const", const=True, default=None,
                    help="reach --percent gradually, 1 point per second")
     g.add_argument("--allow", metavar="CIDR[,CIDR]", help="replay only these client networks")
@@ -117,27 +121,28 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--client-pool", "-c", metavar="SPEC[,SPEC]",
                    help="addresses the target sees instead of the clients' (IPs, a-b ranges, CIDRs)")
     g.add_argument("--copies", "-n", metavar="N",
-                   help="replay each session N times, each copy from its own client ip:port")
-    g.add_argument("--max-sessions", metavar="N", help="sessions in memory at most (default 200000)")
+                   help="replay each session N times, each copy from its own client ip:port "
+                        f"(default {D.copies})")
+    g.add_argument("--max-sessions", metavar="N", help=f"sessions in memory at most (default {D.max_sessions})")
     g.add_argument("--max-buffered-bytes", metavar="N",
                    help="client bytes all sessions together may hold unsent; while they do, "
-                        "new sessions are refused (sessions_rejected_memory; default 268435456)")
-    g.add_argument("--max-new-per-second", metavar="N", help="new sessions per second at most")
+                        f"new sessions are refused (sessions_rejected_memory; default {D.max_buffered_bytes})")
+    g.add_argument("--max-new-per-second", metavar="N", help="new sessions per second at most (default 0: no limit)")
     g.add_argument("--workers", metavar="N|auto",
                    help="N capture+replay processes, each replaying its share of the client "
                         "ports (split by the kernel's capture filter); auto = one per core "
-                        "(default 1)")
+                        f"(default {D.workers})")
     g.add_argument("--shed-lag", metavar="MS",
                    help="when the capture runs more than MS behind the wire, refuse new sessions "
                         "(counted as sessions_shed) so that admitted ones complete; 0 = never "
-                        "(default 500)")
+                        f"(default {D.shed_lag:g})")
     g = p.add_argument_group("offline replay")
     g.add_argument("--pcap", "-i", metavar="FILE", help="replay this pcap/pcapng file")
-    g.add_argument("--speed", "-a", metavar="X", help="replay X times faster (0.01-1000, default 1)")
+    g.add_argument("--speed", "-a", metavar="X", help=f"replay X times faster (0.01-1000, default {D.speed:g})")
     g.add_argument("--max-gap", metavar="MS",
                    help="compress idle gaps longer than MS milliseconds to MS (a corrupt "
-                        "timestamp too); 0 = keep every gap (default 5000)")
-    g.add_argument("--loop", "-T", dest="loops", metavar="N", help="play the file N times")
+                        f"timestamp too); 0 = keep every gap (default {D.max_gap:g})")
+    g.add_argument("--loop", "-T", dest="loops", metavar="N", help=f"play the file N times (default {D.loops})")
     p.add_argument("--daemon", action="store_true", help="detach after start-up")
     common.add_common(p)
     return p
