@@ -19,6 +19,7 @@ COMPILED = [
     "nfreplay/proto/checksum.py",
     "nfreplay/proto/tcpip.py",
     "nfreplay/proto/channel.py",
+    "nfreplay/proto/link.py",
     "nfreplay/session/machine.py",
     "nfreplay/session/table.py",
 ]

@@ -1,7 +1,7 @@
 """libpcap capture through pcapy-ng (its wheel bundles libpcap; measured fastest here).
 
 The adapter hands raw IPv4 packets (link header stripped) to a callback, in batches per
-wake-up. Link types: Ethernet (with 802.1Q/802.1ad tags), Linux cooked v1 ("any"), raw IP.
+wake-up. Link types: those capture files have (`nfreplay.proto.link`, the same decoder).
 """
 
 from __future__ import annotations
@@ -9,18 +9,9 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from struct import Struct
-
 from nfreplay.errors import HostError
+from nfreplay.proto.link import SUPPORTED_LINKTYPES, stripper
 
-DLT_EN10MB = 1
-DLT_RAW = 12  # OpenBSD value; libpcap maps LINKTYPE_RAW to it on Linux as 12 or 14
-DLT_RAW_ALT = 14
-DLT_LINUX_SLL = 113
-LINKTYPE_RAW = 101
-_ETH_IP = 0x0800
-_VLAN_TYPES = (0x8100, 0x88A8)
-_U16 = Struct("!H")
 # pcap_activate() results (pcap/pcap.h); pcapy-ng returns them instead of raising.
 _ACTIVATE_ERRORS = {
     -5: "no such device",
@@ -28,24 +19,6 @@ _ACTIVATE_ERRORS = {
     -9: "the interface is down",
     -10: "cannot capture on this kind of device",
 }
-
-
-def link_offset(dlt: int) -> Callable[[bytes], int]:
-    """A function giving the offset of the IPv4 header in a frame, or -1 if not IPv4."""
-    if dlt == DLT_EN10MB:
-        def eth(frame: bytes) -> int:
-            off = 12
-            etype = _U16.unpack_from(frame, off)[0]
-            while etype in _VLAN_TYPES:
-                off += 4
-                etype = _U16.unpack_from(frame, off)[0]
-            return off + 2 if etype == _ETH_IP else -1
-        return eth
-    if dlt == DLT_LINUX_SLL:
-        return lambda frame: 16 if _U16.unpack_from(frame, 14)[0] == _ETH_IP else -1
-    if dlt in (DLT_RAW, DLT_RAW_ALT, LINKTYPE_RAW):
-        return lambda frame: 0 if frame[0] >> 4 == 4 else -1
-    raise HostError(f"capture: unsupported link type {dlt}")
 
 
 class Capture:
@@ -84,9 +57,15 @@ class Capture:
             p.setdirection(pcapy.PCAP_D_IN)
         except pcapy.PcapError as exc:
             raise HostError(f"capture on {interface!r}: {exc}") from None
+        dlt = p.datalink()
+        strip = stripper(dlt)
+        if strip is None:
+            p.close()
+            raise HostError(f"capture on {interface!r}: unsupported link type {dlt} "
+                            f"(nfreplay reads {', '.join(sorted(set(SUPPORTED_LINKTYPES.values())))})")
         self._p = p
         self.interface = interface
-        self.offset = link_offset(p.datalink())
+        self.strip = strip
 
     def fileno(self) -> int:
         return int(self._p.getfd())
@@ -97,7 +76,7 @@ class Capture:
         blocks that is), as (frame, ip_offset); returns the count. Before the first packet,
         `on_lag` learns how many seconds ago it was captured (how far the reader runs behind
         the wire)."""
-        offset = self.offset
+        strip = self.strip
         first = [on_lag is not None]
 
         def cb(hdr: object, frame: bytes) -> None:
@@ -105,7 +84,7 @@ class Capture:
                 first[0] = False
                 sec, usec = hdr.getts()  # type: ignore[attr-defined]
                 on_lag(time.time() - (sec + usec * 1e-6))  # type: ignore[misc]
-            off = offset(frame)
+            off = strip(frame, 0, len(frame))
             if off >= 0:
                 callback(frame, off)
 

@@ -29,12 +29,27 @@ Hot-path notes: about 10^6 records/s in pure Python. Records are parsed with bou
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from struct import Struct
 from types import TracebackType
 from typing import IO, Final, NamedTuple
 
 from nfreplay.errors import WireError
+from nfreplay.proto.link import (
+    FIXED_TYPE_FIELD,
+    NOT_IPV4,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_NULL,
+    LINKTYPE_RAW,
+    LINKTYPE_RAW_LINUX,
+    LINKTYPE_RAW_OPENBSD,
+    SUPPORTED_LINKTYPES,
+    Strip,
+    stripper,
+)
 
 __all__ = [
     "LINKTYPE_NULL", "LINKTYPE_ETHERNET", "LINKTYPE_RAW_OPENBSD", "LINKTYPE_RAW_LINUX",
@@ -42,26 +57,6 @@ __all__ = [
     "SUPPORTED_LINKTYPES", "MAX_CAPLEN", "CHUNK", "ERROR_KINDS",
     "Frame", "CaptureFile", "open_capture", "PcapWriter",
 ]  # fmt: skip
-
-LINKTYPE_NULL = 0  # BSD loopback: 4-byte address family in the capturing host's byte order
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW_OPENBSD = 12  # DLT_RAW as OpenBSD (and libpcap on some systems) numbers it
-LINKTYPE_RAW_LINUX = 14  # DLT_RAW as BSD/OS and some Linux builds number it
-LINKTYPE_RAW = 101  # raw IPv4 or IPv6, the version nibble tells
-LINKTYPE_LINUX_SLL = 113  # Linux cooked v1 ("any" device), 16-byte header
-LINKTYPE_IPV4 = 228  # raw IPv4 only
-LINKTYPE_LINUX_SLL2 = 276  # Linux cooked v2, 20-byte header
-
-SUPPORTED_LINKTYPES: Final[dict[int, str]] = {
-    LINKTYPE_NULL: "null/loopback",
-    LINKTYPE_ETHERNET: "ethernet",
-    LINKTYPE_RAW_OPENBSD: "raw",
-    LINKTYPE_RAW_LINUX: "raw",
-    LINKTYPE_RAW: "raw",
-    LINKTYPE_LINUX_SLL: "linux-sll",
-    LINKTYPE_IPV4: "ipv4",
-    LINKTYPE_LINUX_SLL2: "linux-sll2",
-}
 
 # libpcap's MAXIMUM_SNAPLEN. A larger record length means a corrupt (or not a) capture.
 MAX_CAPLEN = 262144
@@ -82,9 +77,6 @@ ERROR_KINDS: Final = (
 )
 _SKIP_KINDS: Final = ("non_ipv4", "unsupported_linktype", "obsolete_packet_block")
 
-_ETH_IPV4 = 0x0800
-_AF_INET = 2  # the same on every system that writes LINKTYPE_NULL captures
-
 _PCAP_MAGIC: Final[dict[bytes, tuple[str, bool]]] = {
     # first four bytes -> (struct byte order, nanosecond timestamps)
     b"\xd4\xc3\xb2\xa1": ("<", False),
@@ -101,12 +93,6 @@ _EPB = 6
 _BOM = 0x1A2B3C4D
 _OPT_IF_TSRESOL = 9
 _OPT_IF_TSOFFSET = 14
-
-# ip offset finder: (chunk, start of frame, end of frame) -> offset of the IPv4 header in the
-# chunk, _NOT_IPV4 for another protocol, _SHORT if the frame cannot hold its link header.
-_NOT_IPV4 = -1
-_SHORT = -2
-_Strip = Callable[[bytes, int, int], int]
 
 
 class Frame(NamedTuple):
@@ -129,73 +115,6 @@ class Frame(NamedTuple):
 
 
 _new_frame = tuple.__new__
-
-
-# --- link layers ---------------------------------------------------------------------------
-
-
-def _strip_ethernet(buf: bytes, start: int, end: int) -> int:
-    p = start + 12
-    if p + 2 > end:
-        return _SHORT
-    etype = buf[p] << 8 | buf[p + 1]
-    # 802.1Q, 802.1ad and the pre-standard QinQ type; stacks of any depth.
-    while etype == 0x8100 or etype == 0x88A8 or etype == 0x9100:
-        p += 4
-        if p + 2 > end:
-            return _SHORT
-        etype = buf[p] << 8 | buf[p + 1]
-    return p + 2 if etype == _ETH_IPV4 else _NOT_IPV4
-
-
-def _strip_sll(buf: bytes, start: int, end: int) -> int:
-    if start + 16 > end:
-        return _SHORT
-    return start + 16 if (buf[start + 14] << 8 | buf[start + 15]) == _ETH_IPV4 else _NOT_IPV4
-
-
-def _strip_sll2(buf: bytes, start: int, end: int) -> int:
-    if start + 20 > end:
-        return _SHORT
-    return start + 20 if (buf[start] << 8 | buf[start + 1]) == _ETH_IPV4 else _NOT_IPV4
-
-
-def _strip_raw(buf: bytes, start: int, end: int) -> int:
-    if start >= end:
-        return _SHORT
-    return start if buf[start] >> 4 == 4 else _NOT_IPV4
-
-
-def _strip_null(buf: bytes, start: int, end: int) -> int:
-    if start + 4 > end:
-        return _SHORT
-    # The family is in the byte order of the host that captured, which the file does not say;
-    # AF_INET is 2 everywhere, so either order of 2 is IPv4.
-    b0, b1, b2, b3 = buf[start], buf[start + 1], buf[start + 2], buf[start + 3]
-    if (b0 == _AF_INET and not (b1 | b2 | b3)) or (b3 == _AF_INET and not (b0 | b1 | b2)):
-        return start + 4
-    return _NOT_IPV4
-
-
-_STRIPPERS: Final[dict[int, _Strip]] = {
-    LINKTYPE_NULL: _strip_null,
-    LINKTYPE_ETHERNET: _strip_ethernet,
-    LINKTYPE_RAW_OPENBSD: _strip_raw,
-    LINKTYPE_RAW_LINUX: _strip_raw,
-    LINKTYPE_RAW: _strip_raw,
-    LINKTYPE_LINUX_SLL: _strip_sll,
-    LINKTYPE_IPV4: _strip_raw,
-    LINKTYPE_LINUX_SLL2: _strip_sll2,
-}
-
-
-# Link types whose IPv4 frames have a fixed-length header: (offset of the 16-bit type field that
-# holds 0x0800, header length). Everything else goes through its strip function.
-_FIXED_TYPE_FIELD: Final[dict[int, tuple[int, int]]] = {
-    LINKTYPE_ETHERNET: (12, 14),
-    LINKTYPE_LINUX_SLL: (14, 16),
-    LINKTYPE_LINUX_SLL2: (0, 20),
-}
 
 
 def _supported() -> str:
@@ -275,13 +194,14 @@ class CaptureFile:
         # The upper 16 bits carry FCS information (pcap spec, LinkType field); the frames are
         # cut to the IPv4 tot_len, so a trailing FCS needs no handling.
         linktype = network & 0xFFFF
-        if linktype not in _STRIPPERS:
+        strip = stripper(linktype)
+        if strip is None:
             raise WireError(
                 f"{self.name}: link type {linktype} is not supported (supported: {_supported()})"
             )
         self.linktype = linktype
         self.snaplen = snaplen
-        self._strip = _STRIPPERS[linktype]
+        self._strip = strip
         self._leftover = head[24:]
         self._rec_order = order
 
@@ -319,7 +239,7 @@ class CaptureFile:
         strip = self._strip
         # Fast path for the usual frame (untagged Ethernet, cooked IPv4): the type field says
         # IPv4 and the header length is fixed. It saves the call to strip (~13 % measured).
-        tpos, hlen = _FIXED_TYPE_FIELD.get(self.linktype or 0, (0, MAX_CAPLEN + 1))
+        tpos, hlen = FIXED_TYPE_FIELD.get(self.linktype or 0, (0, MAX_CAPLEN + 1))
         divisor = 1e9 if self.nanoseconds else 1e6
         # libpcap reads a record with caplen > snaplen (cut to the snaplen); nfreplay stops
         # instead: pcap has no resync marker, and a record longer than the file says records
@@ -363,7 +283,7 @@ class CaptureFile:
             else:
                 ip = strip(buf, start, end)
             if ip < 0:
-                if ip == _NOT_IPV4:
+                if ip == NOT_IPV4:
                     skipped["non_ipv4"] += 1
                 else:
                     errors["bad_frame"] += 1
@@ -391,7 +311,7 @@ class CaptureFile:
         block_hdr = Struct(order + "II").unpack_from
         epb = Struct(order + "IIIII").unpack_from
         # Per interface of the current section: (strip or None, divisor, offset, snaplen).
-        ifaces: list[tuple[_Strip | None, float, float, int]] = []
+        ifaces: list[tuple[Strip | None, float, float, int]] = []
         last_ts = 0.0
         while True:
             have = len(buf)
@@ -473,7 +393,7 @@ class CaptureFile:
                 if not ifaces and self.linktype is None:
                     self.linktype = linktype
                     self.snaplen = snap
-                ifaces.append((_STRIPPERS.get(linktype), divisor, offset, snap))
+                ifaces.append((stripper(linktype), divisor, offset, snap))
                 continue
             elif btype == _SHB:
                 ifaces = []  # interface ids are per section
@@ -491,7 +411,7 @@ class CaptureFile:
             frame_end = data + caplen
             ip = strip(buf, data, frame_end)
             if ip < 0:
-                if ip == _NOT_IPV4:
+                if ip == NOT_IPV4:
                     skipped["non_ipv4"] += 1
                 else:
                     errors["bad_frame"] += 1
