@@ -25,7 +25,8 @@ from nfreplay.proto.checksum import fill_checksums
 
 __all__ = [
     "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "IPPROTO_TCP",
-    "OPT_EOL", "OPT_NOP", "OPT_MSS", "OPT_WSCALE", "OPT_SACK_PERM", "OPT_TS", "OPT_TOA",
+    "OPT_EOL", "OPT_NOP", "OPT_MSS", "OPT_WSCALE", "OPT_SACK_PERM", "OPT_SACK", "OPT_TS",
+    "OPT_TOA", "nop_option",
     "ip2int", "int2ip", "Segment", "parse", "complete", "options", "find_option_offset",
     "syn_options", "timestamps", "build", "rewrite", "set_tsval", "set_tsecr", "trim_front",
 ]  # fmt: skip
@@ -48,6 +49,7 @@ OPT_NOP = 1
 OPT_MSS = 2
 OPT_WSCALE = 3
 OPT_SACK_PERM = 4
+OPT_SACK = 5
 OPT_TS = 8
 # Alibaba's TCP Option Address (client address carried by LVS FULLNAT), kind 254.
 OPT_TOA = 254
@@ -523,6 +525,22 @@ def _set_ts_field(pkt: bytearray, field: int, value: int, ts_off: int, off: int)
     # (checksum.odd_delta).
     if (ts_off - tcp) & 1:
         delta <<= 8
+    c = tcp + 16
+    _pack_u16(pkt, c, ((pkt[c] << 8 | pkt[c + 1]) - delta) % 0xFFFF)
+
+
+def nop_option(pkt: bytearray, opt_off: int, off: int = 0) -> None:
+    """Overwrite the TCP option whose kind byte is at ``opt_off`` (as returned by
+    ``find_option_offset``) with NOPs, updating the TCP checksum incrementally: the packet
+    keeps its length and every other option its place. ``off`` is where the IPv4 header
+    starts."""
+    tcp = off + ((pkt[off] & 0x0F) << 2)
+    delta = 0
+    for i in range(opt_off, opt_off + pkt[opt_off + 1]):
+        # A byte at an even offset from the TCP header is the high half of its checksum word.
+        d = OPT_NOP - pkt[i]
+        delta += d << 8 if not (i - tcp) & 1 else d
+        pkt[i] = OPT_NOP
     c = tcp + 16
     _pack_u16(pkt, c, ((pkt[c] << 8 | pkt[c + 1]) - delta) % 0xFFFF)
 

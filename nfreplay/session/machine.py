@@ -508,6 +508,13 @@ class Session:
         if not item.sent:
             item.sent = True
             self._retarget(pkt, seg, self.rcv_nxt)
+            # SACK blocks speak of the online server's bytes: in the target's space they would
+            # claim data it never sent. Out (NOPs); more options than timestamps = maybe one.
+            if seg.doff > 32 or (seg.doff > 20 and not self.ts_ok):
+                sack = tcpip.find_option_offset(pkt, seg.off + seg.ihl, seg.doff, tcpip.OPT_SACK)
+                if sack >= 0:
+                    tcpip.nop_option(pkt, sack, seg.off)
+                    self.c.sack_stripped += 1
         else:  # a retransmission: only the ACK can have moved
             tcpip.rewrite(pkt, 0, seg, ack=self.rcv_nxt)
             seg.ack = self.rcv_nxt

@@ -762,3 +762,19 @@ def test_a_session_is_quiescent_once_it_has_nothing_to_send_or_await() -> None:
     lab.rec(ACK | PSH, T1, ISN + 19, 300)
     assert not s.quiescent(lab.now)  # the response may go on
     assert s.quiescent(lab.now + 0.2) and lab.t.quiescent(lab.now + 0.2)  # quiet: complete
+
+
+def test_client_sack_blocks_are_taken_out_before_replay() -> None:
+    """A client's SACK blocks acknowledge the online server's bytes: in the target's sequence
+    space they would be nonsense, so they leave as NOPs (the packet keeps its length)."""
+    sack = b"\x01\x01\x05\x0a" + (OSEQ + 500).to_bytes(4, "big") + (OSEQ + 900).to_bytes(4, "big")
+    for opts, sa_opts in ((b"", b""), (ts_opt(70, 0), ts_opt(9000, 70))):
+        lab = Lab()
+        lab.established(opts=opts, sa_opts=sa_opts)
+        data_opts = (ts_opt(71, 0) if opts else b"") + sack
+        out = lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"x" * 10, opts=data_opts)
+        assert [view(p)[2:6] for p in out] == [(ACK | PSH, ISN + 1, T1, 10)]  # checksum checked
+        kinds = [k for k, _ in tcpip.options(tcpip.parse(out[0]))]
+        assert tcpip.OPT_SACK not in kinds and len(out[0]) == 20 + 20 + len(data_opts) + 10
+        assert (tcpip.OPT_TS in kinds) == bool(opts)
+        assert lab.c.sack_stripped == 1
