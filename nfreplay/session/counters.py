@@ -35,6 +35,7 @@ class Counters(BaseCounters):
     sessions_skipped_no_channel: int
     sessions_midstream: int
     reconnects: int
+    resends_withheld: int  # sent, unacknowledged data not resent after a target reset/close
     fast_retransmits: int
     window_probes: int
     greetings: int

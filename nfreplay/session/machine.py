@@ -25,8 +25,9 @@ Invariants (all sequence numbers are mod 2**32):
   server-first greeting is a response to no request: the client's first data waits for it.
 - Sessions whose SYN was not captured (mid-stream) get a faked handshake: SYN at
   first-data-seq − 1 with only an MSS option, our own third ACK, window forced to 65535 (no
-  scaling was negotiated). A target RST (or FIN) with client data still to send makes the
-  session reconnect the same way on the same client port.
+  scaling was negotiated). A target RST (or FIN) with client data never sent makes the
+  session reconnect the same way on the same client port; data sent before and never seen
+  acknowledged is not sent again (the target may have processed it).
 - `wake` is the earliest time `timer()` must be called; `done` is final.
 """
 
@@ -453,18 +454,17 @@ class Session:
         self._rewake()
 
     def _reconnect(self, now: float, out: Out) -> None:
-        """The target's side is gone but client data remains: reset whatever the target
-        still holds, then a faked handshake on the same client port, and replay from the
-        first byte the target did not acknowledge."""
+        """The target's side is gone but client data it never saw remains: reset whatever
+        the target still holds, then a faked handshake on the same client port, and replay
+        from the first byte never sent. Data sent on the old connection and not seen
+        acknowledged is not sent again: the target may have processed it (its ACK, its
+        response and its FIN can all be lost), and a request processed twice is worse than
+        one lost (`resends_withheld`)."""
         self._send_rst(out)
         self.c.reconnects += 1
         self.reconnect_count += 1
-        resend = [i for i in self.unacked if seq_gt(i.end, self.t_una)]
+        self.c.resends_withheld += self._owed_unacked()
         self.unacked.clear()
-        self.pending[:0] = resend
-        size = sum(i.size for i in resend)
-        self.pending_bytes += size
-        self.c.bytes_buffered += size
         first = self.pending[0].seq if self.pending else self.snd_nxt
         self.target_fin = self.fin_sent = self.responded = False
         self.waiting = self.greeting = False
@@ -686,13 +686,20 @@ class Session:
             self._rewake()
 
     def _may_reconnect(self) -> bool:
-        """After a target RST: reconnect only if client data is still owed to the target and
-        the target did answer on this connection before (a target that refuses outright, as
-        a stateful server joined mid-stream does, would refuse again), a few times at most."""
-        if not self.responded or self.reconnect_count >= self.p.max_reconnects:
+        """After a target RST: reconnect only if client data never sent is still owed to the
+        target and the target did answer on this connection before (a target that refuses
+        outright, as a stateful server joined mid-stream does, would refuse again), a few
+        times at most."""
+        if (not self.responded or self.reconnect_count >= self.p.max_reconnects
+                or not any(i.seg.payload_len for i in self.pending)):
+            # Only data the target may have processed is owed (see _reconnect): not again.
+            self.c.resends_withheld += self._owed_unacked()
             return False
-        return any(i.seg.payload_len for i in self.pending) or any(
-            i.seg.payload_len and seq_gt(i.end, self.t_una) for i in self.unacked)
+        return True
+
+    def _owed_unacked(self) -> int:
+        """Client data segments sent on this connection and never seen acknowledged."""
+        return sum(1 for i in self.unacked if i.seg.payload_len and seq_gt(i.end, self.t_una))
 
     def _established(self, seg: tcpip.Segment, now: float, out: Out) -> None:
         _mss, wscale, _sack, ts = tcpip.syn_options(seg)

@@ -487,13 +487,30 @@ def test_target_reset_with_unsent_data_reconnects_on_the_same_port() -> None:
     lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
     lab.rec(ACK, T1, ISN + 11, 30)
     lab.cl(ACK | PSH, ISN + 11, OSEQ + 31, b"b" * 10)  # second request, sent at once
-    out = lab.rec(RST, (T1 + 30) % 2**32, 0)  # the target drops the connection before acking it
+    assert lab.cl(ACK | PSH, ISN + 21, OSEQ + 61, b"c" * 10) == []  # third: waits for a reply
+    out = lab.rec(RST, (T1 + 30) % 2**32, 0)  # the target drops the connection before acking
     assert [type(x).__name__ for x in out] == ["bytearray", "Announce", "bytearray"]
     assert view(out[0])[2] == RST | ACK
-    assert tcpip.parse(out[2]).flags == SYN and tcpip.parse(out[2]).seq == ISN + 10
-    out = lab.rec(SYN | ACK, 7000, ISN + 11)
-    assert [view(p)[2:6] for p in out] == [(ACK | PSH, ISN + 11, 7001, 10)]
-    assert lab.c.reconnects == 1 and lab.c.sessions_target_reset == 0
+    # The second request may have been processed (only its ACK lost): never sent again.
+    # The third never left: the new connection starts with it.
+    assert tcpip.parse(out[2]).flags == SYN and tcpip.parse(out[2]).seq == ISN + 20
+    out = lab.rec(SYN | ACK, 7000, ISN + 21)
+    assert [view(p)[2:6] for p in out] == [(ACK | PSH, ISN + 21, 7001, 10)]
+    assert lab.c.reconnects == 1 and lab.c.resends_withheld == 1
+    assert lab.c.sessions_target_reset == 0
+
+
+def test_target_reset_with_only_unacked_data_ends_without_resending_it() -> None:
+    """A request sent and never seen acknowledged when the target resets: it may have been
+    processed, so it is not replayed again on a new connection; the session ends, counted."""
+    lab = Lab()
+    lab.established()
+    lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"a" * 10)
+    lab.rec(ACK, T1, ISN + 11, 30)
+    lab.cl(ACK | PSH, ISN + 11, OSEQ + 31, b"b" * 10)
+    out = lab.rec(RST, (T1 + 30) % 2**32, 0)
+    assert out == [] and lab.c.reconnects == 0
+    assert lab.c.resends_withheld == 1 and lab.c.sessions_target_reset == 1
 
 
 def test_target_reset_without_unsent_data_ends_the_session() -> None:
