@@ -674,3 +674,47 @@ def test_target_link_flap_during_replay_leaks_nothing_and_replay_resumes(lab: La
     assert resident.wait(10) == 0, lab.log("target")
     lab.sh("target", "ip", "route", "del", "default", "dev", "eth0")
     assert lab.firewall_and_routes() == before
+
+
+def test_fifteen_percent_loss_both_ways_never_duplicates_and_accounts_for_losses(
+        lab: Lab) -> None:
+    """The target drops 15 % of what it receives and of what it sends (iptables statistic
+    rules in its namespace). No request reaches its nginx twice, and each one missing there
+    belongs to a session counted as ended by a failure, or to a resend withheld."""
+    from collections import Counter
+
+    from tests.lab.test_protocols import wait_until
+
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    for chain, port in (("INPUT", "--dport"), ("OUTPUT", "--sport")):
+        lab.sh("target", "iptables", "-A", chain, "-p", "tcp", port, "80", "-m", "statistic",
+               "--mode", "random", "--probability", "0.15", "-j", "DROP")
+    assist, online = lab.start_replay()
+    run_load(lab, "loss", short=500, keepalive=100, per_conn=5)
+    sent = paths(online_log, "loss")
+    assert len(sent) == 1000
+    # Until every session has ended (retransmissions back off up to 3 s, a SYN is tried 4
+    # times, a response waits 3 s at most).
+    # (Counters are published once a second: first wait until they show the whole load.)
+    def over() -> bool:
+        c = lab.online_status()["counters"]
+        return c["client_data_packets"] >= 1000 and c["sessions_live"] == 0
+
+    assert wait_until(over, 120), lab.online_status()["counters"]
+    got = Counter(paths(target_log, "loss"))
+    twice = sorted(p for p, n in got.items() if n > 1)
+    assert not twice, f"processed twice: {twice[:10]}"
+    missing = set(sent) - set(got)
+    c = lab.online_status()["counters"]
+    failed = sum(c[f"sessions_{r}"] for r in ("target_reset", "handshake_failed", "timed_out",
+                                              "superseded", "capture_gap", "overflow"))
+    short = [p for p in missing if p.startswith("/s/")]
+    keep = [p for p in missing if p.startswith("/k/")]
+    # A short session carries one request, a keep-alive one five.
+    assert len(short) + len(keep) <= failed * 5 + c["resends_withheld"], (sorted(missing), c)
+    assert len({p.rsplit("/", 2)[0] for p in keep}) + len(short) <= (
+        failed + c["resends_withheld"]), (sorted(missing), c)
+    print(f"15% loss: {1000 - len(missing)}/1000 replayed; failed sessions {failed}, "
+          f"resends withheld {c['resends_withheld']}, retransmits {c['retransmits']}")
+    assert lab.stop_replay(assist, online) == (0, 0)
