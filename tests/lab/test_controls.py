@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 from nfreplay.proto import tcpip
 from nfreplay.proto.pcapfile import LINKTYPE_RAW, PcapWriter
 from nfreplay.proto.tcpip import ACK, FIN, PSH, SYN
-from tests.lab.topology import ADDR, CLIENT_NET, CLIENTS, Lab
+from tests.lab.topology import ADDR, CLIENT_NET, CLIENTS, MARKER_PORT, Lab
 
 pytestmark = [
     pytest.mark.lab,
@@ -37,27 +36,22 @@ def lab():
 
 def record(lab: Lab, tag: str, short: int, keepalive: int, gap: float = 0.0) -> Path:
     """Run a load against the online nginx while tcpdump records what clients send it."""
-    pcap = lab.dir / f"{tag}.pcap"
     # A 64 MiB buffer: with the default one, tcpdump drops packets of a 2000-connection burst
     # on this 2-core VM, and a session whose FIN was never recorded stays open until the tail.
-    td = lab.spawn("online", ["tcpdump", "-i", "eth0", "-n", "--immediate-mode", "-B", "65536",
-                              "-U", "-w", str(pcap),
-                              f"tcp and dst port 80 and dst host {ADDR['online']}"],
-                   f"record-{tag}.log")
-    deadline = time.monotonic() + 10
-    while "listening on" not in lab.log(f"record-{tag}") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # (The end marker is UDP: the replay reads only TCP to the service.)
+    td = lab.start_tcpdump("online", f"record-{tag}",
+                           f"(tcp and dst port 80 and dst host {ADDR['online']}) or "
+                           f"(udp and dst port {MARKER_PORT})", "client", "-B", "65536")
     done = subprocess.run(
         ["ip", "netns", "exec", lab.ns["client"], sys.executable, str(LOAD), "--server",
          ADDR["online"], "--sources", ",".join(CLIENTS), "--tag", tag, "--short", str(short),
          "--keepalive", str(keepalive), "--gap", str(gap), "--deadline", "120"],
         capture_output=True, text=True, timeout=180)
     assert json.loads(done.stdout)["failed"] == 0
-    time.sleep(0.3)
-    lab.stop(td, signal.SIGINT)
+    lab.stop_tcpdump(td)
     log = lab.log(f"record-{tag}")
     assert "\n0 packets dropped by kernel" in "\n" + log, log
-    return pcap
+    return td.pcap
 
 
 def replay(lab: Lab, pcap: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -48,7 +47,7 @@ import pytest
 
 from tests.lab import netns
 from tests.lab.servers import FTP_PORT, PG_BIN, PG_PORT, REDIS_PORT, Postgres, Redis, Vsftpd
-from tests.lab.topology import ADDR, BIG_SIZE, CLIENT_NET, CLIENTS, Lab
+from tests.lab.topology import ADDR, BIG_SIZE, CLIENT_NET, CLIENTS, MARKER_PORT, Lab, Tcpdump
 
 pytestmark = [
     pytest.mark.lab,
@@ -441,14 +440,10 @@ def test_ftp_server_first_sessions(lab: Lab, servers: Callable) -> None:
     assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")
 
 
-def start_target_capture(lab: Lab, port: int) -> subprocess.Popen[bytes]:
+def start_target_capture(lab: Lab, port: int) -> Tcpdump:
     """tcpdump on the target's interface: the replayed dialogue as the target saw it."""
-    p = lab.spawn("target", ["tcpdump", "-i", "eth0", "-n", "--immediate-mode", "-U", "-w",
-                             str(lab.dir / f"target-{port}.pcap"), f"tcp port {port}"],
-                  f"tcpdump-target-{port}.log")
-    if not wait_until(lambda: "listening on" in lab.log(f"tcpdump-target-{port}"), 10, 0.05):
-        raise RuntimeError(lab.log(f"tcpdump-target-{port}"))
-    return p
+    return lab.start_tcpdump("target", f"target-{port}",
+                             f"tcp port {port} or (udp and dst port {MARKER_PORT})", "online")
 
 
 def dialogues(lab: Lab, port: int) -> dict[str, str]:
@@ -491,8 +486,7 @@ def test_ftp_commands_wait_for_replies_on_the_target(lab: Lab, servers: Callable
                          "--deadline", "60")
     assert len(summary["ok"]) == sessions, summary
     c = settled_counters(lab)
-    time.sleep(0.3)
-    lab.stop(sniffer, signal.SIGINT)
+    lab.stop_tcpdump(sniffer)
     talks = dialogues(lab, FTP_PORT)
     # greeting, then 6 commands each answered: S C S C S C S C S C S C S
     paced = {k: t for k, t in talks.items() if t == "S" + "CS" * len(FTP_COMMANDS)}

@@ -20,7 +20,7 @@ import pytest
 from nfreplay.proto import tcpip
 from nfreplay.proto.pcapfile import open_capture
 from nfreplay.stats import pid_alive
-from tests.lab.topology import ADDR, BIN, CLIENT_NET, CLIENTS, Lab
+from tests.lab.topology import ADDR, BIN, CLIENT_NET, CLIENTS, Lab, Tcpdump
 
 pytestmark = [
     pytest.mark.lab,
@@ -82,32 +82,25 @@ def fresh_status(lab: Lab, role: str, counter: str, timeout: float = 5.0) -> dic
         time.sleep(0.2)
 
 
-def start_capture(lab: Lab) -> subprocess.Popen[bytes]:
+def start_capture(lab: Lab) -> Tcpdump:
     """tcpdump in the client namespace: every IP packet addressed to this host (its MAC)
     from the target — which must be none — or from the online host — which proves the
-    capture works. Immediate mode: without it libpcap holds packets in a ring block for up
-    to a second, and the SIGINT that stops tcpdump would drop them unseen."""
-    pcap = lab.dir / "client.pcap"
-    p = lab.spawn("client", ["tcpdump", "-i", "eth0", "-n", "--immediate-mode", "-U",
-                             "-w", str(pcap),
-                             f"ether dst {lab.mac['client']} and ip and "
-                             f"(src host {ADDR['target']} or src host {ADDR['online']})"],
-                  "tcpdump.log")
-    deadline = time.monotonic() + 10
-    while "listening on" not in lab.log("tcpdump") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return p
+    capture works."""
+    return lab.start_tcpdump("client", "client", f"ether dst {lab.mac['client']} and ip and "
+                             f"(src host {ADDR['target']} or src host {ADDR['online']})",
+                             marker_from="online")
 
 
-def count_captured(lab: Lab, p: subprocess.Popen[bytes]) -> dict[str, int]:
-    """Stop the capture; packets seen per source ("target", "online")."""
-    time.sleep(0.3)
-    lab.stop(p, signal.SIGINT)
+def count_captured(lab: Lab, td: Tcpdump) -> dict[str, int]:
+    """Stop the capture (after everything before its end marker is written); TCP packets
+    seen per source ("target", "online")."""
+    lab.stop_tcpdump(td)
     names = {tcpip.ip2int(ADDR["target"]): "target", tcpip.ip2int(ADDR["online"]): "online"}
     seen = {"target": 0, "online": 0}
-    with open_capture(lab.dir / "client.pcap") as f:
+    with open_capture(td.pcap) as f:
         for frame in f:
-            seen[names[tcpip.parse(frame.ip).src]] += 1
+            if frame.ip[9] == 6:
+                seen[names[tcpip.parse(frame.ip).src]] += 1
     return seen
 
 

@@ -289,6 +289,41 @@ class Lab:
             time.sleep(0.05)
         raise RuntimeError(f"{role}: no stats file after {timeout} s; log:\n{self.log(role)}")
 
+    # -------------------------------------------------------------- packet captures
+
+    def start_tcpdump(self, role: str, name: str, bpf: str, marker_from: str,
+                      *extra: str) -> "Tcpdump":
+        """tcpdump on `role`'s eth0 into `<dir>/<name>.pcap` (immediate mode, written per
+        packet), once it says it listens. `marker_from` is the role whose UDP datagram to
+        `role` (port MARKER_PORT, which `bpf` must let through) `stop_tcpdump` sends: it is
+        stopped only once the marker is in the file, so every packet before it is too."""
+        pcap = self.dir / f"{name}.pcap"
+        p = self.spawn(role, ["tcpdump", "-i", "eth0", "-n", "--immediate-mode", "-U", *extra,
+                              "-w", str(pcap), bpf], f"{name}.log")
+        deadline = time.monotonic() + 10
+        while "listening on" not in self.log(name):
+            if time.monotonic() > deadline or p.poll() is not None:
+                raise RuntimeError(f"tcpdump {name}: not listening: {self.log(name)}")
+            time.sleep(0.05)
+        return Tcpdump(p, pcap, role, marker_from)
+
+    def stop_tcpdump(self, td: "Tcpdump") -> None:
+        token = f"nfreplay-marker-{os.getpid()}-{time.monotonic_ns()}".encode()
+        dst = CLIENTS[0] if td.role == "client" else ADDR[td.role]
+        send = ["python3", "-c", "import socket,sys; socket.socket(socket.AF_INET, "
+                "socket.SOCK_DGRAM).sendto(sys.argv[1].encode(), (sys.argv[2], int(sys.argv[3])))",
+                token.decode(), dst, str(MARKER_PORT)]
+        deadline = time.monotonic() + 10
+        while not _has_marker(td.pcap, token):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{td.pcap}: the capture marker never arrived")
+            self.sh(td.marker_from, *send)  # again: one datagram may be lost
+            for _ in range(20):
+                if _has_marker(td.pcap, token):
+                    break
+                time.sleep(0.05)
+        self.stop(td.proc, signal.SIGINT)
+
     def log(self, name: str) -> str:
         path = self.dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -336,6 +371,28 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+MARKER_PORT = 9  # discard: a capture's end marker (Lab.stop_tcpdump)
+
+
+class Tcpdump:
+    """A running tcpdump (Lab.start_tcpdump)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], pcap: Path, role: str,
+                 marker_from: str) -> None:
+        self.proc, self.pcap, self.role, self.marker_from = proc, pcap, role, marker_from
+
+
+def _has_marker(pcap: Path, token: bytes) -> bool:
+    from nfreplay.errors import WireError
+    from nfreplay.proto.pcapfile import open_capture
+
+    try:
+        with open_capture(pcap) as f:
+            return any(frame.ip[9] == 17 and token in frame.ip for frame in f)
+    except (OSError, WireError):
+        return False  # not written yet
 
 
 def _strip_comments(save: str) -> str:
