@@ -197,7 +197,23 @@ def _show(value: object) -> str:
         return "a list"
     if isinstance(value, Mapping):
         return "a table"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a number too large"  # (str() refuses past 4300 digits)
     return str(value)
+
+
+def _finite(number: int | float) -> float | None:
+    """The number as a float; None if it is not finite or too large for one."""
+    try:
+        result = float(number)
+    except OverflowError:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _name(name: str) -> str:
+    """A section or key name from the file for an error message, quoted if it is odd."""
+    return name if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) else json.dumps(name)[:80]
 
 
 def _fail(key: str, message: str) -> ConfigError:
@@ -213,7 +229,7 @@ def _string(key: str, value: object) -> str:
 def _int_value(key: str, value: object, cli: bool) -> int:
     if cli and isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"[+-]?[0-9]+", text):
+        if re.fullmatch(r"[+-]?[0-9]{1,30}", text):
             return int(text, 10)
         raise _fail(key, f"must be an integer, got {_show(value)}")
     if isinstance(value, bool) or not isinstance(value, int):
@@ -255,9 +271,10 @@ def _fraction(lo: float, hi: float, what: str) -> Parser:
                 raise _fail(key, f"must be {what}, got {_show(value)}") from None
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise _fail(key, f"must be {what}, got {_show(value)}")
-        if not (math.isfinite(number) and lo <= number <= hi):
+        result = _finite(number)
+        if result is None or not lo <= result <= hi:
             raise _fail(key, f"must be {what} ({lo:g}-{hi:g}), got {_show(value)}")
-        return float(number)
+        return result
 
     return parse
 
@@ -275,9 +292,9 @@ def _seconds(key: str, value: object, cli: bool) -> float:
             raise _fail(key, f"must be a number of seconds, got {_show(value)}") from None
     if isinstance(number, bool) or not isinstance(number, (int, float)):
         raise _fail(key, f"must be a number of seconds, got {_show(value)}")
-    seconds = float(number)
+    seconds = _finite(number)
     # TOML has inf and nan; neither is a usable timeout.
-    if not math.isfinite(seconds) or seconds <= 0:
+    if seconds is None or seconds <= 0:
         raise _fail(key, f"must be a finite number of seconds > 0, got {_show(value)}")
     return seconds
 
@@ -333,7 +350,8 @@ def _interface(key: str, value: object, cli: bool) -> str:
     text = _string(key, value)
     # Linux interface names: IFNAMSIZ-1 = 15 bytes, no '/', no whitespace, not "." or "..".
     if (
-        not 1 <= len(text.encode()) <= 15
+        not 1 <= len(text.encode(errors="replace")) <= 15
+        or not text.isprintable()
         or text in (".", "..")
         or "/" in text
         or any(c.isspace() for c in text)
@@ -351,7 +369,7 @@ def _ip(key: str, value: object, cli: bool = False) -> str:
 
 
 def _port(key: str, text: str) -> int:
-    if not re.fullmatch(r"[0-9]+", text):
+    if not re.fullmatch(r"[0-9]{1,10}", text):
         raise _fail(key, f"must be 1-65535, got {_show(text)}")
     number = int(text, 10)
     if not 1 <= number <= 65535:
@@ -566,6 +584,8 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}:{line}: not valid UTF-8") from None
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: arrays or tables nested too deep") from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
@@ -577,6 +597,8 @@ def _read_file(path: str) -> dict[str, Any]:
             line = text.count("\n") + (0 if text.endswith("\n") else 1)
             raise ConfigError(f"{path}:{max(line, 1)}: {message} (at end of file)") from None
         raise ConfigError(f"{path}: {message}") from None
+    except ValueError:  # tomllib converts integers with int(): more than 4300 digits
+        raise ConfigError(f"{path}: a number too large") from None
 
 
 def _apply(
@@ -623,12 +645,12 @@ def load(
 
     for section, table in document.items():
         if section not in _SCHEMA:
-            raise _fail(section, "unknown section")
+            raise _fail(_name(section), "unknown section")
         if not isinstance(table, dict):
             raise _fail(section, f"must be a table [{section}], got {_show(table)}")
         for key, raw in table.items():
             if key not in _SCHEMA[section]:
-                raise _fail(f"{section}.{key}", "unknown key")
+                raise _fail(f"{section}.{_name(key)}", "unknown key")
             _apply(values, section, key, raw, cli=False)
             given[section].add(key)
 

@@ -216,7 +216,9 @@ class OnlineEngine:
         for a, conn in self._opening:
             if conn.connecting and now - conn.since >= self.connect_timeout:
                 changed = True
-                a.finish_connect(conn, now, self.connect_timeout)
+                # It may have completed since select(): then it is up like any other.
+                if a.finish_connect(conn, now, self.connect_timeout):
+                    self._connected(a, now)
         if changed:
             self._watch()
         # A file waits for its assistant; live traffic cannot wait, it is read and counted.
