@@ -287,6 +287,7 @@ def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ig
              "compiled hot path" if common.compiled() else "pure Python")
     next_publish = 0.0
     next_check = engine.now + 30.0
+    warned_checksums = False
     try:
         while not stop.requested:
             if o.pcap and not engine.channel_up and engine.now - started < 10:
@@ -298,6 +299,13 @@ def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ig
             if engine.now >= next_check:
                 next_check = engine.now + 30.0
                 warn_if_handshakes_fail(engine.c)
+            if not warned_checksums and engine.c.checksums_fixed:
+                warned_checksums = True
+                log.warning("captured packets carry unfinished TCP checksums (TX checksum "
+                            "offload on a sender that shares this host or hypervisor: veth, "
+                            "containers, VMs); nfreplay computes them in full for those "
+                            "sessions (checksums_fixed), which costs CPU: `ethtool -K IFACE tx "
+                            "off` on the sending side avoids it")
             if engine.now >= next_publish:
                 next_publish = engine.now + 1.0
                 received, dropped, ifdropped = source.stats()

@@ -44,6 +44,7 @@ class Counters(BaseCounters):
     sessions_rejected_limit: int
     sessions_rejected_memory: int  # refused while bytes_buffered >= max_buffered_bytes
     packets_split: int
+    checksums_fixed: int  # captured with an unfinished checksum (offload): sent recomputed
     sack_stripped: int  # client packets whose SACK blocks were taken out (NOPs) before replay
     client_syns: int
     client_data_packets: int

@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from nfreplay.proto import tcpip
+from nfreplay.proto import checksum, tcpip
 from nfreplay.proto.seq import seq_add, seq_diff, seq_gt, seq_lt
 from nfreplay.proto.tcpip import ACK, FIN, RST, SYN
 from nfreplay.session.counters import Counters
@@ -152,7 +152,7 @@ class Session:
     __slots__ = (
         "p", "c", "client_ip", "client_port", "state", "done", "reason", "wake",
         "isn", "snd_nxt", "t_una", "t_win", "t_wscale", "rcv_nxt", "ts_ok", "t_tsval",
-        "c_tsval", "c_win", "pending", "unacked", "syn_pkt", "syn_tries", "syn_deadline",
+        "csum_fix", "c_tsval", "c_win", "pending", "unacked", "syn_pkt", "syn_tries", "syn_deadline",
         "rto", "rto_deadline", "waiting", "req_ack", "req_time", "resp_bytes", "resp_expect",
         "resp_last", "any_request", "fin_sent", "target_fin", "ack_due", "last_ack_sent",
         "idle_deadline", "linger_until", "ack_tpl", "ack_seg", "fake", "midstream",
@@ -226,6 +226,9 @@ class Session:
         self.held_by_response = False  # the head of `pending` waits for the response
         self.reconnect_count = 0
         self.refused = False  # a mid-stream join the target refused (the table remembers it)
+        # The client's first packet had no valid checksum (TX checksum offload on a sender
+        # that shares the capture): every packet of the session leaves with full ones.
+        self.csum_fix = False
         self.sched = INF  # the table's: when this session's live timer entry fires
         counters.sessions_opened += 1
         counters.sessions_live += 1
@@ -260,6 +263,7 @@ class Session:
             if not seg.payload_len:
                 return  # a FIN or RST of a connection we never saw start: nothing to replay
             self.midstream = True
+            self.csum_fix = not checksum.verify(pkt)
             self.c.sessions_midstream += 1
             self._fake_syn(seq_add(seg.seq, -1), now, out)
         if self.state == HELD and flags & (FIN | RST) and not seg.payload_len:
@@ -329,7 +333,11 @@ class Session:
         ts = tcpip.timestamps(seg)
         if ts is not None:
             self.c_tsval = ts[0]
+        self.csum_fix = not checksum.verify(pkt)
         self._retarget(pkt, seg)
+        if self.csum_fix:
+            checksum.fill_checksums(pkt)
+            self.c.checksums_fixed += 1
         self.syn_pkt = pkt
         if self.defer_syn:
             self.state = HELD
@@ -505,7 +513,8 @@ class Session:
         """Rewrite a client packet into the target's space and emit it."""
         pkt = item.pkt
         seg = item.seg
-        if not item.sent:
+        first = not item.sent
+        if first:
             item.sent = True
             self._retarget(pkt, seg, self.rcv_nxt)
             # SACK blocks speak of the online server's bytes: in the target's space they would
@@ -526,6 +535,11 @@ class Session:
                 # one captured, and the target's PAWS check drops anything older.
                 if seq_lt(int.from_bytes(pkt[off + 2:off + 6], "big"), self.c_tsval):
                     tcpip.set_tsval(pkt, off, self.c_tsval)
+        if self.csum_fix and first:
+            # An unfinished checksum stays wrong whatever is added to it: compute it whole,
+            # once; later changes (a retransmission's ACK) are incremental from a right one.
+            checksum.fill_checksums(pkt)
+            self.c.checksums_fixed += 1
         self.last_ack_sent = self.rcv_nxt
         self.ack_due = False
         self.ack_deadline = INF

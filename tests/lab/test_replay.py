@@ -712,3 +712,23 @@ def test_fifteen_percent_loss_both_ways_never_duplicates_and_accounts_for_losses
     print(f"15% loss: {1000 - len(missing)}/1000 replayed; failed sessions {failed}, "
           f"resends withheld {c['resends_withheld']}, retransmits {c['retransmits']}")
     assert lab.stop_replay(assist, online) == (0, 0)
+
+
+def test_clients_with_tx_checksum_offload_replay_in_full(lab: Lab) -> None:
+    """The client's interface keeps TX checksum offload on (the lab turns it off elsewhere):
+    the online host captures its packets with unfinished TCP checksums, as on any host where
+    sender and capture share a kernel or hypervisor. nfreplay sends them with full ones,
+    counts them and says why once; the target gets every request."""
+    from tests.lab.test_protocols import wait_until
+
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    lab.sh("client", "ethtool", "-K", "eth0", "tx", "on")
+    assist, online = lab.start_replay()
+    run_load(lab, "csum", short=200, keepalive=20, per_conn=5)
+    want = set(paths(online_log, "csum"))
+    assert len(want) == 300 and wait_for(target_log, "csum", want, 30) == want
+    assert wait_until(lambda: lab.online_status()["counters"]["checksums_fixed"] >= 300, 10)
+    log = lab.log("online")
+    assert log.count("unfinished TCP checksums") == 1, log
+    assert lab.stop_replay(assist, online) == (0, 0)

@@ -795,3 +795,25 @@ def test_client_sack_blocks_are_taken_out_before_replay() -> None:
         assert tcpip.OPT_SACK not in kinds and len(out[0]) == 20 + 20 + len(data_opts) + 10
         assert (tcpip.OPT_TS in kinds) == bool(opts)
         assert lab.c.sack_stripped == 1
+
+
+def test_unfinished_checksums_are_sent_computed_in_full() -> None:
+    """A sender with TX checksum offload on the capturing host leaves its packets' TCP
+    checksum unfinished: such a session's packets leave with full, right checksums."""
+    lab = Lab()
+    out: list = []
+    for flags, seq, ack, payload in ((SYN, ISN, 0, b""), (ACK | PSH, ISN + 1, OSEQ + 1, b"q" * 9)):
+        seg, pkt = client(flags, seq, ack, payload)
+        pkt[36] ^= 0x5A  # the TCP checksum: only the pseudo-header sum, as offload leaves it
+        assert not checksum.verify(pkt)
+        lab.t.client_packet(tcpip.parse(pkt), pkt, lab.now, out)
+        lab.t.flush(lab.now, out)
+        if flags == SYN:
+            assert view(out[1])[2] == SYN  # view() verifies both checksums
+            assert [view(p)[2] for p in lab.rec(SYN | ACK, TISN, ISN + 1)] == [ACK]
+            out = []
+    assert [view(p)[2:6] for p in out] == [(ACK | PSH, ISN + 1, T1, 9)]
+    assert lab.c.checksums_fixed == 2
+    # A session whose packets were right stays on the incremental path.
+    lab.cl(SYN, ISN, port=CPORT + 1)
+    assert lab.c.checksums_fixed == 2
