@@ -53,6 +53,13 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                    help="iptables backend (auto = whatever the host's iptables uses)")
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     g.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    add_version(g)
+
+
+def add_version(parser: Any) -> None:
+    from nfreplay import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def load_config(args: argparse.Namespace, role: str, mapping: Mapping[str, str]) -> config_mod.Config:
@@ -81,33 +88,59 @@ def require_root() -> None:
 
 
 class Stop:
-    """SIGINT/SIGTERM only set this flag; the loop notices within one wake-up."""
+    """SIGINT/SIGTERM only set this flag; the loop notices within one wake-up. SIGHUP never
+    stops a daemon (a logrotate `postrotate` sends it): it reopens the log file."""
 
     def __init__(self) -> None:
         self.requested = False
         self.signal = 0
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handler)
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: reopen_log())
 
     def _handler(self, signum: int, _frame: object) -> None:
         self.requested = True
         self.signal = signum
 
 
+_log_path: str | None = None  # where stdout/stderr go after daemonize()
+
+
+def _open_log(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def reopen_log() -> None:
+    """SIGHUP: write to the log file's path anew (after a rotation), or say there is none."""
+    if _log_path is None:
+        log.info("SIGHUP: logging to stderr, nothing to reopen (only SIGINT/SIGTERM stop)")
+        return
+    try:
+        _open_log(_log_path)
+    except OSError as exc:
+        log.warning("SIGHUP: cannot reopen %s: %s", _log_path, exc.strerror or exc)
+        return
+    log.info("SIGHUP: log file %s reopened", _log_path)
+
+
 def daemonize(log_path: str) -> None:
     """Classic double fork; stdout/stderr go to `log_path`. The parent exits 0 once the child
     is started (errors after that land in the log and in `status`)."""
+    global _log_path
+    path = os.path.abspath(log_path)  # before the chdir below
     if os.fork() > 0:
         os._exit(0)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
     os.chdir("/")
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
+    _log_path = path
+    _open_log(path)
 
 
 def ensure_not_running(paths: stats.StatePaths, role: str, instance: str) -> None:

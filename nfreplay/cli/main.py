@@ -39,7 +39,8 @@ def main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="nfreplay", description=DESCRIPTION, epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("status", "target"), help="status | target up|down")
-    p.parse_args(argv[:1] if argv else argv)
+    common.add_version(p)
+    p.parse_args(argv[:1] if argv and argv[0] != "--version" else argv)
     return 2  # unreachable: argparse exits on a missing/unknown command
 
 

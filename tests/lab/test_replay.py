@@ -189,6 +189,15 @@ def test_down_stops_a_running_daemon_and_cleans(lab: Lab) -> None:
                          f"{ADDR['target']}:80", "--clients", CLIENT_NET, check=False)
     assert again.returncode == 1 and "already running" in again.stderr
     assert again.stderr.count("\n") == 1
+    # logrotate: the file is moved away, SIGHUP makes the daemon open a new one and go on.
+    log = Path(lab.state_dir("assist")) / f"assist-{lab.prefix}.log"
+    log.rename(log.with_suffix(".log.1"))
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "log file" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "no new log file after SIGHUP"
+        time.sleep(0.05)
+    assert "reopened" in log.read_text() and pid_alive(pid)
     down = lab.nfreplay("assist", "nfreplay-assist", "down")
     assert down.returncode == 0, down.stderr
     assert not pid_alive(pid)  # gone (or a zombie of whatever init adopted it)
@@ -731,4 +740,22 @@ def test_clients_with_tx_checksum_offload_replay_in_full(lab: Lab) -> None:
     assert wait_until(lambda: lab.online_status()["counters"]["checksums_fixed"] >= 300, 10)
     log = lab.log("online")
     assert log.count("unfinished TCP checksums") == 1, log
+    assert lab.stop_replay(assist, online) == (0, 0)
+
+
+def test_sighup_never_stops_the_daemons(lab: Lab) -> None:
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    assist, online = lab.start_replay()
+    for p in (assist, online):
+        os.kill(p.pid, signal.SIGHUP)
+    for name in ("assist", "online"):
+        deadline = time.monotonic() + 10
+        while "SIGHUP" not in lab.log(name):
+            assert time.monotonic() < deadline, lab.log(name)
+            time.sleep(0.05)
+    run_load(lab, "hup", short=50, keepalive=5)
+    want = set(paths(online_log, "hup"))
+    assert len(want) == 75 and wait_for(target_log, "hup", want, 30) == want
+    assert assist.poll() is None and online.poll() is None
     assert lab.stop_replay(assist, online) == (0, 0)
