@@ -344,7 +344,7 @@ def test_vagrant_validate_provider(tmp_path, provider):
 
 def _exec_paths(unit: dict) -> set[str]:
     paths = set()
-    for key in ("ExecStartPre", "ExecStart", "ExecStop", "ExecStopPost"):
+    for key in ("ExecStartPre", "ExecStart", "ExecReload", "ExecStop", "ExecStopPost"):
         for v in values(unit, "Service", key):
             paths.add(command(v)[1][0])
     return paths
