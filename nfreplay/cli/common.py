@@ -75,11 +75,36 @@ def load_config(args: argparse.Namespace, role: str, mapping: Mapping[str, str])
     return config_mod.load(args.config, overrides, role=role)
 
 
+class _JournalFormatter(logging.Formatter):
+    """sd-daemon(3) style: `<priority>` first, which journald stores as the line's priority
+    (so `journalctl -p warning` finds warnings), and no timestamp of our own."""
+
+    _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                 logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self._PRIORITY.get(record.levelno, 6)
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+
+
+def _to_journal(stream: Any) -> bool:
+    """Whether `stream` is the journal's stream (systemd sets JOURNAL_STREAM=dev:inode)."""
+    try:
+        dev, ino = (int(x) for x in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        st = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
 def setup_logging(level: str, stream: Any = None) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()), stream=stream or sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True,
-    )
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    if _to_journal(stream):
+        handler.setFormatter(_JournalFormatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
 
 
 def require_root() -> None:

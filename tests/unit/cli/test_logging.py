@@ -1,0 +1,53 @@
+"""Log lines for a terminal or file (own timestamp) and for journald (priority prefix)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from nfreplay.cli import common
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():  # type: ignore[no-untyped-def]
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def lines(path: Path) -> list[str]:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return path.read_text().splitlines()
+
+
+def test_lines_to_journald_carry_the_priority_and_no_timestamp(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "journal-stream"
+    with open(path, "w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        common.setup_logging("info", stream)
+        log = logging.getLogger("nfreplay")
+        log.info("up")
+        log.warning("only 3 of 40 sessions")
+        log.error("two\nlines")
+        log.debug("not shown at info")
+        assert lines(path) == ["<6>INFO nfreplay: up",
+                               "<4>WARNING nfreplay: only 3 of 40 sessions",
+                               "<3>ERROR nfreplay: two", "<3>lines"]
+
+
+def test_other_streams_get_a_timestamp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # another file: not journald's stream
+    path = tmp_path / "plain.log"
+    with open(path, "w") as stream:
+        common.setup_logging("info", stream)
+        logging.getLogger("nfreplay").warning("hello")
+        (line,) = lines(path)
+    assert line.endswith(" WARNING nfreplay: hello") and line[:4].isdigit()
