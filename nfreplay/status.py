@@ -351,6 +351,71 @@ def render_table(data: dict[str, Any]) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+# --------------------------------------------------------------------------------------------
+# Verdict
+
+HEALTHY, DEGRADED, BROKEN, NOTHING = 0, 1, 2, 3
+"""`nfreplay status` exit codes: all is well; replaying but something is wrong; a daemon is
+dead or what it needs is missing; nothing runs or is installed."""
+
+
+def verdict(data: dict[str, Any]) -> tuple[int, str]:
+    """(exit code, one line) for ``collect``'s data: the worst finding wins."""
+    broken: list[str] = []
+    degraded: list[str] = []
+    running = [d for d in data["daemons"] if d["running"]]
+    # A target's routes installed by a plain `target up` need no process.
+    up = running + [d for d in data["daemons"] if d["state"] == "installed"]
+    for d in data["daemons"]:
+        name = f"{d['role']} {d['instance']}"
+        if d["state"] == "dead":
+            broken.append(f"{name} is dead (stale pid file)")
+        if not d["running"]:
+            continue
+        c, extra = d["counters"], d["extra"]
+        if d["stats_age"] is not None and d["stats_age"] > STALE_AFTER:
+            degraded.append(f"{name} has not published for {d['stats_age']:.0f} s")
+        if d["role"] == "target" and c.get("missing"):
+            broken.append(f"{name}: {c['missing']} route(s) or rule(s) missing")
+        if d["role"] == "online":
+            channel = extra.get("channel") or {}
+            if channel.get("up") == 0:
+                degraded.append(f"{name}: no control connection is up")
+            opened, est = c.get("sessions_opened", 0), c.get("sessions_established", 0)
+            if opened >= 20 and est * 100 < opened * 80:
+                degraded.append(f"{name}: only {est} of {opened} sessions reached the "
+                                "target's handshake")
+            capture = extra.get("capture") or {}
+            if capture.get("dropped"):
+                degraded.append(f"{name}: the capture dropped {capture['dropped']} packets")
+        if d["role"] == "assist":
+            queue = next((q for q in data["nfqueue"]["queues"]
+                          if q["queue_number"] == extra.get("queue")), None)
+            if data["nfqueue"]["present"] and not data["nfqueue"].get("error") and (
+                    queue is None or not queue["peer_portid"]):
+                broken.append(f"{name}: its NFQUEUE {extra.get('queue')} is not bound")
+            elif queue is not None and (queue["queue_dropped"] or queue["user_dropped"]):
+                degraded.append(f"{name}: the kernel dropped queued replies")
+    for owner in data.get("installed", []):
+        missing = [i for i in owner["items"] if i.startswith("MISSING: ")]
+        if missing:
+            broken.append(f"{owner['owner']}: {missing[0][len('MISSING: '):]} is missing")
+        role = owner["owner"].split(":")[1]
+        if role == "assist" and not owner["items"] and not owner["error"] and any(
+                d["role"] == "assist" and d["owner"] == owner["owner"] for d in running):
+            broken.append(f"{owner['owner']}: running but its rules are gone")
+    installed = any(o["items"] for o in data.get("installed", []))
+    if broken:
+        return BROKEN, "BROKEN: " + "; ".join(broken)
+    if degraded:
+        return DEGRADED, "DEGRADED: " + "; ".join(degraded)
+    if not up:
+        return NOTHING, "NOTHING RUNNING: " + ("only leftover rules/routes (`down` removes "
+                                               "them)" if installed else "no nfreplay daemon")
+    return HEALTHY, "HEALTHY: " + ", ".join(f"{d['role']} {d['instance']} {d['state']}"
+                                            for d in up)
+
+
 def render_json(data: dict[str, Any]) -> str:
     """``collect``'s data as JSON: sorted keys, indent 2, trailing newline."""
     return json.dumps(data, indent=2, sort_keys=True) + "\n"

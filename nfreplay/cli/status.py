@@ -13,8 +13,12 @@ from nfreplay.cli import common
 
 
 def status_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="nfreplay status",
-                                description="Show nfreplay daemons, NFQUEUE state and installed rules/routes.")
+    p = argparse.ArgumentParser(
+        prog="nfreplay status",
+        description="Show nfreplay daemons, NFQUEUE state and installed rules/routes, then one "
+                    "verdict line. Exit code: 0 healthy, 1 degraded (handshakes failing, "
+                    "drops, no control connection, stale stats), 2 broken (a daemon dead, its "
+                    "queue unbound, a route or rule missing), 3 nothing running.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--role", choices=("online", "assist", "target"), help="only this role")
     p.add_argument("--no-rules", action="store_true",
@@ -40,8 +44,10 @@ def status_main(argv: Sequence[str]) -> int:
         if "installed" in data:
             data["installed"] = [i for i in data["installed"]
                                  if i["owner"].split(":")[1] == args.role]
-    print(status.render_json(data) if args.json else status.render_table(data))
-    return 0
+    code, line = status.verdict(data)
+    data["verdict"] = {"code": code, "line": line}
+    print(status.render_json(data) if args.json else status.render_table(data) + line)
+    return code
 
 
 def role_status(args: argparse.Namespace, role: str) -> int:

@@ -66,8 +66,10 @@ def wait_for(log: Path, tag: str, want: set[str], timeout: float) -> set[str]:
 
 
 def status_json(lab: Lab, role: str) -> dict:
-    done = lab.nfreplay(role, "nfreplay", "status", "--json")
-    return json.loads(done.stdout)
+    done = lab.nfreplay(role, "nfreplay", "status", "--json", check=False)
+    data = json.loads(done.stdout)
+    assert done.returncode == data["verdict"]["code"], (done.returncode, data["verdict"])
+    return data
 
 
 def fresh_status(lab: Lab, role: str, counter: str, timeout: float = 5.0) -> dict:
@@ -126,6 +128,10 @@ def test_live_replay_end_to_end(lab: Lab) -> None:
     assert assist_counters["packets_queued"] > 0 and assist_counters["records_sent"] > 0
     st_online = fresh_status(lab, "online", "sessions_established")["daemons"][0]
     assert st_online["running"] and st_online["counters"]["sessions_established"] > 0
+    for role in ("online", "assist", "target"):  # the verdict, last line, and the exit code
+        done = lab.nfreplay(role, "nfreplay", "status", check=False)
+        assert done.returncode == 0, done.stdout
+        assert done.stdout.splitlines()[-1].startswith("HEALTHY: "), done.stdout
 
     # (a) every request the online nginx logged reached the target's nginx.
     online_paths = set(paths(online_log, "e2e"))
@@ -144,8 +150,8 @@ def test_live_replay_end_to_end(lab: Lab) -> None:
 
     assert lab.stop(online) == 0, lab.log("online")
     assert lab.stop(assist) == 0, lab.log("assist")
-    st = lab.nfreplay("online", "nfreplay", "status", "--json")
-    assert json.loads(st.stdout)["daemons"] == []
+    st = lab.nfreplay("online", "nfreplay", "status", "--json", check=False)
+    assert json.loads(st.stdout)["daemons"] == [] and st.returncode == 3  # nothing running
 
     lab.nfreplay("target", "nfreplay", "target", "down")
     # (c) everything restored.
@@ -163,6 +169,9 @@ def test_down_after_sigkill_restores_everything(lab: Lab) -> None:
     assert "nfreplay:assist:" in during["assist"][0]  # the host's iptables (nft) shows it
 
     assert lab.stop(assist, signal.SIGKILL) == -signal.SIGKILL
+    done = lab.nfreplay("assist", "nfreplay", "status", check=False)
+    assert done.returncode == 2, done.stdout  # broken: a dead daemon, its rule left behind
+    assert "assist " + lab.prefix + " is dead" in done.stdout.splitlines()[-1], done.stdout
     # The kill left the rule behind; `up` again must clean it first and not duplicate it.
     assert lab.firewall_and_routes()["assist"] == during["assist"]
     again = lab.start_assist()

@@ -346,3 +346,56 @@ def test_render_table_flattens_nested_extras(tmp_path: pathlib.Path) -> None:
     assert lines["errors"].split()[1] == "-"
     # numbers share one right-aligned column
     assert lines["packets_captured"].index("12345") + 5 == lines["sessions_live"].index("3") + 1
+
+
+# ------------------------------------------------------------------------------ verdict
+
+
+def write_daemon(d: pathlib.Path, role: str, pid: int, counters: dict[str, int],
+                 extra: dict[str, object]) -> None:
+    paths = stats.state_paths(str(d), role, "default")
+    stats.write_pid(paths.pid, pid)
+    pathlib.Path(paths.stats).write_text(json.dumps(
+        {"role": role, "instance": "default", "pid": pid, "time": NOW - 0.5,
+         "started": NOW - 60, "counters": counters, "extra": extra}))
+
+
+def test_verdict_exit_codes(tmp_path: pathlib.Path,
+                            nfreplay_proc: subprocess.Popen[bytes]) -> None:
+    nfq = tmp_path / "nfq"
+    nfq.write_text(kline(0, nfreplay_proc.pid, 0, 2, 60, 0, 0, 9) + "\n")
+
+    def judge(installed: dict[str, list[str]] | None = None) -> tuple[int, str]:
+        data = status.collect(str(tmp_path), nfqueue_path=str(nfq), now=NOW,
+                              installed=(lambda tag: (installed or {}).get(tag, [])))
+        return status.verdict(data)
+
+    assert judge() == (status.NOTHING, "NOTHING RUNNING: no nfreplay daemon")
+    assert judge({"nfreplay:assist:default": ["[nft] x"]})[0] == status.NOTHING
+
+    online_extra = {"channel": {"up": 2}, "capture": {"dropped": 0}}
+    write_daemon(tmp_path, "online", nfreplay_proc.pid,
+                 {"sessions_opened": 100, "sessions_established": 100}, online_extra)
+    write_daemon(tmp_path, "assist", nfreplay_proc.pid, {}, {"queue": 0})
+    rules = {"nfreplay:assist:default": ["[nft] -A PREROUTING ... NFQUEUE"]}
+    code, line = judge(rules)
+    assert (code, line) == (status.HEALTHY, "HEALTHY: online default running, "
+                                            "assist default running")
+
+    # Degraded: handshakes failing, no control connection.
+    write_daemon(tmp_path, "online", nfreplay_proc.pid,
+                 {"sessions_opened": 100, "sessions_established": 10},
+                 {"channel": {"up": 0}, "capture": {"dropped": 0}})
+    code, line = judge(rules)
+    assert code == status.DEGRADED and "only 10 of 100 sessions" in line
+    assert "no control connection" in line
+
+    # Broken: the assist's rules are gone; then a route missing; then a dead daemon.
+    assert judge({})[0] == status.BROKEN
+    code, line = judge({**rules, "nfreplay:target:default": [
+        "MISSING: ip route add 198.18.1.0/24 via 198.18.0.4 proto 156 table 156"]})
+    assert code == status.BROKEN and "via 198.18.0.4" in line
+    pathlib.Path(stats.state_paths(str(tmp_path), "online", "default").pid).write_text(
+        str(dead_pid()))
+    code, line = judge(rules)
+    assert code == status.BROKEN and "online default is dead" in line
