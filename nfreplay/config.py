@@ -113,6 +113,7 @@ class Online:
     max_buffered_bytes: int = _SESSION.max_buffered_bytes
     max_new_per_second: int = 0  # 0: no limit
     shed_lag: float = 500.0  # ms the capture may lag before new sessions are refused; 0: never
+    stats_interval: float = 30.0  # seconds between two stats lines in the log; 0: none
     workers: int = 1  # capture+replay processes; 0 = "auto", one per core
     # More service ports in one instance: (service ip or None, port, target ip, target port).
     more_services: tuple[tuple[str | None, int, str, int], ...] = ()
@@ -149,6 +150,7 @@ class Assist:
     max_routes_per_connection: int = _LIMITS.routes_per_connection
     max_parked: int = _LIMITS.parked
     max_backlog_bytes: int = _LIMITS.backlog
+    stats_interval: float = 30.0  # seconds between two stats lines in the log; 0: none
 
 
 @dataclass(frozen=True)
@@ -511,6 +513,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "max_buffered_bytes": _k(_integer(1 << 20, 1 << 40), "max_buffered_bytes"),
         "max_new_per_second": _k(_integer(0, 10_000_000), "max_new_per_second"),
         "shed_lag": _k(_fraction(0.0, 60_000.0, "milliseconds"), "shed_lag"),
+        "stats_interval": _k(_fraction(0.0, 86_400.0, "seconds"), "stats_interval"),
         "workers": _k(_workers, "workers"),
         "more_services": _k(_list(_mapping), "more_services"),
         "client_pool": _k(_list(_text), "client_pool"),
@@ -540,6 +543,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "max_routes_per_connection": _k(_integer(1, 100_000_000), "max_routes_per_connection"),
         "max_parked": _k(_integer(1, 100_000_000), "max_parked"),
         "max_backlog_bytes": _k(_integer(1 << 16, 1 << 30), "max_backlog_bytes"),
+        "stats_interval": _k(_fraction(0.0, 86_400.0, "seconds"), "stats_interval"),
     },
     "target": {
         "clients": _k(_list(_network, min_len=1), "clients", required=True),

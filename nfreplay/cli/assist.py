@@ -31,6 +31,7 @@ FLAGS = {
     "max_routes_per_connection": "assist.max_routes_per_connection",
     "max_parked": "assist.max_parked",
     "max_backlog_bytes": "assist.max_backlog_bytes",
+    "stats_interval": "assist.stats_interval",
 }
 
 DESCRIPTION = """\
@@ -80,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-backlog-bytes", metavar="N",
                    help="bytes queued for a control connection that does not read; past it "
                         f"the connection is closed (default {D.max_backlog_bytes})")
+    g.add_argument("--stats-interval", metavar="SECONDS",
+                   help="log a one-line summary of the counters (with rates) this often, and "
+                        f"once at stop; 0 = never (default {D.stats_interval:g})")
     g.add_argument("--queue", metavar="N", help=f"NFQUEUE number (default {D.queue})")
     g.add_argument("--passlist", metavar="IP[,IP]", help="client addresses whose replies pass untouched")
     g.add_argument("--fix-ip-forward", action="store_const", const=True, default=None,
@@ -141,6 +145,7 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
                 log.warning("control channel: only loopback may connect: set assist.online "
                             "(--online) to the online hosts' addresses")
             next_publish = 0.0
+            line = common.StatsLine(STATS_LINE, a.stats_interval, engine.now)
             while not stop.requested:
                 engine.step(0.2)
                 if engine.now >= next_publish:
@@ -149,6 +154,9 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
                     extra = {"queue": a.queue, "listen": f"{a.listen_ip}:{a.listen_port}",
                              "peers": [c.peer for c in engine.conns]}
                     common.publish(stats_file, engine.c, extra)
+                    line.feed(engine.c.snapshot(), engine.now)
+            line.feed(engine.c.snapshot(), engine.now)
+            line.final(engine.now)
         finally:
             # The NFQUEUE rule goes before the queue is unbound (see RuleManager).
             problems = manager.down()
@@ -158,6 +166,15 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
             if started:
                 log.info("down: %s", "complete" if not problems else f"{len(problems)} problem(s)")
     return common.report_teardown(problems, "nfreplay-assist")
+
+
+# The log's stats line (assist.stats_interval): (label, counter, with a rate).
+STATS_LINE = (
+    ("replies", "packets_queued", True), ("records sent", "records_sent", True),
+    ("announced", "client_adds", True), ("routes", "routes", False),
+    ("connections", "connections_live", False), ("unrouted", "records_unrouted", False),
+    ("refused", "connections_refused", False), ("internal errors", "internal_errors", False),
+)
 
 
 def entry() -> None:

@@ -240,6 +240,44 @@ def publish(stats_file: stats.StatsFile, counters: Any, extra: Mapping[str, obje
         log.warning("stats: %s", exc)
 
 
+class StatsLine:
+    """One log line with chosen counters every `interval` seconds (tcpcopy logs its counters
+    every 30 s), with per-second rates since the previous line, and a last one at stop with
+    rates over the whole run. `fields`: (label, counter, rate?) - levels (live sessions)
+    have no rate. Fed the counters' snapshot about once a second; `interval` 0: no lines."""
+
+    def __init__(self, fields: Sequence[tuple[str, str, bool]], interval: float,
+                 now: float) -> None:
+        self.fields = fields
+        self.interval = interval
+        self.started = self.since = now
+        self.prev: Mapping[str, int] = {}  # at the previous line (nothing: all counters 0)
+        self.last: Mapping[str, int] = {}
+
+    def _line(self, now: float, since: float, base: Mapping[str, int]) -> str:
+        span = max(now - since, 1e-9)
+        parts = []
+        for label, key, rate in self.fields:
+            value = self.last.get(key, 0)
+            if rate:
+                parts.append(f"{label} {value} ({(value - base.get(key, 0)) / span:.1f}/s)")
+            else:
+                parts.append(f"{label} {value}")
+        return ", ".join(parts)
+
+    def feed(self, snapshot: Mapping[str, int], now: float) -> None:
+        self.last = snapshot
+        if self.interval and now - self.since >= self.interval:
+            log.info("stats (last %.0f s): %s", now - self.since,
+                     self._line(now, self.since, self.prev))
+            self.since, self.prev = now, snapshot
+
+    def final(self, now: float) -> None:
+        if self.last:
+            log.info("stats at stop (over %.0f s): %s", now - self.started,
+                     self._line(now, self.started, {}))
+
+
 def role_main(args: argparse.Namespace, role: str, flags: Mapping[str, str],
               up: Callable[..., int]) -> int:
     """`up` and `down` of a daemon role (online, assist); `status` is `cli.status.role_status`."""

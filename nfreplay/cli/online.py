@@ -36,6 +36,7 @@ FLAGS = {
     "max_buffered_bytes": "online.max_buffered_bytes",
     "max_new_per_second": "online.max_new_per_second",
     "shed_lag": "online.shed_lag",
+    "stats_interval": "online.stats_interval",
     "workers": "online.workers",
     "more_services": "online.more_services",
     "client_pool": "online.client_pool",
@@ -136,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
                    help="when the capture runs more than MS behind the wire, refuse new sessions "
                         "(counted as sessions_shed) so that admitted ones complete; 0 = never "
                         f"(default {D.shed_lag:g})")
+    g.add_argument("--stats-interval", metavar="SECONDS",
+                   help="log a one-line summary of the counters (with rates) this often, and "
+                        f"once at stop; 0 = never (default {D.stats_interval:g})")
     g = p.add_argument_group("offline replay")
     g.add_argument("--pcap", "-i", metavar="FILE", help="replay this pcap/pcapng file")
     g.add_argument("--speed", "-a", metavar="X", help=f"replay X times faster (0.01-1000, default {D.speed:g})")
@@ -226,13 +230,33 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
         os.makedirs(cfg.general.state_dir, exist_ok=True)
         common.daemonize(paths.pid[: -len(".pid")] + ".log")
     stop = common.Stop()
+    line = common.StatsLine(STATS_LINE, o.stats_interval, time.monotonic())
     with common.pid_file(paths, "online", cfg.general.instance):
         stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance)
         if workers == 1:
-            return replay(cfg, None, lambda c, extra: common.publish(stats_file, c, extra), stop)
-        return workers_mod.supervise(
-            workers, lambda share, report, stop: replay(cfg, share, report, stop),
-            stats_file, stop)
+            def report(c: object, extra: dict[str, object]) -> None:
+                common.publish(stats_file, c, extra)
+                line.feed(c.snapshot(), time.monotonic())  # type: ignore[attr-defined]
+
+            rc = replay(cfg, None, report, stop)
+        else:
+            rc = workers_mod.supervise(
+                workers, lambda share, report, stop: replay(cfg, share, report, stop),
+                stats_file, stop, line)
+        line.final(time.monotonic())
+        return rc
+
+
+# The log's stats line (online.stats_interval): (label, counter, with a rate).
+STATS_LINE = (
+    ("sessions", "sessions_opened", True), ("established", "sessions_established", False),
+    ("completed", "sessions_completed", False), ("live", "sessions_live", False),
+    ("requests", "requests_sent", True), ("captured", "packets_captured", True),
+    ("sent", "packets_sent", True), ("records", "records_received", True),
+    ("retransmits", "retransmits", False), ("handshake failed", "sessions_handshake_failed",
+                                            False),
+    ("shed", "sessions_shed", False), ("internal errors", "internal_errors", False),
+)
 
 
 def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ignore[no-untyped-def]
@@ -288,6 +312,7 @@ def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ig
     next_publish = 0.0
     next_check = engine.now + 30.0
     warned_checksums = False
+    last_extra = None
     try:
         while not stop.requested:
             if o.pcap and not engine.channel_up and engine.now - started < 10:
@@ -325,12 +350,15 @@ def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ig
                 if chosen.client_filter is not None:
                     extra["toa_options_seen"] = chosen.toa_seen
                 report(engine.c, extra)
+                last_extra = extra
                 if progress is not None:
                     progress.show()
     finally:
         engine.shutdown()
         source.close()
         sender.close()
+    if last_extra is not None:
+        report(engine.c, last_extra)  # the counters as they end
     if progress is not None:
         progress.summary(engine.clock() - started)
     return 0

@@ -36,8 +36,10 @@ _PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 8.0  # seconds a worker gets to reset its sessions and exit (`down` waits 10)
 
 
-def supervise(n: int, replay: Replay, stats_file: stats.StatsFile, stop: common.Stop) -> int:
-    """Run `n` workers until `stop` or until one of them exits; 1 if one failed."""
+def supervise(n: int, replay: Replay, stats_file: stats.StatsFile, stop: common.Stop,
+              line: common.StatsLine | None = None) -> int:
+    """Run `n` workers until `stop` or until one of them exits; 1 if one failed. `line` is
+    fed the summed counters."""
     ctx = multiprocessing.get_context("fork")
     procs: list[multiprocessing.process.BaseProcess] = []
     pipes: list[Connection] = []
@@ -63,7 +65,9 @@ def supervise(n: int, replay: Replay, stats_file: stats.StatsFile, stop: common.
                     failed = f"worker {i} (pid {p.pid}) exited with {p.exitcode}"
                     break
             if all(x is not None for x in latest):
-                _publish(stats_file, latest, procs)
+                counters = _publish(stats_file, latest, procs)
+                if line is not None:
+                    line.feed(counters, time.monotonic())
     finally:
         if failed:
             log.error("%s: stopping the whole instance", failed)
@@ -79,7 +83,9 @@ def supervise(n: int, replay: Replay, stats_file: stats.StatsFile, stop: common.
                 p.join()
         _drain(pipes, latest)
         if all(x is not None for x in latest):
-            _publish(stats_file, latest, procs)
+            counters = _publish(stats_file, latest, procs)
+            if line is not None:
+                line.feed(counters, time.monotonic())
     return 1 if failed or any(p.exitcode for p in procs if p.exitcode != -signal.SIGTERM) else 0
 
 
@@ -145,8 +151,10 @@ def _drain(pipes: list[Connection], latest: list[Any]) -> None:
             continue
 
 
-def _publish(stats_file: stats.StatsFile, latest: list[Any], procs: list[Any]) -> None:
-    """The workers' counters summed, their capture and channel figures merged."""
+def _publish(stats_file: stats.StatsFile, latest: list[Any], procs: list[Any]
+             ) -> dict[str, int]:
+    """The workers' counters summed, their capture and channel figures merged; returns the
+    summed counters."""
     counters: dict[str, int] = {}
     for snapshot, _ in latest:
         for k, v in snapshot.items():
@@ -166,6 +174,7 @@ def _publish(stats_file: stats.StatsFile, latest: list[Any], procs: list[Any]) -
         stats_file.write(counters, extra)
     except OSError as exc:  # a full /run must not kill the replay
         log.warning("stats: %s", exc)
+    return counters
 
 
 def _sum(dicts: Any) -> dict[str, Any]:

@@ -768,3 +768,25 @@ def test_sighup_never_stops_the_daemons(lab: Lab) -> None:
     assert len(want) == 75 and wait_for(target_log, "hup", want, 30) == want
     assert assist.poll() is None and online.poll() is None
     assert lab.stop_replay(assist, online) == (0, 0)
+
+
+def test_stats_lines_in_the_logs_and_one_at_stop(lab: Lab) -> None:
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                 "--via", ADDR["assist"])
+    assist = lab.start_assist("--stats-interval", "1")
+    online = lab.start_online("--stats-interval", "1")
+    run_load(lab, "st", short=100, keepalive=0)
+    want = set(paths(online_log, "st"))
+    assert wait_for(target_log, "st", want, 30) == want
+    for name in ("online", "assist"):
+        deadline = time.monotonic() + 10
+        while "stats (last " not in lab.log(name):
+            assert time.monotonic() < deadline, lab.log(name)
+            time.sleep(0.1)
+    assert lab.stop_replay(assist, online) == (0, 0)
+    final = [ln for ln in lab.log("online").splitlines() if "stats at stop" in ln]
+    assert len(final) == 1 and "sessions 100 (" in final[0] and "completed 100" in final[0], final
+    final = [ln for ln in lab.log("assist").splitlines() if "stats at stop" in ln]
+    assert len(final) == 1 and "announced 100 (" in final[0], final

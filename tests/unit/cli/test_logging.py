@@ -51,3 +51,22 @@ def test_other_streams_get_a_timestamp(tmp_path: Path, monkeypatch: pytest.Monke
         logging.getLogger("nfreplay").warning("hello")
         (line,) = lines(path)
     assert line.endswith(" WARNING nfreplay: hello") and line[:4].isdigit()
+
+
+def test_stats_line_every_interval_with_rates_and_one_at_stop(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="nfreplay")
+    fields = (("sessions", "opened", True), ("live", "live", False))
+    line = common.StatsLine(fields, 30.0, now=100.0)
+    line.feed({"opened": 10, "live": 3}, 101.0)
+    line.feed({"opened": 300, "live": 5}, 129.0)  # 29 s: not yet
+    line.feed({"opened": 600, "live": 7}, 130.0)
+    line.feed({"opened": 900, "live": 2}, 150.0)
+    line.final(160.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "stats (last 30 s): sessions 600 (20.0/s), live 7",
+        "stats at stop (over 60 s): sessions 900 (15.0/s), live 2",
+    ]
+    quiet = common.StatsLine(fields, 0.0, now=0.0)  # 0: no periodic lines
+    quiet.feed({"opened": 1, "live": 1}, 1000.0)
+    assert len(caplog.records) == 2
