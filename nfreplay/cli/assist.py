@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 
@@ -88,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--passlist", metavar="IP[,IP]", help="client addresses whose replies pass untouched")
     g.add_argument("--fix-ip-forward", action="store_const", const=True, default=None,
                    help="set net.ipv4.ip_forward=0 if needed (restored by down) instead of refusing")
-    g.add_argument("--daemon", action="store_true", help="detach after start-up")
+    common.add_daemon_options(g)
     common.add_common(p)
     return p
 
@@ -100,7 +99,7 @@ def main(argv: Sequence[str]) -> int:
     return common.role_main(args, "assist", FLAGS, up)
 
 
-def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no-untyped-def]
+def up(cfg, paths: stats.StatePaths, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     import ipaddress
 
     from nfreplay.adapters.channel import Listener
@@ -118,9 +117,7 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
     manager = common.rule_manager(cfg, "assist")
     # Fail on a taken port before touching the firewall.
     listener = Listener(a.listen_ip, a.listen_port)
-    if daemon:
-        os.makedirs(cfg.general.state_dir, exist_ok=True)
-        common.daemonize(paths.pid[: -len(".pid")] + ".log")
+    common.output(args, paths)
     stop = common.Stop()
     allowed = tuple(ipaddress.IPv4Network(n) for n in a.online) or LOOPBACK
     engine = AssistEngine(listener, allowed=allowed, limits=Limits(
@@ -128,7 +125,7 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
         routes=a.max_routes, routes_per_connection=a.max_routes_per_connection,
         parked=a.max_parked, backlog=a.max_backlog_bytes))
     problems: list[str] = []
-    with common.pid_file(paths, "assist", cfg.general.instance):
+    with common.pid_file(paths, "assist", cfg.general.instance, args.pid_file):
         stats_file = stats.StatsFile(paths.stats, role="assist", instance=cfg.general.instance)
         queue = None
         started = False

@@ -151,6 +151,31 @@ def reopen_log() -> None:
     log.info("SIGHUP: log file %s reopened", _log_path)
 
 
+def add_daemon_options(parser: Any) -> None:
+    """`--daemon`, `--log-file`, `--pid-file` (tcpcopy's -d, -l, -P)."""
+    parser.add_argument("--daemon", "-d", action="store_true",
+                        help="detach after start-up (log: --log-file, or <state dir>/"
+                             "<role>-<instance>.log)")
+    parser.add_argument("--log-file", "-l", metavar="FILE",
+                        help="log to FILE instead of stderr; SIGHUP reopens it (logrotate)")
+    parser.add_argument("--pid-file", "-P", metavar="FILE",
+                        help="also write the pid to FILE (the state dir always has one)")
+
+
+def output(args: argparse.Namespace, paths: stats.StatePaths) -> None:
+    """Where a daemon's log goes, per add_daemon_options; detaches with --daemon."""
+    if args.daemon:
+        os.makedirs(os.path.dirname(paths.pid), exist_ok=True)
+        daemonize(args.log_file or paths.pid[: -len(".pid")] + ".log")
+    elif args.log_file:
+        global _log_path
+        _log_path = os.path.abspath(args.log_file)
+        try:
+            _open_log(_log_path)
+        except OSError as exc:
+            raise HostError(f"--log-file {args.log_file}: {exc.strerror or exc}") from None
+
+
 def daemonize(log_path: str) -> None:
     """Classic double fork; stdout/stderr go to `log_path`. The parent exits 0 once the child
     is started (errors after that land in the log and in `status`)."""
@@ -178,16 +203,24 @@ def ensure_not_running(paths: stats.StatePaths, role: str, instance: str) -> Non
 
 
 @contextlib.contextmanager
-def pid_file(paths: stats.StatePaths, role: str, instance: str) -> Iterator[None]:
+def pid_file(paths: stats.StatePaths, role: str, instance: str,
+             extra: str | None = None) -> Iterator[None]:
+    """The instance's pid file (and `extra`, --pid-file) while the body runs."""
     ensure_not_running(paths, role, instance)
     os.makedirs(os.path.dirname(paths.pid), exist_ok=True)
     stats.write_pid(paths.pid)
+    if extra:
+        try:
+            stats.write_pid(extra)
+        except OSError as exc:
+            os.unlink(paths.pid)
+            raise HostError(f"--pid-file {extra}: {exc.strerror or exc}") from None
     try:
         yield
     finally:
-        for path in (paths.pid, paths.stats):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        for path in (paths.pid, paths.stats, extra):
+            with contextlib.suppress(FileNotFoundError, TypeError):
+                os.unlink(path)  # type: ignore[arg-type]
 
 
 def stop_running(paths: stats.StatePaths, timeout: float = 10.0) -> int | None:
@@ -287,7 +320,7 @@ def role_main(args: argparse.Namespace, role: str, flags: Mapping[str, str],
     paths = stats.state_paths(cfg.general.state_dir, role, cfg.general.instance)
     if args.action == "up":
         ensure_not_running(paths, role, cfg.general.instance)
-        return up(cfg, paths, daemon=args.daemon)
+        return up(cfg, paths, args)
     pid = stop_running(paths)
     print(f"nfreplay-{role}: stopped pid {pid}" if pid else f"nfreplay-{role}: not running")
     # After a kill -9 the dead daemon's files are left: they go too.
@@ -295,9 +328,27 @@ def role_main(args: argparse.Namespace, role: str, flags: Mapping[str, str],
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     if role == "online" and not os.path.exists(paths.journal):
+        print(f"nfreplay-{role} down: nothing to remove")
         return 0  # the online role installs nothing unless its journal says so
     # Also after a kill -9: whatever the instance installed goes (the journal says what).
-    return report_teardown(rule_manager(cfg, role).down(), f"nfreplay-{role} down")
+    return teardown(rule_manager(cfg, role), f"nfreplay-{role} down")
+
+
+def teardown(manager: Any, what: str) -> int:
+    """`down` of what `manager` installed, saying what went (or that nothing was there)."""
+    try:
+        before = manager.installed()
+    except NfreplayError:
+        before = []  # cannot list: `down` still works from the journal, and says so
+    problems = manager.down()
+    if not problems:
+        for line in before:
+            gone = line.removeprefix("MISSING: ")
+            print(f"{what}: removed {gone}" if gone == line else
+                  f"{what}: {gone} was already gone")
+        if not before:
+            print(f"{what}: nothing to remove")
+    return report_teardown(problems, what)
 
 
 def rule_manager(cfg: config_mod.Config, role: str) -> Any:

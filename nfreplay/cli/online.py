@@ -113,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--fake-mss", "-D", metavar="BYTES", help=f"MSS of faked handshakes (default {D.fake_mss})")
     g = p.add_argument_group("which sessions, as whom")
     g.add_argument("--percent", "-r", metavar="P", help=f"replay P %% of sessions, sticky per client ip:port (default {D.percent:g})")
-    g.add_argument("--ramp", action="store_const", const=True, default=None,
+    g.add_argument("--ramp", "-g", action="store_const", const=True, default=None,
                    help="reach --percent gradually, 1 point per second")
     g.add_argument("--allow", metavar="CIDR[,CIDR]", help="replay only these client networks")
     g.add_argument("--deny", metavar="CIDR[,CIDR]", help="never replay these client networks")
@@ -147,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
                    help="compress idle gaps longer than MS milliseconds to MS (a corrupt "
                         f"timestamp too); 0 = keep every gap (default {D.max_gap:g})")
     g.add_argument("--loop", "-T", dest="loops", metavar="N", help=f"play the file N times (default {D.loops})")
-    p.add_argument("--daemon", action="store_true", help="detach after start-up")
+    common.add_daemon_options(p)
     common.add_common(p)
     return p
 
@@ -218,7 +218,7 @@ def selection(cfg, workers: int = 1):  # type: ignore[no-untyped-def]
         targets={sport: (ip2int(tip), tport) for _, sport, tip, tport in o.more_services})
 
 
-def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no-untyped-def]
+def up(cfg, paths: stats.StatePaths, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     o = cfg.online
     workers = o.workers or os.cpu_count() or 1
     if workers > 1 and o.pcap:
@@ -226,12 +226,10 @@ def up(cfg, paths: stats.StatePaths, *, daemon: bool) -> int:  # type: ignore[no
     if workers > 1 and (o.client_pool or o.copies > 1):
         raise ConfigError("online.workers: several workers cannot share a client pool yet "
                           "(online.client_pool, online.copies): use 1 worker")
-    if daemon:
-        os.makedirs(cfg.general.state_dir, exist_ok=True)
-        common.daemonize(paths.pid[: -len(".pid")] + ".log")
+    common.output(args, paths)
     stop = common.Stop()
     line = common.StatsLine(STATS_LINE, o.stats_interval, time.monotonic())
-    with common.pid_file(paths, "online", cfg.general.instance):
+    with common.pid_file(paths, "online", cfg.general.instance, args.pid_file):
         stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance)
         if workers == 1:
             def report(c: object, extra: dict[str, object]) -> None:

@@ -68,7 +68,7 @@ def target_main(argv: Sequence[str]) -> int:
         pid = common.stop_running(paths)  # a resident watcher removes the routes itself
         if pid:
             print(f"nfreplay target: stopped pid {pid}")
-        return common.report_teardown(manager.down(), "nfreplay target down")
+        return common.teardown(manager, "nfreplay target down")
     from nfreplay.rules.model import target_plan
     try:
         plan = target_plan(cfg.general.instance, cfg.target.clients, cfg.target.via or "")

@@ -181,18 +181,25 @@ def test_down_after_sigkill_restores_everything(lab: Lab) -> None:
 
     down = lab.nfreplay("assist", "nfreplay-assist", "down")
     assert down.returncode == 0, down.stderr
-    lab.nfreplay("target", "nfreplay", "target", "down")
+    assert "nfreplay-assist down: removed [" in down.stdout, down.stdout  # it says what went
+    down = lab.nfreplay("target", "nfreplay", "target", "down")
+    removed = [ln for ln in down.stdout.splitlines() if ": removed ip " in ln]
+    assert len(removed) == 3, down.stdout  # blackhole, route via the assistant, policy rule
+    down = lab.nfreplay("target", "nfreplay", "target", "down")
+    assert down.stdout == "nfreplay target down: nothing to remove\n", down.stdout
     assert lab.firewall_and_routes() == before
 
 
 def test_down_stops_a_running_daemon_and_cleans(lab: Lab) -> None:
     before = lab.firewall_and_routes()
-    assist = lab.start_assist("--daemon")
+    extra_pid = lab.dir / "tcpcopy-style.pid"
+    assist = lab.start_assist("-d", "-P", str(extra_pid))  # tcpcopy's spellings
     assert assist.wait(10) == 0  # the parent returns once the daemon is detached
     lab.wait_stats("assist")
     st = status_json(lab, "assist")
     pid = st["daemons"][0]["pid"]
     assert st["daemons"][0]["running"] and pid
+    assert extra_pid.read_text().strip() == str(pid)
     # A second instance is refused in one line, before it detaches.
     again = lab.nfreplay("assist", "nfreplay-assist", "up", "--daemon", "--target",
                          f"{ADDR['target']}:80", "--clients", CLIENT_NET, check=False)
@@ -208,6 +215,7 @@ def test_down_stops_a_running_daemon_and_cleans(lab: Lab) -> None:
         time.sleep(0.05)
     assert "reopened" in log.read_text() and pid_alive(pid)
     down = lab.nfreplay("assist", "nfreplay-assist", "down")
+    assert not extra_pid.exists()
     assert down.returncode == 0, down.stderr
     assert not pid_alive(pid)  # gone (or a zombie of whatever init adopted it)
     assert lab.firewall_and_routes() == before

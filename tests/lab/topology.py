@@ -226,7 +226,7 @@ class Lab:
                 "--clients", CLIENT_NET, "--online", ADDR["online"], "--instance", self.prefix,
                 "--state-dir", self.state_dir("assist"), *extra]
         p = self.spawn("assist", self._padded(argv), "assist.log")
-        if "--daemon" not in extra:
+        if "--daemon" not in extra and "-d" not in extra:
             self.wait_stats("assist", p.pid)
         return p
 
