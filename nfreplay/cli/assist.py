@@ -138,6 +138,7 @@ def up(cfg, paths: stats.StatePaths, args: argparse.Namespace) -> int:  # type: 
             started = True
             log.info("up: queue %d bound, %d rule(s) installed, listening on %s:%d",
                      a.queue, len(plan.rules), a.listen_ip, a.listen_port)
+            common.notify("READY=1")
             if not a.online:
                 log.warning("control channel: only loopback may connect: set assist.online "
                             "(--online) to the online hosts' addresses")

@@ -258,6 +258,24 @@ def process_usage() -> dict[str, float]:
             "max_rss_kib": ru.ru_maxrss}
 
 
+def notify(state: str) -> None:
+    """sd_notify(3) without libsystemd: `state` ("READY=1", "STOPPING=1") to the datagram
+    socket systemd names in NOTIFY_SOCKET (Type=notify units); nothing without one."""
+    import socket
+
+    path = os.environ.get("NOTIFY_SOCKET", "")
+    if not path:
+        return
+    if path.startswith("@"):  # an abstract socket
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(path)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("cannot notify systemd (%s): %s", state, exc.strerror or exc)
+
+
 def compiled() -> bool:
     """Whether the per-packet modules run compiled (mypyc, see setup.py) or as Python."""
     from nfreplay.session import machine

@@ -307,6 +307,8 @@ def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ig
                     o.reconnect_interval)
     log.info("up: replaying %s to %s:%d (%s)", where, o.target_ip, o.target_port,
              "compiled hot path" if common.compiled() else "pure Python")
+    if share is None:
+        common.notify("READY=1")  # the capture is open (workers: the supervisor says it)
     next_publish = 0.0
     next_check = engine.now + 30.0
     warned_checksums = False

@@ -106,6 +106,7 @@ def resident(manager: Any, plan: Plan, paths: stats.StatePaths, instance: str) -
                 manager.up(plan)
             log.info("up: %d route(s) and %d rule(s) installed; watching rtnetlink",
                      len(plan.routes), len(plan.policy))
+            common.notify("READY=1")
             missing: list[str] = []
             due = 0.0  # look at once: an adopted plan may be missing a route already
             while not stop.requested:

@@ -54,6 +54,7 @@ def supervise(n: int, replay: Replay, stats_file: stats.StatsFile, stop: common.
     log.info("up: %d workers (pids %s), worker i replays the client ports p with "
              "(p >> 1) %% %d == i",
              n, ", ".join(str(p.pid) for p in procs), n)
+    common.notify("READY=1")
     latest: list[tuple[dict[str, int], dict[str, Any]] | None] = [None] * n
     failed = ""
     try:

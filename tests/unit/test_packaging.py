@@ -107,7 +107,8 @@ def test_exactly_the_three_units():
 def test_daemon_runs_up_in_the_foreground_and_down_after(name):
     unit = load_unit(name)
     cmd = DAEMONS[name]
-    assert one(unit, "Service", "Type") in ("simple", "exec")
+    assert one(unit, "Service", "Type") == "notify"  # READY=1 once up
+    assert one(unit, "Service", "NotifyAccess") == "main"
     prefix, argv = command(one(unit, "Service", "ExecStart"))
     assert prefix == ""
     assert argv == [f"{BIN}/{cmd}", "up", "--config", CONFIG]
@@ -148,7 +149,8 @@ def test_unit_common_settings(name):
 
 def test_target_unit_keeps_the_route_with_a_resident_watcher():
     unit = load_unit(TARGET_UNIT)
-    assert one(unit, "Service", "Type") in ("simple", "exec")
+    assert one(unit, "Service", "Type") == "notify"  # READY=1 once up
+    assert one(unit, "Service", "NotifyAccess") == "main"
     assert command(one(unit, "Service", "ExecStart")) == (
         "", [f"{BIN}/nfreplay", "target", "up", "--resident", "--config", CONFIG])
     # The watcher removes its routes at SIGTERM; `down` after it also cleans after a crash.

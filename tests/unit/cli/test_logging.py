@@ -70,3 +70,18 @@ def test_stats_line_every_interval_with_rates_and_one_at_stop(
     quiet = common.StatsLine(fields, 0.0, now=0.0)  # 0: no periodic lines
     quiet.feed({"opened": 1, "live": 1}, 1000.0)
     assert len(caplog.records) == 2
+
+
+def test_notify_sends_the_state_to_notify_socket(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(path)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        common.notify("READY=1")
+        systemd.settimeout(2)
+        assert systemd.recv(100) == b"READY=1"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    common.notify("READY=1")  # not under systemd: nothing, no error
