@@ -80,9 +80,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-backlog-bytes", metavar="N",
                    help="bytes queued for a control connection that does not read; past it "
                         f"the connection is closed (default {D.max_backlog_bytes})")
-    g.add_argument("--stats-interval", metavar="SECONDS",
-                   help="log a one-line summary of the counters (with rates) this often, and "
-                        f"once at stop; 0 = never (default {D.stats_interval:g})")
+    common.add_stats_interval(g, D.stats_interval)
     g.add_argument("--queue", metavar="N", help=f"NFQUEUE number (default {D.queue})")
     g.add_argument("--passlist", metavar="IP[,IP]", help="client addresses whose replies pass untouched")
     g.add_argument("--fix-ip-forward", action="store_const", const=True, default=None,

@@ -151,6 +151,12 @@ def reopen_log() -> None:
     log.info("SIGHUP: log file %s reopened", _log_path)
 
 
+def add_stats_interval(parser: Any, default: float) -> None:
+    parser.add_argument("--stats-interval", metavar="SECONDS",
+                        help="log a one-line summary of the counters (with rates) this often, "
+                             f"and once at stop; 0 = never (default {default:g})")
+
+
 def add_daemon_options(parser: Any) -> None:
     """`--daemon`, `--log-file`, `--pid-file` (tcpcopy's -d, -l, -P)."""
     parser.add_argument("--daemon", "-d", action="store_true",

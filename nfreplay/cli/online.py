@@ -137,9 +137,7 @@ def parser() -> argparse.ArgumentParser:
                    help="when the capture runs more than MS behind the wire, refuse new sessions "
                         "(counted as sessions_shed) so that admitted ones complete; 0 = never "
                         f"(default {D.shed_lag:g})")
-    g.add_argument("--stats-interval", metavar="SECONDS",
-                   help="log a one-line summary of the counters (with rates) this often, and "
-                        f"once at stop; 0 = never (default {D.stats_interval:g})")
+    common.add_stats_interval(g, D.stats_interval)
     g = p.add_argument_group("offline replay")
     g.add_argument("--pcap", "-i", metavar="FILE", help="replay this pcap/pcapng file")
     g.add_argument("--speed", "-a", metavar="X", help=f"replay X times faster (0.01-1000, default {D.speed:g})")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.test_replay import paths, run_load, status_json, wait_for
+from tests.lab.test_replay import paths, run_load, status_json, wait_counters, wait_for
 from tests.lab.topology import ADDR, CLIENT_NET, Lab
 
 TCPCOPY = os.environ.get("NFREPLAY_TCPCOPY", "")
@@ -37,16 +37,9 @@ def assist_counters(lab: Lab) -> dict:
     return daemons[0]["counters"] if daemons and daemons[0]["running"] else {}
 
 
-def wait_assist(lab: Lab, done, what: str, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        counters = assist_counters(lab)
-        if counters and done(counters):
-            return counters
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nfreplay-assist: {what} not reached in {timeout} s: "
-                                 f"{counters}\n{lab.log('assist')}")
-        time.sleep(0.2)
+def wait_assist(lab: Lab, done, what: str, timeout: float) -> dict:  # type: ignore[no-untyped-def]
+    return wait_counters(lambda: assist_counters(lab), done, f"nfreplay-assist: {what}",
+                         timeout, lambda: lab.log("assist"))
 
 
 def replayed(lab: Lab, online_log: Path, target_log: Path, tag: str, want: int) -> None:

@@ -602,20 +602,26 @@ def target_stats(lab: Lab) -> dict:
                       .read_text())["counters"]
 
 
-def wait_target(lab: Lab, done, what: str, timeout: float = 15.0) -> dict:
-    """The resident watcher's counters once `done(counters)` holds; fails loudly if never."""
+def wait_counters(read, done, what: str, timeout: float, log) -> dict:  # type: ignore[no-untyped-def]
+    """`read()`'s counters once `done(counters)` holds; fails loudly, with `log()`, if never
+    (`read` may fail or return {} while there is nothing to read yet)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            counters = target_stats(lab)
+            counters = read()
         except (OSError, ValueError, KeyError):
             counters = {}
         if counters and done(counters):
             return counters
         if time.monotonic() > deadline:
-            raise AssertionError(f"target watcher: {what} not reached in {timeout} s: "
-                                 f"{counters}\n{lab.log('target')}")
+            raise AssertionError(f"{what} not reached in {timeout} s: {counters}\n{log()}")
         time.sleep(0.05)
+
+
+def wait_target(lab: Lab, done, what: str, timeout: float = 15.0) -> dict:  # type: ignore[no-untyped-def]
+    """The resident target watcher's counters once `done(counters)` holds."""
+    return wait_counters(lambda: target_stats(lab), done, f"target watcher: {what}", timeout,
+                         lambda: lab.log("target"))
 
 
 def test_target_link_flap_during_replay_leaks_nothing_and_replay_resumes(lab: Lab) -> None:

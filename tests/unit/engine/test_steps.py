@@ -26,6 +26,7 @@ from nfreplay.engine.online import OnlineEngine
 from nfreplay.proto import channel, tcpip
 from nfreplay.proto.tcpip import ACK, PSH, SYN, ip2int
 from nfreplay.session.machine import Params
+from tests.unit.adapters.test_channel import nothing_pending, recv_exact
 
 CLIENT, ONLINE, TARGET = ip2int("198.18.1.10"), ip2int("198.18.0.2"), ip2int("198.18.0.3")
 CPORT = 40000
@@ -102,21 +103,6 @@ def frame(flags: int, seq: int, ack: int = 0, payload: bytes = b"",
 def target_record(flags: int, seq: int, ack: int, plen: int = 0, port: int = CPORT) -> bytes:
     return channel.make_record(tcpip.build(TARGET, CLIENT, 80, port, seq, ack, flags,
                                            payload=b"r" * plen))
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    sock.settimeout(WAIT)
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, f"the online side closed after {len(data)} of {n} bytes"
-        data += chunk
-    return data
-
-
-def nothing_pending(sock: socket.socket) -> bool:
-    r, _, _ = select.select([sock], [], [], 0)
-    return not r
 
 
 def steps(e: OnlineEngine | AssistEngine, cond: Callable[[], object], what: str,

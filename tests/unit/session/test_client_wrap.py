@@ -7,16 +7,17 @@ the client's is, and the target's is far from it. Each transcript runs with a co
 from the wrap and with ISNs that put the wrap at a different step of it; the expected packets
 are written relative to the ISN, so the wrapped runs must match the control run exactly.
 
-Helpers are copied from test_machine.py (with the client's ISN as a parameter)."""
+The packet builders and the table come from test_machine.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from nfreplay.proto import channel, checksum, tcpip
+from nfreplay.proto import checksum, tcpip
 from nfreplay.proto.tcpip import ACK, FIN, PSH, RST, SYN, ip2int
-from nfreplay.session.machine import Announce, Counters, Params
-from nfreplay.session.table import SessionTable
+from nfreplay.session.machine import Announce, Params
+from tests.unit.session import test_machine as machine_lab
+from tests.unit.session.test_machine import record
 
 CLIENT = ip2int("198.18.1.10")
 CPORT = 40000
@@ -39,19 +40,6 @@ ISNS = [1_000_000, 0xFFFFFFF0, 0xFFFFFFEC, 0xFFFFFFED, 0xFFFFFFFF, 0xFFFFFFEB, 0
 wrap = pytest.mark.parametrize("isn", ISNS, ids=[f"isn={i:#x}" for i in ISNS])
 
 
-def client(flags: int, seq: int, ack: int = 0, payload: bytes = b"",
-           port: int = CPORT) -> tuple[tcpip.Segment, bytearray]:
-    pkt = tcpip.build(CLIENT, ONLINE, port, 80, seq, ack, flags, window=502, payload=payload)
-    return tcpip.parse(pkt), pkt
-
-
-def record(flags: int, seq: int, ack: int, plen: int = 0, window: int = 1000,
-           port: int = CPORT) -> tcpip.Segment:
-    pkt = tcpip.build(TARGET, CLIENT, TPORT, port, seq, ack, flags, window=window,
-                      payload=b"r" * plen)
-    return tcpip.parse(channel.make_record(pkt))
-
-
 def view(pkt: bytearray) -> tuple[int, int, int, int]:
     """(flags, seq, ack, payload_len) of an emitted packet, addresses and checksum verified."""
     assert checksum.verify(pkt), "emitted packet has a bad checksum"
@@ -60,38 +48,16 @@ def view(pkt: bytearray) -> tuple[int, int, int, int]:
     return s.flags, s.seq, s.ack, s.payload_len
 
 
-class Lab:
-    """A table plus a fake clock, for a client whose ISN is `isn`; every call returns what
-    the machine emitted. `s(k)` is the client's sequence number k bytes after its ISN."""
+class Lab(machine_lab.Lab):
+    """test_machine's table and clock, for a client whose ISN is `isn`. `s(k)` is the
+    client's sequence number k bytes after its ISN."""
 
     def __init__(self, isn: int, params: Params = PARAMS) -> None:
+        super().__init__(params)
         self.isn = isn
-        self.c = Counters()
-        self.t = SessionTable(params, self.c)
-        self.now = 100.0
 
     def s(self, k: int) -> int:
         return (self.isn + k) % M
-
-    def cl(self, flags: int, seq: int, ack: int = 0, payload: bytes = b"") -> list:
-        out: list = []
-        seg, pkt = client(flags, seq, ack, payload)
-        self.t.client_packet(seg, pkt, self.now, out)
-        self.t.flush(self.now, out)
-        return out
-
-    def rec(self, flags: int, seq: int, ack: int, plen: int = 0, window: int = 1000) -> list:
-        out: list = []
-        self.t.response(record(flags, seq, ack, plen, window), self.now, out)
-        self.t.flush(self.now, out)
-        return out
-
-    def advance(self, dt: float) -> list:
-        self.now += dt
-        out: list = []
-        self.t.tick(self.now, out)
-        self.t.flush(self.now, out)
-        return out
 
     def established(self) -> None:
         s = self.s
