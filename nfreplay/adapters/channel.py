@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import socket
+from typing import Any, Protocol
 
 from nfreplay.errors import HostError
 from nfreplay.proto import channel
@@ -22,10 +23,16 @@ MAX_BACKLOG = 8 << 20
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINPROGRESS)
 
 
+class Decoder(Protocol):
+    """channel.MessageDecoder (assist side) or channel.FrameDecoder (online side)."""
+
+    def feed(self, data: bytes) -> list[Any]: ...
+
+
 class Conn:
     """One control connection: a socket, its decoder and its outgoing buffer."""
 
-    def __init__(self, sock: socket.socket, peer: str, decoder: object) -> None:
+    def __init__(self, sock: socket.socket, peer: str, decoder: Decoder) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
@@ -57,7 +64,7 @@ class Conn:
         data = self.recv()
         if data is None:
             return None
-        return self.decoder.feed(data) if data else []  # type: ignore[attr-defined]
+        return self.decoder.feed(data) if data else []
 
     def queue(self, data: bytes) -> None:
         self.out += data

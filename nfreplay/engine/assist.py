@@ -15,6 +15,7 @@ import selectors
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 from nfreplay.adapters.channel import Conn, Listener
 from nfreplay.errors import WireError
@@ -68,16 +69,25 @@ class AssistCounters(Counters):
     internal_errors: int  # a bug met while handling a peer's message: that peer is closed
 
 
+class Queue(Protocol):
+    """What the loop needs of the NFQUEUE (adapters.nfqueue.Queue, built with
+    `AssistEngine.on_packet` as its callback)."""
+
+    def fileno(self) -> int: ...
+
+    def drain(self) -> None: ...
+
+
 class AssistEngine:
-    """`queue` is an adapters.nfqueue.Queue built with `self.on_packet` as its callback
-    (or anything with fileno()/drain()). Only peers in `allowed` may connect."""
+    """`queue` (set once bound) hands each queued reply to `on_packet`. Only peers in
+    `allowed` may connect."""
 
     def __init__(self, listener: Listener | None, *, clock: Callable[[], float] = time.monotonic,
                  counters: AssistCounters | None = None,
                  allowed: Sequence[ipaddress.IPv4Network] = LOOPBACK,
                  limits: Limits = Limits()) -> None:
         self.listener = listener
-        self.queue: object = None
+        self.queue: Queue | None = None
         self.clock = clock
         self.c = counters if counters is not None else AssistCounters()
         self.allowed = tuple(allowed)
@@ -125,7 +135,7 @@ class AssistEngine:
 
     def step(self, timeout: float) -> None:
         if self.queue is not None and self._queue_fd < 0:
-            self._queue_fd = self.queue.fileno()  # type: ignore[attr-defined]
+            self._queue_fd = self.queue.fileno()
             self._sel.register(self._queue_fd, selectors.EVENT_READ, "queue")
         events = self._sel.select(timeout)
         self.now = now = self.clock()
@@ -151,17 +161,17 @@ class AssistEngine:
                                     exc_info=log.isEnabledFor(logging.DEBUG))
                     if not conn.closed:
                         self._close(conn, "closed after an internal error")
-        if queue_ready:
-            self.queue.drain()  # type: ignore[attr-defined]
+        if queue_ready and self.queue is not None:
+            self.queue.drain()
         self._send()
         if now >= self._next_expire:
             self._next_expire = now + 1.0
             self.router.expire(now)
             self._close_stalled(now)
-            if self._accept_paused_until and now >= self._accept_paused_until:
+            if (self._accept_paused_until and now >= self._accept_paused_until
+                    and self.listener is not None):
                 self._accept_paused_until = 0.0
-                self._sel.register(self.listener.fileno(),  # type: ignore[union-attr]
-                                   selectors.EVENT_READ, "listener")
+                self._sel.register(self.listener.fileno(), selectors.EVENT_READ, "listener")
         self.c.connections_live = len(self.conns)
         self.c.routes = len(self.router)
 
@@ -219,7 +229,7 @@ class AssistEngine:
         if msgs is None:
             self._close(conn, "closed by peer")
             return
-        decoder: channel.MessageDecoder = conn.decoder  # type: ignore[assignment]
+        decoder = cast(channel.MessageDecoder, conn.decoder)
         if not conn.version_checked and decoder.version is not None:
             # The version is advisory (intercept accepts any): say so once, keep serving.
             conn.version_checked = True
@@ -243,7 +253,7 @@ class AssistEngine:
     def _close_stalled(self, now: float) -> None:
         limit = now - self.limits.stall
         for conn in list(self.conns):
-            decoder: channel.MessageDecoder = conn.decoder  # type: ignore[assignment]
+            decoder = cast(channel.MessageDecoder, conn.decoder)
             if conn.since < limit and (not decoder.greeted or decoder.buffered):
                 self.c.connections_stalled += 1
                 self._close(conn, "no version message, or a message cut short, for "

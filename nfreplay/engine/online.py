@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from struct import Struct
+from typing import Protocol, Union, runtime_checkable
 from struct import error as StructError
 
 from nfreplay.adapters.channel import Assistant, Conn
@@ -38,10 +39,38 @@ _PEEK = Struct("!BxH5xB2xI4xH6xIBBH").unpack_from
 _SYN_FIN_RST_ACK = SYN | FIN | RST | ACK
 
 
+class LiveCapture(Protocol):
+    """What the engine needs of a live capture (adapters.capture.Capture)."""
+
+    def fileno(self) -> int: ...
+
+    def dispatch(self, callback: Callable[[bytes, int], None],
+                 on_lag: Callable[[float], None] | None = None, limit: int = -1) -> int: ...
+
+
+@runtime_checkable
+class FileCapture(Protocol):
+    """What the engine needs of a capture file played on its own clock
+    (adapters.pcapsource.FileSource): no descriptor, frames due by time."""
+
+    def wait(self, now: float) -> float: ...
+
+    def dispatch(self, callback: Callable[[bytes, int], None]) -> int: ...
+
+
+class Sender(Protocol):
+    """What the engine needs of the raw socket (adapters.rawsock.RawSender)."""
+
+    def send(self, pkt: bytes | bytearray, dst: str) -> bool: ...
+
+
+CaptureSource = Union[LiveCapture, FileCapture]
+
+
 class OnlineEngine:
     """Runs until `stop()` says so; adapters come in through the constructor."""
 
-    def __init__(self, params: Params, capture: object, sender: object,
+    def __init__(self, params: Params, capture: CaptureSource | None, sender: Sender,
                  assistants: Sequence[Assistant], *, mtu: int = 1500,
                  reconnect_interval: float = 2.0,
                  connect_timeout: float = 3.0, clock: Callable[[], float] = time.monotonic,
@@ -53,7 +82,13 @@ class OnlineEngine:
         self.assistants = list(assistants)
         self.reconnect_interval = reconnect_interval
         self.mtu = mtu
-        self.offline = hasattr(capture, "wait")
+        self.file: FileCapture | None = None
+        self.live: LiveCapture | None = None
+        if isinstance(capture, FileCapture):
+            self.file = capture
+        else:
+            self.live = capture
+        self.offline = self.file is not None
         self.tail_since: float | None = None  # offline: when the file ran out
         self.connect_timeout = connect_timeout
         self.clock = clock
@@ -78,8 +113,8 @@ class OnlineEngine:
         self._conns: list[Conn] = []  # connected control connections
         self._opening: list[tuple[Assistant, Conn]] = []  # connects in progress
         self._wanted_conns = sum(len(a.conns) for a in self.assistants)
-        if not self.offline and hasattr(capture, "fileno"):
-            self._sel.register(capture.fileno(), selectors.EVENT_READ, None)  # type: ignore[union-attr]
+        if self.live is not None:
+            self._sel.register(self.live.fileno(), selectors.EVENT_READ, None)
 
     @property
     def channel_up(self) -> int:
@@ -195,8 +230,8 @@ class OnlineEngine:
 
     def step(self, timeout: float) -> None:
         """One wake-up: wait at most `timeout` seconds for input, then do everything due."""
-        if self.offline:  # a capture file: frames are due by the clock, not by a descriptor
-            timeout = min(timeout, self.capture.wait(self.clock()))  # type: ignore[attr-defined]
+        if self.file is not None:  # frames are due by the file's clock, not by a descriptor
+            timeout = min(timeout, self.file.wait(self.clock()))
         events = self._sel.select(0.0 if self._capture_more else timeout)
         now = self.now = self.clock()
         capture_ready = self._capture_more
@@ -222,10 +257,10 @@ class OnlineEngine:
         if changed:
             self._watch()
         # A file waits for its assistant; live traffic cannot wait, it is read and counted.
-        if self.offline and self.channel_up:
-            self.capture.dispatch(self._on_frame)  # type: ignore[attr-defined]
-        elif capture_ready:
-            n = self.capture.dispatch(  # type: ignore[attr-defined]
+        if self.file is not None and self.channel_up:
+            self.file.dispatch(self._on_frame)
+        elif capture_ready and self.live is not None:
+            n = self.live.dispatch(
                 self._on_frame, self._shed if self.shed_lag else None, CAPTURE_BATCH)
             self._capture_more = n >= CAPTURE_BATCH
         for conn in readable:
@@ -304,7 +339,7 @@ class OnlineEngine:
             for conn in self._conns:
                 if conn.out:
                     conn.flush()
-        send = self.sender.send  # type: ignore[attr-defined]
+        send = self.sender.send
         names = self._names
         sent = 0
         for cmd in out:
@@ -332,9 +367,9 @@ class OnlineEngine:
         self.c.syns_unannounced += 1
         return True
 
-    def _drop(self, conn: object, why: str) -> None:
-        log.warning("control channel %s: %s", conn.peer, why)  # type: ignore[attr-defined]
-        conn.close()  # type: ignore[attr-defined]
+    def _drop(self, conn: Conn, why: str) -> None:
+        log.warning("control channel %s: %s", conn.peer, why)
+        conn.close()
         self.channel_drops += 1
         self._watch()
         self._next_connect = min(self._next_connect, self.clock() + 0.2)
