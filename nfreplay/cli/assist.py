@@ -11,6 +11,7 @@ from nfreplay import stats
 from nfreplay.cli import common
 from nfreplay.cli.status import role_status
 from nfreplay.config import Assist as D
+from nfreplay.config import Config
 from nfreplay.errors import ConfigError
 
 log = logging.getLogger("nfreplay.assist")
@@ -97,7 +98,7 @@ def main(argv: Sequence[str]) -> int:
     return common.role_main(args, "assist", FLAGS, up)
 
 
-def up(cfg, paths: stats.StatePaths, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     import ipaddress
 
     from nfreplay.adapters.channel import Listener
@@ -106,6 +107,7 @@ def up(cfg, paths: stats.StatePaths, args: argparse.Namespace) -> int:  # type: 
     from nfreplay.rules.model import assist_plan
 
     a = cfg.assist
+    assert a.target_ip is not None and a.target_port is not None  # required (config.load)
     try:
         plan = assist_plan(cfg.general.instance, a.target_ip, a.target_port, a.clients, a.mode,
                            a.queue, a.passlist, a.fix_ip_forward,

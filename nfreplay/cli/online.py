@@ -7,15 +7,23 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 from nfreplay import stats
 from nfreplay.cli import common
 from nfreplay.cli.status import role_status
 from nfreplay.cli import workers as workers_mod
+from nfreplay.config import Config
 from nfreplay.config import Online as D
 from nfreplay.errors import ConfigError
 from nfreplay.proto.tcpip import ip2int
+
+if TYPE_CHECKING:
+    from nfreplay.adapters.pcapsource import FileSource
+    from nfreplay.engine.online import OnlineEngine
+    from nfreplay.session.counters import Counters
+    from nfreplay.session.selection import Selection
 
 log = logging.getLogger("nfreplay.online")
 
@@ -173,13 +181,15 @@ def main(argv: Sequence[str]) -> int:
     return common.role_main(args, "online", FLAGS, up)
 
 
-def services(cfg) -> list[tuple[str | None, int, str, int]]:  # type: ignore[no-untyped-def]
+def services(cfg: Config) -> list[tuple[str | None, int, str, int]]:
     """Every (service ip, service port, target ip, target port) this instance copies."""
     o = cfg.online
+    # Required keys: config.load(role="online") refuses a configuration without them.
+    assert o.service_port is not None and o.target_ip is not None and o.target_port is not None
     return [(o.service_ip, o.service_port, o.target_ip, o.target_port), *o.more_services]
 
 
-def bpf(cfg, share: tuple[int, int] | None = None) -> str:  # type: ignore[no-untyped-def]
+def bpf(cfg: Config, share: tuple[int, int] | None = None) -> str:
     """The capture filter: the services' ports, never what we inject; with `share` = (i, n),
     only the client ports p with (p >> 1) % n == i (worker i of n; not p % n: Linux gives
     connect() ephemeral ports of one parity)."""
@@ -196,7 +206,7 @@ def bpf(cfg, share: tuple[int, int] | None = None) -> str:  # type: ignore[no-un
     return expr
 
 
-def selection(cfg, workers: int = 1):  # type: ignore[no-untyped-def]
+def selection(cfg: Config, workers: int = 1) -> Selection:
     """The operator's choice of sessions, from [online] (rate limits split among workers)."""
     from nfreplay.session.clientpool import parse_pool
     from nfreplay.session.filters import ClientFilter, PayloadPattern
@@ -204,6 +214,7 @@ def selection(cfg, workers: int = 1):  # type: ignore[no-untyped-def]
     from nfreplay.session.selection import Selection
 
     o = cfg.online
+    assert o.target_ip is not None  # required (config.load)
     pool = parse_pool(o.client_pool, exclude=[o.target_ip], key="online.client_pool") \
         if o.client_pool else ()
     return Selection(
@@ -216,7 +227,7 @@ def selection(cfg, workers: int = 1):  # type: ignore[no-untyped-def]
         targets={sport: (ip2int(tip), tport) for _, sport, tip, tport in o.more_services})
 
 
-def up(cfg, paths: stats.StatePaths, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     o = cfg.online
     workers = o.workers or os.cpu_count() or 1
     if workers > 1 and o.pcap:
@@ -230,9 +241,9 @@ def up(cfg, paths: stats.StatePaths, args: argparse.Namespace) -> int:  # type: 
     with common.pid_file(paths, "online", cfg.general.instance, args.pid_file):
         stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance)
         if workers == 1:
-            def report(c: object, extra: dict[str, object]) -> None:
+            def report(c: Counters, extra: dict[str, Any]) -> None:
                 common.publish(stats_file, c, extra)
-                line.feed(c.snapshot(), time.monotonic())  # type: ignore[attr-defined]
+                line.feed(c.snapshot(), time.monotonic())
 
             rc = replay(cfg, None, report, stop)
         else:
@@ -255,7 +266,8 @@ STATS_LINE = (
 )
 
 
-def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ignore[no-untyped-def]
+def replay(cfg: Config, share: tuple[int, int] | None,
+           report: Callable[[Counters, dict[str, Any]], None], stop: common.Stop) -> int:
     """One capture + replay loop until `stop`: the whole instance, or worker `share` = (i, n)
     of n, which replays the client ports p with (p >> 1) % n == i (split in the capture filter, so
     the kernel hands each packet to exactly one worker). `report(counters, extra)` is called
@@ -268,6 +280,7 @@ def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ig
     from nfreplay.session.machine import Params
 
     o = cfg.online
+    assert o.target_ip is not None and o.target_port is not None  # required (config.load)
     n = share[1] if share else 1
     params = Params(target_ip=ip2int(o.target_ip), target_port=o.target_port,
                     session_timeout=o.session_timeout, response_timeout=o.response_timeout,
@@ -293,7 +306,7 @@ def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ig
     engine = OnlineEngine(params, source, sender, assistants, mtu=o.mtu,
                           reconnect_interval=o.reconnect_interval, clock=engine_clock,
                           selection=chosen, shed_lag=o.shed_lag / 1000)
-    progress = Progress(source, engine, sys.stderr) if o.pcap else None
+    progress = Progress(source, engine, sys.stderr) if isinstance(source, FileSource) else None
     started = engine.clock()
     engine.connect(engine.clock())
     deadline = engine.clock() + 1.0
@@ -317,7 +330,7 @@ def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ig
                 engine.step(0.1)  # a file waits for its assistant; live traffic cannot
                 continue
             engine.step(engine.next_timeout())
-            if o.pcap and offline_step(source, engine):
+            if isinstance(source, FileSource) and offline_step(source, engine):
                 break
             if engine.now >= next_check:
                 next_check = engine.now + 30.0
@@ -362,7 +375,7 @@ def replay(cfg, share: tuple[int, int] | None, report, stop) -> int:  # type: ig
     return 0
 
 
-def offline_step(source, engine) -> bool:  # type: ignore[no-untyped-def]
+def offline_step(source: FileSource, engine: OnlineEngine) -> bool:
     """After a wake-up of an offline replay: start the next loop once the sessions of the
     previous one are over; True when the whole replay is done: the file was played and no
     session has anything left to send or to wait for (a session the capture cut before its
@@ -381,7 +394,7 @@ def offline_step(source, engine) -> bool:  # type: ignore[no-untyped-def]
 class Progress:
     """Offline replay progress: a bar on a terminal, a line every 5 s otherwise."""
 
-    def __init__(self, source, engine, stream) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, source: FileSource, engine: OnlineEngine, stream: TextIO) -> None:
         self.source, self.engine, self.stream = source, engine, stream
         self.tty = stream.isatty()
         self.last = 0.0
@@ -428,7 +441,7 @@ class Progress:
               flush=True)
 
 
-def warn_if_handshakes_fail(c) -> None:  # type: ignore[no-untyped-def]
+def warn_if_handshakes_fail(c: Counters) -> None:
     """tcpcopy's "many connections can't be established", with what to check."""
     opened = c.sessions_opened
     if opened >= 20 and c.sessions_established * 100 < opened * 80:
