@@ -23,4 +23,8 @@ class RulesError(NfreplayError):
 
 
 class HostError(NfreplayError):
-    """The host lacks something nfreplay needs (a binary, a kernel feature, privileges)."""
+    """The host lacks something nfreplay needs (a binary, a kernel feature, privileges, an
+    interface, a sysctl value it may not change). Exit code 3: like a configuration error,
+    restarting does not fix it (the units' RestartPreventExitStatus)."""
+
+    exit_code = 3

@@ -19,6 +19,7 @@ commands:
                      and the rules/routes each instance installed
   target up|down     on the target host: route the client networks' replies via the
                      assistant (tagged; `down` removes only this instance's routes)
+  doctor ROLE        check what online, assist or target needs on this host before `up`
 
 The online and assist roles have their own commands: nfreplay-online, nfreplay-assist."""
 
@@ -28,6 +29,7 @@ examples:
   nfreplay status --json
   nfreplay target up --clients 198.18.1.0/24 --via 198.18.0.4
   nfreplay target down
+  nfreplay doctor target
 """
 
 
@@ -36,9 +38,14 @@ def main(argv: Sequence[str]) -> int:
         return target_main(argv[1:])
     if argv and argv[0] == "status":
         return status_main(argv[1:])
+    if argv and argv[0] == "doctor":
+        from nfreplay.cli.doctor import doctor_main
+
+        return doctor_main(argv[1:])
     p = argparse.ArgumentParser(prog="nfreplay", description=DESCRIPTION, epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("status", "target"), help="status | target up|down")
+    p.add_argument("command", choices=("status", "target", "doctor"),
+                   help="status | target up|down | doctor ROLE")
     common.add_version(p)
     p.parse_args(argv[:1] if argv and argv[0] != "--version" else argv)
     return 2  # unreachable: argparse exits on a missing/unknown command

@@ -321,7 +321,8 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     if share is None:
         common.notify("READY=1")  # the capture is open (workers: the supervisor says it)
     next_publish = 0.0
-    next_check = engine.now + 30.0
+    next_check = engine.now + CHECK_EVERY
+    handshakes = HandshakeWatch()
     warned_checksums = False
     last_extra = None
     try:
@@ -333,8 +334,8 @@ def replay(cfg: Config, share: tuple[int, int] | None,
             if isinstance(source, FileSource) and offline_step(source, engine):
                 break
             if engine.now >= next_check:
-                next_check = engine.now + 30.0
-                warn_if_handshakes_fail(engine.c)
+                next_check = engine.now + CHECK_EVERY
+                handshakes.check(engine.c)
             if not warned_checksums and engine.c.checksums_fixed:
                 warned_checksums = True
                 log.warning("captured packets carry unfinished TCP checksums (TX checksum "
@@ -441,14 +442,28 @@ class Progress:
               flush=True)
 
 
-def warn_if_handshakes_fail(c: Counters) -> None:
-    """tcpcopy's "many connections can't be established", with what to check."""
-    opened = c.sessions_opened
-    if opened >= 20 and c.sessions_established * 100 < opened * 80:
-        log.warning("only %d of %d sessions reached the target's handshake: are the target's "
-                    "replies routed to the assistant (nfreplay target up) and queued there "
-                    "(nfreplay status on the assistant: packets_queued)?",
-                    c.sessions_established, opened)
+CHECK_EVERY = 10.0  # seconds between two looks for trouble worth a warning
+
+
+class HandshakeWatch:
+    """tcpcopy's "many connections can't be established", with what to check: warned when,
+    since the last look, sessions failed their handshake with the target and fewer than 80 %
+    of the handshakes that ended succeeded."""
+
+    def __init__(self) -> None:
+        self.failed = self.established = 0
+
+    def check(self, c: Counters) -> None:
+        failed = c.sessions_handshake_failed - self.failed
+        established = c.sessions_established - self.established
+        self.failed, self.established = c.sessions_handshake_failed, c.sessions_established
+        if failed and established * 100 < (established + failed) * 80:
+            log.warning("%d of %d sessions in the last %.0f s got no answer to their SYN from "
+                        "the target: are the target's replies routed to the assistant "
+                        "(nfreplay target up; nfreplay doctor target) and queued there "
+                        "(nfreplay status on the assistant: packets_queued)? Does the target's "
+                        "rp_filter or firewall drop packets from the clients' addresses?",
+                        failed, failed + established, CHECK_EVERY)
 
 
 def entry() -> None:

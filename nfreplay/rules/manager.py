@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from nfreplay.errors import NfreplayError, RulesError
+from nfreplay.errors import HostError, NfreplayError, RulesError
 from nfreplay.rules.backend import RouteBackend, RuleBackend, SysctlBackend
 from nfreplay.rules.journal import (
     Entry,
@@ -132,7 +132,7 @@ class RuleManager:
                 continue
             if not check.fix:
                 hint = f"; {check.hint}" if check.hint else ""
-                raise RulesError(f"{check.key} is {current}, nfreplay needs {check.want}{hint}")
+                raise HostError(f"{check.key} is {current}, nfreplay needs {check.want}{hint}")
             fixes.append((check, current))
         return fixes
 

@@ -227,7 +227,7 @@ def test_operator_errors_are_one_line(lab: Lab) -> None:
     lab.sh("assist", "sysctl", "-qw", "net.ipv4.ip_forward=1")
     done = lab.nfreplay("assist", "nfreplay-assist", "up", "--target", f"{ADDR['target']}:80",
                         "--clients", CLIENT_NET, check=False)
-    assert done.returncode != 0
+    assert done.returncode == 3  # a host refusal: restarting would not help
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "ip_forward" in done.stderr and "Traceback" not in done.stderr
     assert lab.firewall_and_routes() == before
@@ -242,7 +242,7 @@ def test_operator_errors_are_one_line(lab: Lab) -> None:
         done = lab.nfreplay("online", "nfreplay-online", "up", "--service", "80", "--target",
                             f"{ADDR['target']}:80", "--assistant", ADDR["assist"],
                             "--interface", iface, check=False)
-        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert done.returncode == 3 and done.stderr.count("\n") == 1, done.stderr
         assert why in done.stderr
 
 
@@ -804,3 +804,35 @@ def test_stats_lines_in_the_logs_and_one_at_stop(lab: Lab) -> None:
     assert len(final) == 1 and "sessions 100 (" in final[0] and "completed 100" in final[0], final
     final = [ln for ln in lab.log("assist").splitlines() if "stats at stop" in ln]
     assert len(final) == 1 and "announced 100 (" in final[0], final
+
+
+def test_doctor_target_fails_without_the_route_and_passes_with_it(lab: Lab) -> None:
+    args = ("doctor", "target", "--clients", CLIENT_NET, "--via", ADDR["assist"])
+    before = lab.nfreplay("target", "nfreplay", *args, check=False)
+    assert before.returncode == 1, before.stdout + before.stderr
+    assert f"FIX  replies to {CLIENT_NET} go via the assistant {ADDR['assist']}" in before.stdout
+    assert before.stdout.splitlines()[-1] == "target: 1 to fix"
+    lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                 "--via", ADDR["assist"])
+    after = lab.nfreplay("target", "nfreplay", *args, check=False)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert f"ok   replies to {CLIENT_NET} go via the assistant" in after.stdout
+    assert after.stdout.splitlines()[-1] == "target: ready"
+    lab.nfreplay("target", "nfreplay", "target", "down")
+
+
+def test_a_missing_target_route_is_warned_with_a_hint(lab: Lab) -> None:
+    """No `nfreplay target up`: the target's SYN-ACKs never reach the assistant, so no
+    session gets past its handshake; nfreplay-online says so, and what to check."""
+    lab.start_nginx("online")
+    lab.start_nginx("target")
+    assist = lab.start_assist()
+    online = lab.start_online()
+    run_load(lab, "noroute", short=5, keepalive=0)
+    deadline = time.monotonic() + 40  # SYN retries (about 7 s), then a look every 10 s
+    while "got no answer to their SYN" not in lab.log("online"):
+        assert time.monotonic() < deadline, lab.log("online")
+        time.sleep(0.2)
+    line = next(ln for ln in lab.log("online").splitlines() if "got no answer" in ln)
+    assert "nfreplay target up" in line and "nfreplay doctor target" in line
+    assert lab.stop(online) == 0 and lab.stop(assist) == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nfreplay.errors import ConfigError
+from nfreplay.errors import ConfigError, HostError
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "systemd"
@@ -125,7 +125,8 @@ def test_daemon_restart_policy(name):
     m = re.fullmatch(r"(\d+)(s|sec)?", one(unit, "Service", "RestartSec"))
     assert m and 1 <= int(m.group(1)) <= 60
     # A config error is not fixed by restarting: its exit code stops the loop.
-    assert str(ConfigError.exit_code) in one(unit, "Service", "RestartPreventExitStatus").split()
+    permanent = one(unit, "Service", "RestartPreventExitStatus").split()
+    assert str(ConfigError.exit_code) in permanent and str(HostError.exit_code) in permanent
 
 
 @pytest.mark.parametrize("name", sorted([*DAEMONS, TARGET_UNIT]))
@@ -158,7 +159,8 @@ def test_target_unit_keeps_the_route_with_a_resident_watcher():
         ("", [f"{BIN}/nfreplay", "target", "down", "--config", CONFIG])]
     assert values(unit, "Service", "ExecStop") == []
     assert one(unit, "Service", "Restart") == "on-failure"
-    assert str(ConfigError.exit_code) in one(unit, "Service", "RestartPreventExitStatus").split()
+    permanent = one(unit, "Service", "RestartPreventExitStatus").split()
+    assert str(ConfigError.exit_code) in permanent and str(HostError.exit_code) in permanent
 
 
 def test_unit_commands_are_console_scripts():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nfreplay.errors import RulesError
+from nfreplay.errors import HostError, RulesError
 from tests.unit.rules.fakes import FakeRouteBackend, FakeRuleBackend, FakeSysctlBackend
 from nfreplay.rules.journal import Journal, PolicyEntry, RouteEntry, RuleEntry, SysctlEntry
 from nfreplay.rules.manager import RuleManager
@@ -124,7 +124,7 @@ def test_interrupt_mid_install_rolls_back_and_propagates(host: Host,
 
 
 def test_sysctl_check_without_fix_changes_nothing(host: Host) -> None:
-    with pytest.raises(RulesError) as err:
+    with pytest.raises(HostError) as err:  # a refusal, not a failure to install
         host.manager().up(plan(fix=False))
     message = str(err.value)
     assert message.startswith("net.ipv4.ip_forward is 1, nfreplay needs 0; ")

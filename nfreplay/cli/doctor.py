@@ -1,0 +1,276 @@
+"""`nfreplay doctor online|assist|target`: what a role needs on this host, checked before `up`.
+
+Each check prints one line: `ok`, `warn` (works, but costs or may surprise) or `FIX` (`up`
+would fail, or the replay would not work) with what to do. Exit code 1 if any check says FIX.
+Nothing is changed on the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from nfreplay.cli import common
+from nfreplay.config import Config
+from nfreplay.errors import NfreplayError
+
+OK, WARN, FIX = "ok", "warn", "FIX"
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str  # OK, WARN or FIX
+    what: str
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{self.status:<4} {self.what}" + (f": {self.detail}" if self.detail else "")
+
+
+# -------------------------------------------------------------------- pure interpretation
+
+
+def offloads(ethtool_k: str) -> dict[str, bool]:
+    """`ethtool -k IFACE` output → {feature: on}."""
+    out = {}
+    for line in ethtool_k.splitlines():
+        name, sep, value = line.strip().partition(":")
+        if sep and value.strip():
+            out[name.strip()] = value.split()[0] == "on"
+    return out
+
+
+def offload_check(iface: str, features: dict[str, bool]) -> Check:
+    """Receive offloads on the capture interface merge segments before the capture sees them:
+    nfreplay splits them again to the MTU (packets_split), which costs CPU."""
+    merged = [f for f in ("generic-receive-offload", "large-receive-offload")
+              if features.get(f)]
+    if merged:
+        return Check(WARN, f"receive offloads on {iface}",
+                     f"{', '.join(merged)} on: captured segments are merged and nfreplay "
+                     f"splits them to the MTU again (costs CPU); `ethtool -K {iface} gro off "
+                     "lro off` avoids it")
+    return Check(OK, f"receive offloads on {iface}", "off")
+
+
+def route_check(net: str, via: str, route: dict[str, str] | None, error: str = "") -> Check:
+    """How the kernel routes a reply to a host of client network `net` (`ip route get`):
+    it must go via the assistant `via`, or not at all (a blackhole fails closed)."""
+    what = f"replies to {net} go via the assistant {via}"
+    if route is None:
+        if "nreachable" in error or "nvalid argument" in error:
+            return Check(FIX, what, f"no route ({error}): nothing reaches the assistant; "
+                                    "run `nfreplay target up`")
+        return Check(FIX, what, f"cannot ask the kernel: {error}")
+    if route.get("gateway") == via:
+        return Check(OK, what, f"dev {route.get('dev', '?')}")
+    where = f"via {route['gateway']}" if route.get("gateway") else f"out of {route.get('dev')}"
+    return Check(FIX, what, f"they go {where}, to the real clients: run `nfreplay target up "
+                            f"--clients {net} --via {via}`")
+
+
+def rp_filter_check(values: dict[str, str]) -> Check:
+    """Replayed packets arrive with the clients' addresses: strict reverse-path filtering
+    drops them unless the route back to the clients leaves by the interface they came in."""
+    strict = sorted(k for k, v in values.items() if v == "1")
+    if strict:
+        return Check(WARN, "rp_filter",
+                     f"strict (1) on {', '.join(strict)}: replayed packets are dropped unless "
+                     "the route back to the clients leaves by the interface they arrive on; "
+                     "2 (loose) is safe")
+    return Check(OK, "rp_filter", ", ".join(f"{k}={v}" for k, v in sorted(values.items())))
+
+
+# -------------------------------------------------------------------- host probes
+
+
+def _root() -> Check:
+    if os.geteuid() == 0:
+        return Check(OK, "running as root")
+    return Check(FIX, "running as root", "`up` needs root (CAP_NET_ADMIN, CAP_NET_RAW)")
+
+
+def _sysctl(key: str) -> str:
+    from nfreplay.rules.sysctl import ProcSysctlBackend
+
+    return ProcSysctlBackend().read(key)
+
+
+def _ethtool(iface: str) -> Check:
+    if shutil.which("ethtool") is None:
+        return Check(WARN, f"receive offloads on {iface}", "ethtool is not installed")
+    done = subprocess.run(["ethtool", "-k", iface], capture_output=True, text=True)
+    if done.returncode:
+        return Check(WARN, f"receive offloads on {iface}", done.stderr.strip() or "ethtool -k failed")
+    return offload_check(iface, offloads(done.stdout))
+
+
+def _interface(iface: str) -> list[Check]:
+    if iface == "any":
+        return [Check(OK, "capture interface", "any")]
+    try:
+        socket.if_nametoindex(iface)
+    except OSError:
+        return [Check(FIX, f"capture interface {iface}", "no such interface (`ip link`)")]
+    return [Check(OK, f"capture interface {iface}"), _ethtool(iface)]
+
+
+def _reachable(ip: str, port: int, timeout: float = 2.0) -> Check:
+    what = f"control port of the assistant {ip}:{port}"
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return Check(OK, what, "accepts connections")
+    except OSError as exc:
+        return Check(FIX, what, f"{exc.strerror or exc}: is nfreplay-assist up there, with "
+                                "this host in assist.online, and the port open?")
+
+
+def _raw_socket() -> Check:
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW).close()
+    except OSError as exc:
+        return Check(FIX, "raw socket for injection", exc.strerror or str(exc))
+    return Check(OK, "raw socket for injection")
+
+
+def _backend(cfg: Config) -> Check:
+    from nfreplay.rules import iptables
+
+    try:
+        backend = iptables.select_backend(cfg.general.backend)
+        backend.probe()
+    except NfreplayError as exc:
+        return Check(FIX, "iptables backend", str(exc))
+    return Check(OK, "iptables backend", f"{backend.name} (general.backend = "
+                                         f"{cfg.general.backend})")
+
+
+def _nfqueue() -> Check:
+    if os.path.exists("/proc/net/netfilter/nfnetlink_queue"):
+        return Check(OK, "NFQUEUE support", "nfnetlink_queue loaded")
+    if os.path.isdir("/sys/module/nfnetlink_queue") or _module_available("nfnetlink_queue"):
+        return Check(OK, "NFQUEUE support", "nfnetlink_queue available (loaded on first use)")
+    return Check(FIX, "NFQUEUE support", "no nfnetlink_queue module: the kernel cannot queue")
+
+
+def _module_available(name: str) -> bool:
+    if shutil.which("modinfo") is None:
+        return False
+    return subprocess.run(["modinfo", name], capture_output=True).returncode == 0
+
+
+def _port_free(ip: str, port: int) -> Check:
+    what = f"control port {ip}:{port}"
+    with socket.socket() as s:
+        try:
+            s.bind((ip, port))
+        except OSError as exc:
+            return Check(FIX, what, f"{exc.strerror or exc} (another nfreplay-assist or "
+                                    "intercept running?)")
+    return Check(OK, what, "free")
+
+
+def _route_get(ip: str) -> tuple[dict[str, str] | None, str]:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        with IPRoute() as ipr:
+            msg = ipr.route("get", dst=ip)[0]
+            dev = ipr.get_links(msg.get("oif"))[0].get("ifname") if msg.get("oif") else ""
+    except NetlinkError as exc:
+        return None, exc.args[1] if len(exc.args) > 1 else str(exc)
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    return {"gateway": msg.get("gateway") or "", "dev": dev or ""}, ""
+
+
+# -------------------------------------------------------------------- per role
+
+
+def online_checks(cfg: Config) -> list[Check]:
+    o = cfg.online
+    checks = [_root(), *_interface(o.interface), _raw_socket()]
+    checks += [_reachable(ip, port) for ip, port in o.assistants]
+    if not o.assistants:
+        checks.append(Check(FIX, "online.assistants", "not set (--assistant)"))
+    return checks
+
+
+def assist_checks(cfg: Config) -> list[Check]:
+    a = cfg.assist
+    checks = [_root(), _nfqueue(), _backend(cfg), _port_free(a.listen_ip, a.listen_port)]
+    if a.mode == "assistant":
+        value = _sysctl("net.ipv4.ip_forward")
+        if value == "0":
+            checks.append(Check(OK, "ip_forward", "0: the replies stop here"))
+        else:
+            checks.append(Check(WARN if a.fix_ip_forward else FIX, "ip_forward",
+                                f"{value}: a reply missed by the queue would be forwarded "
+                                "to the real client; `up` sets 0 with --fix-ip-forward, "
+                                "else refuses"))
+    if not a.online:
+        checks.append(Check(WARN, "assist.online", "unset: only loopback may connect"))
+    return checks
+
+
+def target_checks(cfg: Config) -> list[Check]:
+    t = cfg.target
+    checks = [_root()]
+    if not t.clients or not t.via:
+        return checks + [Check(FIX, "target.clients and target.via", "not set (--clients, "
+                                                                   "--via)")]
+    via = t.via
+    for net in t.clients:
+        host = str(next(ipaddress.IPv4Network(net).hosts(), ipaddress.IPv4Network(net)[0]))
+        route, error = _route_get(host)
+        checks.append(route_check(net, via, route, error))
+    keys = {"all": "net.ipv4.conf.all.rp_filter", "default": "net.ipv4.conf.default.rp_filter"}
+    values = {}
+    for name, key in keys.items():
+        try:
+            values[name] = _sysctl(key)
+        except NfreplayError:
+            continue
+    checks.append(rp_filter_check(values))
+    return checks
+
+
+FLAGS = {"--interface": "online.interface", "--assistant": "online.assistants",
+         "--listen": "assist.listen", "--mode": "assist.mode", "--clients": "target.clients",
+         "--via": "target.via"}
+
+ROLES: dict[str, Callable[[Config], list[Check]]] = {
+    "online": online_checks, "assist": assist_checks, "target": target_checks}
+
+
+def doctor_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="nfreplay doctor",
+        description="Check what ROLE needs on this host before `up`, from the same "
+                    "configuration: one line per check (ok, warn, FIX with what to do). "
+                    "Changes nothing. Exit code 1 if anything needs a fix.",
+        epilog="examples:\n  nfreplay doctor target\n  nfreplay doctor online --config "
+               "/etc/nfreplay/nfreplay.toml\n\n" + common.EPILOG_CONFIG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("role", choices=sorted(ROLES))
+    g = p.add_argument_group("settings (override the config file)")
+    for flag, key in FLAGS.items():
+        g.add_argument(flag, metavar=key.split(".")[1].upper(), help=key)
+    common.add_common(p)
+    args = p.parse_args(argv)
+    # Loaded like `status` does: a key this role would require is reported, not refused.
+    cfg = common.load_config(args, "status", {f[2:].replace("-", "_"): k
+                                              for f, k in FLAGS.items()})
+    checks = ROLES[args.role](cfg)
+    for check in checks:
+        print(check.line())
+    fixes = sum(c.status == FIX for c in checks)
+    print(f"{args.role}: " + (f"{fixes} to fix" if fixes else "ready"))
+    return 1 if fixes else 0

@@ -1,0 +1,45 @@
+"""`nfreplay doctor`'s reading of what the host says (the probes run in the lab)."""
+
+from __future__ import annotations
+
+from nfreplay.cli.doctor import FIX, OK, WARN, Check, offload_check, offloads, route_check, \
+    rp_filter_check
+
+ETHTOOL_K = """Features for eth0:
+rx-checksumming: on
+tx-checksumming: off
+\ttx-checksum-ipv4: off [fixed]
+tcp-segmentation-offload: off
+generic-receive-offload: on
+large-receive-offload: off [fixed]
+"""
+
+
+def test_offloads_are_read_from_ethtool_k() -> None:
+    features = offloads(ETHTOOL_K)
+    assert features["generic-receive-offload"] and not features["large-receive-offload"]
+    assert features["rx-checksumming"] and not features["tx-checksum-ipv4"]
+    check = offload_check("eth0", features)
+    assert check.status == WARN and "generic-receive-offload" in check.detail
+    assert "large" not in check.detail and "ethtool -K eth0 gro off" in check.detail
+    assert offload_check("eth0", {"generic-receive-offload": False}).status == OK
+
+
+def test_the_route_to_the_clients_must_go_via_the_assistant() -> None:
+    net, via = "198.18.1.0/24", "198.18.0.4"
+    assert route_check(net, via, {"gateway": via, "dev": "eth0"}) == Check(
+        OK, "replies to 198.18.1.0/24 go via the assistant 198.18.0.4", "dev eth0")
+    leak = route_check(net, via, {"gateway": "198.18.0.1", "dev": "eth0"})
+    assert leak.status == FIX and "via 198.18.0.1, to the real clients" in leak.detail
+    assert "nfreplay target up --clients 198.18.1.0/24 --via 198.18.0.4" in leak.detail
+    direct = route_check(net, via, {"gateway": "", "dev": "eth1"})
+    assert direct.status == FIX and "out of eth1" in direct.detail
+    none = route_check(net, via, None, "Network is unreachable")
+    assert none.status == FIX and "nfreplay target up" in none.detail
+    assert none.line().startswith("FIX  replies to 198.18.1.0/24 go via the assistant")
+
+
+def test_strict_rp_filter_is_a_warning() -> None:
+    assert rp_filter_check({"all": "0", "default": "2"}).status == OK
+    check = rp_filter_check({"all": "1", "default": "0"})
+    assert check.status == WARN and check.detail.startswith("strict (1) on all:")
