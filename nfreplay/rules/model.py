@@ -56,6 +56,8 @@ MAIN_TABLE = 254
 #: operators' usual rule numbers.
 TARGET_TABLE = 156
 TARGET_RULE_PRIORITY = 156
+#: Right after it, a rule that drops what the table did not route (a flushed table 156).
+TARGET_BLACKHOLE_PRIORITY = 157
 #: The blackhole behind each route via the assistant: any worse metric will do.
 BLACKHOLE_METRIC = 0xFFFFFFFF
 
@@ -314,24 +316,30 @@ class Route:
 @dataclass(frozen=True)
 class PolicyRule:
     """A routing policy rule: packets to `dst` (CIDR) look up `table` (`ip rule add to dst
-    lookup table pref priority proto P`), tagged with protocol `proto` like our routes."""
+    lookup table pref priority proto P`), or with `table` 0 are dropped (`ip rule add to dst
+    blackhole ...`), tagged with protocol `proto` like our routes."""
 
     dst: str
-    table: int
+    table: int  # 0: a blackhole rule
     priority: int
     proto: int = RTPROT_NFREPLAY
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dst", _address(self.dst))
         _check_proto(self.proto)
-        _check_table(self.table)
+        if self.table:
+            _check_table(self.table)
         if not 1 <= self.priority <= 32765:  # 0 is the local table's, 32766 main's
             raise ValueError(f"rule priority must be 1-32765, got {self.priority}")
 
+    @property
+    def blackhole(self) -> bool:
+        return not self.table
+
     def describe(self) -> str:
         """One line an operator can paste."""
-        return (f"ip rule add to {self.dst} lookup {self.table} pref {self.priority} "
-                f"proto {self.proto}")
+        action = "blackhole" if self.blackhole else f"lookup {self.table}"
+        return f"ip rule add to {self.dst} {action} pref {self.priority} proto {self.proto}"
 
 
 @dataclass(frozen=True)
@@ -467,7 +475,9 @@ def target_plan(instance: str, clients: Sequence[str], via: str) -> Plan:
     worse metric) a blackhole route for the same network. The kernel deletes a route whose
     interface goes down (link flap, DHCP renew, `ip route flush dev X`) but never a blackhole
     route, so the target's replies to real clients are then dropped, never sent out by its
-    default route; `ip route flush` of the main table does not touch this table at all.
+    default route; `ip route flush` of the main table does not touch this table at all. And
+    should table 156 be flushed too, a blackhole rule right after the lookup drops what it
+    no longer routes: only deleting our rules opens the way to the main table.
     """
     owner = owner_tag("target", instance)
     gateway = _ipv4(via, "assistant address (via)")
@@ -480,5 +490,6 @@ def target_plan(instance: str, clients: Sequence[str], via: str) -> Plan:
         routes.append(Route(net, "", table=TARGET_TABLE, metric=BLACKHOLE_METRIC))
         routes.append(Route(net, gateway, table=TARGET_TABLE))
     return Plan(owner=owner, routes=tuple(routes),
-                policy=tuple(PolicyRule(net, TARGET_TABLE, TARGET_RULE_PRIORITY)
-                             for net in nets))
+                policy=tuple(rule for net in nets for rule in (
+                    PolicyRule(net, TARGET_TABLE, TARGET_RULE_PRIORITY),
+                    PolicyRule(net, 0, TARGET_BLACKHOLE_PRIORITY))))

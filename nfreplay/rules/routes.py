@@ -22,7 +22,7 @@ __all__ = ["RtnetlinkRouteBackend"]
 # ESRCH is what the kernel answers for "no such route"; ENOENT for a table that is not there.
 _GONE = {errno.ESRCH, errno.ENOENT}
 _RTN_UNICAST, _RTN_BLACKHOLE = 1, 6
-_FR_ACT_TO_TBL = 1
+_FR_ACT_TO_TBL, _FR_ACT_BLACKHOLE = 1, 6
 
 
 def _reason(exc: NetlinkError) -> str:
@@ -101,8 +101,13 @@ class RtnetlinkRouteBackend:
     @staticmethod
     def _rule_spec(rule: PolicyRule) -> dict[str, Any]:
         addr, length = rule.dst.split("/")
-        return {"dst": addr, "dst_len": int(length), "table": rule.table,
-                "priority": rule.priority, "protocol": rule.proto, "action": _FR_ACT_TO_TBL}
+        spec: dict[str, Any] = {"dst": addr, "dst_len": int(length), "priority": rule.priority,
+                                "protocol": rule.proto}
+        if rule.blackhole:
+            spec["action"] = _FR_ACT_BLACKHOLE
+        else:
+            spec.update(table=rule.table, action=_FR_ACT_TO_TBL)
+        return spec
 
     def add_policy(self, rule: PolicyRule) -> None:
         """`ip rule add to dst lookup T pref P proto 156`."""
@@ -117,10 +122,13 @@ class RtnetlinkRouteBackend:
         try:
             with IPRoute() as ipr:
                 for msg in ipr.rule("dump", family=socket.AF_INET):
-                    if msg.get("dst") is None:
+                    if msg.get("dst") is None or msg["action"] not in (_FR_ACT_TO_TBL,
+                                                                       _FR_ACT_BLACKHOLE):
                         continue
+                    blackhole = msg["action"] == _FR_ACT_BLACKHOLE
                     found = PolicyRule(dst=f"{msg.get('dst')}/{msg['dst_len']}",
-                                       table=msg.get("table") or msg["table"],
+                                       table=0 if blackhole else (msg.get("table")
+                                                                  or msg["table"]),
                                        priority=msg.get("priority") or 1,
                                        proto=max(msg.get("protocol") or 0, 4))
                     if found == rule:

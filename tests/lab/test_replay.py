@@ -184,7 +184,7 @@ def test_down_after_sigkill_restores_everything(lab: Lab) -> None:
     assert "nfreplay-assist down: removed [" in down.stdout, down.stdout  # it says what went
     down = lab.nfreplay("target", "nfreplay", "target", "down")
     removed = [ln for ln in down.stdout.splitlines() if ": removed ip " in ln]
-    assert len(removed) == 3, down.stdout  # blackhole, route via the assistant, policy rule
+    assert len(removed) == 4, down.stdout  # blackhole and via routes, lookup and blackhole rules
     down = lab.nfreplay("target", "nfreplay", "target", "down")
     assert down.stdout == "nfreplay target down: nothing to remove\n", down.stdout
     assert lab.firewall_and_routes() == before

@@ -225,7 +225,9 @@ def test_target_route_via_veth_peer(journals: Path) -> None:
             "ip route add blackhole 198.18.2.0/24 metric 4294967295 proto 156 table 156",
             "ip route add 198.18.2.0/24 via 198.18.0.2 proto 156 table 156",
             "ip rule add to 198.18.1.0/24 lookup 156 pref 156 proto 156",
-            "ip rule add to 198.18.2.0/24 lookup 156 pref 156 proto 156"]
+            "ip rule add to 198.18.1.0/24 blackhole pref 157 proto 156",
+            "ip rule add to 198.18.2.0/24 lookup 156 pref 156 proto 156",
+            "ip rule add to 198.18.2.0/24 blackhole pref 157 proto 156"]
         assert agent(target, "down", "nft", journals, ["target"])["problems"] == []
         assert run_in(target, ["ip", "-4", "route", "show", "table", "all"]).stdout == routes_before
         assert run_in(target, ["ip", "-4", "rule"]).stdout == rules_before
@@ -248,6 +250,11 @@ def test_target_fails_closed_after_a_link_flap(journals: Path) -> None:
                               "198.18.1.77"], capture_output=True, text=True)
         assert got.returncode != 0 and "via" not in got.stdout, got.stdout  # no route out
         assert "via 198.18.0.2" in run_in(target, ["ip", "route", "get", "198.18.3.1"]).stdout
+        # Even with table 156 flushed, the blackhole rule behind the lookup drops them.
+        run_in(target, ["ip", "route", "flush", "table", "156"])
+        got = subprocess.run(["ip", "netns", "exec", target, "ip", "route", "get",
+                              "198.18.1.77"], capture_output=True, text=True)
+        assert got.returncode != 0 and "via" not in got.stdout, got.stdout
         status = agent(target, "installed", "nft", journals, ["target"])
         assert "MISSING: ip route add 198.18.1.0/24 via 198.18.0.2 proto 156 table 156" in (
             status["installed"])

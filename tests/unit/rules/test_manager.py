@@ -238,16 +238,16 @@ def test_target_repair_puts_back_what_the_kernel_dropped_in_plan_order(host: Hos
     # Link up again. A flushed table and a deleted rule come back too, blackhole first.
     del host.routes.fail_always["add"]
     host.routes.routes.remove(p.routes[0])
-    host.routes.policy.remove(p.policy[1])
+    host.routes.policy.remove(p.policy[2])
     host.routes.calls.clear()
     restored, missing = manager.repair(p)
     assert missing == []
     assert restored == [p.routes[0].describe(), *(r.describe() for r in via),
-                        p.policy[1].describe()]
+                        p.policy[2].describe()]
     assert [c[1] for c in host.routes.calls if c[0].startswith("add")] == [
-        p.routes[0], *via, p.policy[1]]
+        p.routes[0], *via, p.policy[2]]
     assert sorted(map(str, host.routes.routes)) == sorted(map(str, p.routes))
-    assert host.routes.policy == [p.policy[0], p.policy[1]]
+    assert sorted(map(str, host.routes.policy)) == sorted(map(str, p.policy))
     assert manager.down() == [] and host.routes.routes == [] and host.routes.policy == []
 
 

@@ -208,7 +208,8 @@ def test_assist_plan_validation(kwargs: dict[str, object]) -> None:
 
 def test_target_plan_fails_closed() -> None:
     """Per client network, in its own table: a blackhole first, then the route via the
-    assistant with a better metric; the policy rules that select the table come last."""
+    assistant with a better metric; the policy rules that select the table come last, each
+    followed by a blackhole rule for what the table does not route (flushed)."""
     plan = target_plan("lab1", ["198.18.1.0/24", "198.18.2.0/24", "198.18.1.0/24"], "198.18.0.2")
     t = TARGET_TABLE
     assert plan == Plan(owner="nfreplay:target:lab1", routes=(
@@ -216,7 +217,10 @@ def test_target_plan_fails_closed() -> None:
         Route("198.18.1.0/24", "198.18.0.2", table=t),
         Route("198.18.2.0/24", "", table=t, metric=0xFFFFFFFF),
         Route("198.18.2.0/24", "198.18.0.2", table=t),
-    ), policy=(PolicyRule("198.18.1.0/24", t, 156), PolicyRule("198.18.2.0/24", t, 156)))
+    ), policy=(PolicyRule("198.18.1.0/24", t, 156), PolicyRule("198.18.1.0/24", 0, 157),
+               PolicyRule("198.18.2.0/24", t, 156), PolicyRule("198.18.2.0/24", 0, 157)))
+    assert plan.policy[1].describe() == (
+        "ip rule add to 198.18.1.0/24 blackhole pref 157 proto 156")
     with pytest.raises(ValueError):
         target_plan("lab1", ["198.18.1.0/24"], "nope")
     with pytest.raises(ValueError):
