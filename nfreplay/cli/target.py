@@ -40,9 +40,10 @@ def target_main(argv: Sequence[str]) -> int:
                     "replies for the client networks to the assistant, so they never reach "
                     "real clients. Each client network gets a policy rule (pref 156) to a "
                     "table of its own (156) holding the route via the assistant and, behind "
-                    "it, a blackhole route: when the kernel drops the first (link flap, route "
-                    "flush) the replies are dropped, never sent by the default route. All of "
-                    "it carries nfreplay's protocol id and is journaled.",
+                    "it, a blackhole route, and a blackhole rule (pref 157) after it: when the "
+                    "kernel drops the route (link flap, route flush) the replies are dropped, "
+                    "never sent by the default route. All of it carries nfreplay's protocol "
+                    "id and is journaled.",
         epilog="examples:\n"
                "  nfreplay target up --clients 198.18.1.0/24 --via 198.18.0.4\n"
                "  nfreplay target up --resident   (stay running; what the systemd unit does)\n"
@@ -109,16 +110,19 @@ def resident(manager: Any, plan: Plan, paths: stats.StatePaths, instance: str) -
             common.notify("READY=1")
             missing: list[str] = []
             due = 0.0  # look at once: an adopted plan may be missing a route already
+            published = 0.0
             while not stop.requested:
                 now = time.monotonic()
                 if select.select([events], [], [], max(0.0, min(0.5, due - now)))[0]:
                     events.drain()
                     due = now
-                if time.monotonic() < due:
-                    continue
-                missing = _check(manager, plan, counters, missing)
-                due = time.monotonic() + RECHECK
-                common.publish(stats_file, counters, {"missing_routes": missing})
+                now = time.monotonic()
+                if now >= due:
+                    missing = _check(manager, plan, counters, missing)
+                    due = time.monotonic() + RECHECK
+                if now - published >= 1.0:  # as the daemons do: `status` sees it alive
+                    published = now
+                    common.publish(stats_file, counters, {"missing_routes": missing})
         finally:
             events.close()
             problems = manager.down()

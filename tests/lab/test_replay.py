@@ -668,6 +668,8 @@ def test_target_link_flap_during_replay_leaks_nothing_and_replay_resumes(lab: La
                        "route restored")
     shown = lab.sh("target", "ip", "route", "show", "table", "156").stdout
     assert f"{CLIENT_NET} via {ADDR['assist']}" in shown, shown
+    done = lab.nfreplay("target", "nfreplay", "status", check=False)
+    assert done.returncode == 0 and "HEALTHY: target " in done.stdout, done.stdout
     assert "restored: ip route add" in lab.log("target")
     flap = json.loads(during.communicate(timeout=90)[0])
     assert flap["failed"] == 0, flap  # the clients talk to production, which never flapped
