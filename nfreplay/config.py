@@ -114,6 +114,8 @@ class Online:
     max_new_per_second: int = 0  # 0: no limit
     shed_lag: float = 500.0  # ms the capture may lag before new sessions are refused; 0: never
     stats_interval: float = 30.0  # seconds between two stats lines in the log; 0: none
+    metrics_ip: str = "127.0.0.1"  # Prometheus /metrics; a bare port listens on loopback
+    metrics_port: int | None = None  # None: no metrics endpoint
     workers: int = 1  # capture+replay processes; 0 = "auto", one per core
     # More service ports in one instance: (service ip or None, port, target ip, target port).
     more_services: tuple[tuple[str | None, int, str, int], ...] = ()
@@ -151,6 +153,8 @@ class Assist:
     max_parked: int = _LIMITS.parked
     max_backlog_bytes: int = _LIMITS.backlog
     stats_interval: float = 30.0  # seconds between two stats lines in the log; 0: none
+    metrics_ip: str = "127.0.0.1"  # Prometheus /metrics; a bare port listens on loopback
+    metrics_port: int | None = None  # None: no metrics endpoint
 
 
 @dataclass(frozen=True)
@@ -416,6 +420,16 @@ def _endpoint(*, ip: Literal["required", "optional"], port: int | None = None,
     return parse
 
 
+_ENDPOINT_LOOPBACK = _endpoint(ip="optional", default_ip="127.0.0.1")
+
+
+def _METRICS(key: str, value: object, cli: bool) -> tuple[str | None, int | None]:
+    """`metrics_listen`: "[ip:]port" (a bare port: loopback), or "" for no endpoint."""
+    if isinstance(value, str) and not value.strip():
+        return "127.0.0.1", None
+    return _ENDPOINT_LOOPBACK(key, value, cli)
+
+
 def _mapping(key: str, value: object, cli: bool) -> tuple[str | None, int, str, int]:
     """tcpcopy's -x form "[ip:]port-ip:port": a service and the target it is replayed to."""
     if not isinstance(value, str) or value.count("-") != 1:
@@ -514,6 +528,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "max_new_per_second": _k(_integer(0, 10_000_000), "max_new_per_second"),
         "shed_lag": _k(_fraction(0.0, 60_000.0, "milliseconds"), "shed_lag"),
         "stats_interval": _k(_fraction(0.0, 86_400.0, "seconds"), "stats_interval"),
+        "metrics_listen": _k(_METRICS, "metrics_ip", "metrics_port"),
         "workers": _k(_workers, "workers"),
         "more_services": _k(_list(_mapping), "more_services"),
         "client_pool": _k(_list(_text), "client_pool"),
@@ -544,6 +559,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "max_parked": _k(_integer(1, 100_000_000), "max_parked"),
         "max_backlog_bytes": _k(_integer(1 << 16, 1 << 30), "max_backlog_bytes"),
         "stats_interval": _k(_fraction(0.0, 86_400.0, "seconds"), "stats_interval"),
+        "metrics_listen": _k(_METRICS, "metrics_ip", "metrics_port"),
     },
     "target": {
         "clients": _k(_list(_network, min_len=1), "clients", required=True),

@@ -32,12 +32,15 @@ class Counters(metaclass=_Declared):
             queued: int
             dropped: int
 
-    Every counter starts at 0. ``snapshot()`` returns them in declaration order (base classes
+    Every counter starts at 0; name the levels among them in ``levels``. ``snapshot()`` returns them in declaration order (base classes
     first). Or build a class from a tuple of names with ``counters_type``.
     """
 
     __slots__ = ()
     names: ClassVar[tuple[str, ...]] = ()
+    levels: ClassVar[frozenset[str]] = frozenset()
+    """Counters that are levels (live sessions, bytes held), not running totals: they go up
+    and down, so they have no rate (`status`) and are gauges, not `_total`s (metrics)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

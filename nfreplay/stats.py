@@ -4,6 +4,8 @@ naming.
 Invariants:
   * ``Counters.snapshot()`` copies the counters into a dict and ``StatsFile.write`` publishes
     it, about once a second, off the hot path.
+  * The document names its ``levels`` (counters that go up and down) and carries ``rates``:
+    per second, for every other counter, over the last ``RATE_WINDOW`` seconds of writes.
   * A stats file is replaced atomically (temp file in the same directory + ``os.replace``), so
     a reader sees either the previous or the next complete snapshot, never a torn one.
   * Every state file is named by ``state_paths``: ``<state_dir>/<role>-<instance>.<kind>``.
@@ -16,7 +18,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +40,9 @@ __all__ = [
 
 STATE_ROLES = ("online", "assist", "target")
 """Roles that own state files (``target`` only ever has a journal)."""
+
+RATE_WINDOW = 10.0
+"""Seconds of history the published ``rates`` are taken over (at least one write apart)."""
 
 STATE_SUFFIXES = {"pid": ".pid", "stats": ".stats.json", "journal": ".journal.json"}
 """File-name suffix of each kind of state file."""
@@ -119,6 +125,8 @@ class StatsFile:
 
     ``role`` and ``instance`` default to what the file name says (``<role>-<instance>.stats.json``,
     as made by ``state_paths``); ``started`` defaults to the time the object is created.
+    ``levels`` names the counters that are levels (``Counters.levels``): they get no rate.
+    ``last`` is the document last written (for the metrics endpoint), or None.
     """
 
     def __init__(
@@ -128,6 +136,7 @@ class StatsFile:
         role: str | None = None,
         instance: str | None = None,
         started: float | None = None,
+        levels: Iterable[str] = (),
     ) -> None:
         if role is None or instance is None:
             parsed = parse_state_name(path)
@@ -139,19 +148,44 @@ class StatsFile:
         self.role = role
         self.instance = instance
         self.started = time.time() if started is None else started
+        self.levels = frozenset(levels)
+        self._history: deque[tuple[float, Mapping[str, object]]] = deque()
+        self.last: dict[str, Any] | None = None
+
+    def _rates(self, now: float, snapshot: Mapping[str, object]) -> dict[str, float]:
+        """Per second over the last RATE_WINDOW seconds (the oldest write kept that is at
+        least that old, else the oldest there is); {} on the first write."""
+        history = self._history
+        while len(history) > 1 and now - history[1][0] >= RATE_WINDOW:
+            history.popleft()
+        rates: dict[str, float] = {}
+        if history and now > history[0][0]:
+            then, old = history[0]
+            levels = self.levels
+            for name, value in snapshot.items():
+                before = old.get(name, 0)
+                if name not in levels and isinstance(value, int) and isinstance(before, int):
+                    rates[name] = round((value - before) / (now - then), 1)
+        history.append((now, snapshot))
+        return rates
 
     def write(self, snapshot: Mapping[str, object], extra: Mapping[str, object] | None = None) -> None:
         """Atomically replace the file with ``snapshot`` (the counters) and ``extra`` (anything
         else worth showing: live sessions, connected peers...). Raises OSError."""
+        now = time.time()
+        counters = dict(snapshot)
         document = {
             "role": self.role,
             "instance": self.instance,
             "pid": os.getpid(),
-            "time": time.time(),
+            "time": now,
             "started": self.started,
-            "counters": dict(snapshot),
+            "counters": counters,
+            "levels": sorted(self.levels),
+            "rates": self._rates(now, counters),
             "extra": dict(extra or {}),
         }
+        self.last = document
         # No sort_keys: counters keep their declaration order (captured, selected, sessions...
         # reads as a funnel in `status`). default=str: a stray non-JSON value in `extra` must
         # not stop the daemon's stats.

@@ -145,6 +145,8 @@ def _daemon(state_dir: str, role: str, instance: str, now: float) -> dict[str, A
         "stats_time": stats_time,
         "stats_age": (now - stats_time) if isinstance(stats_time, (int, float)) else None,
         "counters": dict(snapshot["counters"]) if snapshot else {},
+        "levels": list(snapshot.get("levels") or []) if snapshot else [],
+        "rates": dict(snapshot.get("rates") or {}) if snapshot else {},
         "extra": dict(snapshot.get("extra") or {}) if snapshot else {},
         "files": {
             "pid": paths.pid if pid_file else None,
@@ -247,7 +249,38 @@ def _columns(headers: list[str], rows: list[list[str]], left: frozenset[int] = f
     return [line(headers)] + [line(r) for r in rows]
 
 
-def _daemon_block(d: dict[str, Any], now: float) -> list[str]:
+# Counter groups of the table, per role: (group, name prefixes); first match wins, the rest
+# go to "other". Extras named like a group ("capture", "channel") join it.
+GROUPS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "online": (
+        ("sessions", ("sessions_", "requests_", "responses_", "copies_", "bytes_buffered",
+                      "midstream_", "greetings")),
+        ("packets", ("packets_", "client_", "syns_sent", "syn_retransmits", "data_packets_sent",
+                     "fins_sent", "acks_sent", "resets_sent", "stale_resets", "retransmits",
+                     "fast_retransmits", "window_probes", "resends_withheld", "checksums_fixed",
+                     "sack_stripped", "send_errors")),
+        ("channel", ("records_", "reconnects", "syns_unannounced", "channel")),
+        ("capture", ("capture",)),
+    ),
+    "assist": (
+        ("kernel queue", ("packets_", "verdict_errors", "nfqueue", "queue")),
+        ("records", ("records_", "parked_", "frames_sent", "client_adds", "routes",
+                     "announces_")),
+        ("connections", ("connections_", "accept_errors", "peers", "listen")),
+    ),
+    "target": (("routes", ("checks", "routes_", "restore_", "missing")),),
+}
+
+
+def _group(role: str, name: str) -> str:
+    for group, prefixes in GROUPS.get(role, ()):
+        if name.startswith(prefixes):
+            return group
+    return "other"
+
+
+def _daemon_block(d: dict[str, Any], now: float, queues: list[dict[str, Any]] | None = None,
+                  show_all: bool = False) -> list[str]:
     head = [f"{d['role']} {d['instance']}", f"pid {d['pid'] if d['pid'] is not None else '-'}", d["state"]]
     if d.get("started") is not None and d["running"]:
         head.append(f"up {_duration(now - d['started'])}")
@@ -265,14 +298,42 @@ def _daemon_block(d: dict[str, Any], now: float) -> list[str]:
         journal = d["files"]["journal"]
         lines.append(f"  journal {journal} records installed rules/routes (`{down}` removes them)")
 
-    pairs = [(k, str(v)) for k, v in d["counters"].items()]
-    pairs += _flatten("", d["extra"])
-    if pairs:
-        kw = max(len(k) for k, _ in pairs)
-        # Numbers right-aligned in their own column; text starts where the numbers start.
-        vw = max([len(v) for k, v in pairs if v.lstrip("-").isdigit()] or [0])
-        lines += [f"  {k.ljust(kw)}  {v.rjust(vw) if v.lstrip('-').isdigit() else v}"
-                  for k, v in pairs]
+    levels, rates = set(d.get("levels") or ()), d.get("rates") or {}
+    rows: dict[str, list[tuple[str, str, str]]] = {}  # group -> (name, value, rate per second)
+    hidden = 0
+    for k, v in d["counters"].items():
+        if v == 0 and k not in levels and not show_all:
+            hidden += 1
+            continue
+        rate = rates.get(k)
+        rows.setdefault(_group(d["role"], k), []).append(
+            (k, str(v), f"{rate:.1f}" if isinstance(rate, (int, float)) else ""))
+    extra = dict(d["extra"])
+    queue = next((q for q in queues or () if q["queue_number"] == extra.get("queue")), None)
+    if d["role"] == "assist" and queue is not None and d["running"]:
+        extra["nfqueue"] = {"waiting": queue["queue_total"], "q_dropped": queue["queue_dropped"],
+                            "u_dropped": queue["user_dropped"]}
+    for k, v in _flatten("", extra):
+        rows.setdefault(_group(d["role"], k), []).append((k, v, ""))
+    if not rows:
+        return lines
+    every = [r for group in rows.values() for r in group]
+    kw = max(len(k) for k, _, _ in every)
+    # Numbers right-aligned in their own column; text starts where the numbers start.
+    vw = max([len(v) for _, v, _ in every if v.lstrip("-").isdigit()] or [0])
+    rw = max([len(r) for _, _, r in every] + [len("/s")])
+    order = [g for g, _ in GROUPS.get(d["role"], ())] + ["other"]
+    for group in sorted(rows, key=order.index):
+        title = f"  {group}"
+        if any(r for _, _, r in rows[group]):
+            title = f"{title.ljust(kw + 4)}  {'total'.rjust(vw)}  {'/s'.rjust(rw)}"
+        lines.append(title)
+        for k, v, r in rows[group]:
+            value = v.rjust(vw) if v.lstrip("-").isdigit() else v
+            lines.append(f"    {k.ljust(kw)}  {value}  {r.rjust(rw)}".rstrip() if r else
+                         f"    {k.ljust(kw)}  {value}".rstrip())
+    if hidden:
+        lines.append(f"  ({hidden} counters at 0 not shown: --all shows them)")
     return lines
 
 
@@ -288,8 +349,10 @@ def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
     return [(prefix, value if isinstance(value, str) else json.dumps(value))]
 
 
-def render_table(data: dict[str, Any]) -> str:
-    """The operator's view: one block per daemon, the NFQUEUE table, installed rules/routes."""
+def render_table(data: dict[str, Any], show_all: bool = False) -> str:
+    """The operator's view: one block per daemon (counters by group, rates per second over
+    the last seconds; counters at 0 left out unless ``show_all``), the NFQUEUE table,
+    installed rules/routes."""
     now = data.get("time") or time.time()
     out: list[str] = []
 
@@ -303,7 +366,7 @@ def render_table(data: dict[str, Any]) -> str:
     if not data["daemons"]:
         out += ["no daemons (no state files)", ""]
     for d in data["daemons"]:
-        out += _daemon_block(d, now) + [""]
+        out += _daemon_block(d, now, data["nfqueue"]["queues"], show_all) + [""]
 
     nfq = data["nfqueue"]
     out.append(f"NFQUEUE ({nfq['path']}, this network namespace)")

@@ -32,6 +32,7 @@ FLAGS = {
     "max_parked": "assist.max_parked",
     "max_backlog_bytes": "assist.max_backlog_bytes",
     "stats_interval": "assist.stats_interval",
+    "metrics_listen": "assist.metrics_listen",
 }
 
 DESCRIPTION = """\
@@ -82,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
                    help="bytes queued for a control connection that does not read; past it "
                         f"the connection is closed (default {D.max_backlog_bytes})")
     common.add_stats_interval(g, D.stats_interval)
+    common.add_metrics_listen(g)
     g.add_argument("--queue", metavar="N", help=f"NFQUEUE number (default {D.queue})")
     g.add_argument("--passlist", metavar="IP[,IP]", help="client addresses whose replies pass untouched")
     g.add_argument("--fix-ip-forward", action="store_const", const=True, default=None,
@@ -103,7 +105,7 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
 
     from nfreplay.adapters.channel import Listener
     from nfreplay.adapters.nfqueue import Queue
-    from nfreplay.engine.assist import LOOPBACK, AssistEngine, Limits
+    from nfreplay.engine.assist import LOOPBACK, AssistCounters, AssistEngine, Limits
     from nfreplay.rules.model import assist_plan
 
     a = cfg.assist
@@ -117,6 +119,10 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     manager = common.rule_manager(cfg, "assist")
     # Fail on a taken port before touching the firewall.
     listener = Listener(a.listen_ip, a.listen_port)
+    stats_file = stats.StatsFile(paths.stats, role="assist", instance=cfg.general.instance,
+                                 levels=AssistCounters.levels)
+    server = common.bind_metrics(a.metrics_ip, a.metrics_port, "assist.metrics_listen",
+                                 stats_file, nfqueue=True)
     common.output(args, paths)
     stop = common.Stop()
     allowed = tuple(ipaddress.IPv4Network(n) for n in a.online) or LOOPBACK
@@ -125,8 +131,8 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
         routes=a.max_routes, routes_per_connection=a.max_routes_per_connection,
         parked=a.max_parked, backlog=a.max_backlog_bytes))
     problems: list[str] = []
-    with common.pid_file(paths, "assist", cfg.general.instance, args.pid_file):
-        stats_file = stats.StatsFile(paths.stats, role="assist", instance=cfg.general.instance)
+    with common.pid_file(paths, "assist", cfg.general.instance, args.pid_file), \
+            common.serving(server):
         queue = None
         started = False
         try:

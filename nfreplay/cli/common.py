@@ -157,6 +157,37 @@ def add_stats_interval(parser: Any, default: float) -> None:
                              f"and once at stop; 0 = never (default {default:g})")
 
 
+def add_metrics_listen(parser: Any) -> None:
+    parser.add_argument("--metrics-listen", metavar="[ADDR:]PORT",
+                        help="serve Prometheus metrics at http://ADDR:PORT/metrics (a bare "
+                             "PORT listens on 127.0.0.1 only; default: no metrics)")
+
+
+def bind_metrics(ip: str, port: int | None, key: str, stats_file: stats.StatsFile,
+                 nfqueue: bool = False) -> Any:
+    """The metrics endpoint of `key` (`<role>.metrics_listen`), bound but not yet serving, or
+    None when it is off. Bound before `--daemon` detaches, so a taken port is refused in the
+    operator's terminal (exit 3); `serving` starts it in the detached process."""
+    if port is None:
+        return None
+    from nfreplay.adapters.metrics import MetricsServer
+
+    return MetricsServer(ip, port, lambda: stats_file.last, key, nfqueue=nfqueue)
+
+
+@contextlib.contextmanager
+def serving(server: Any) -> Iterator[None]:
+    """`bind_metrics`'s endpoint serving while the body runs (nothing for None)."""
+    if server is None:
+        yield
+        return
+    server.start()
+    try:
+        yield
+    finally:
+        server.close()
+
+
 def add_daemon_options(parser: Any) -> None:
     """`--daemon`, `--log-file`, `--pid-file` (tcpcopy's -d, -l, -P)."""
     parser.add_argument("--daemon", "-d", action="store_true",

@@ -45,6 +45,7 @@ FLAGS = {
     "max_new_per_second": "online.max_new_per_second",
     "shed_lag": "online.shed_lag",
     "stats_interval": "online.stats_interval",
+    "metrics_listen": "online.metrics_listen",
     "workers": "online.workers",
     "more_services": "online.more_services",
     "client_pool": "online.client_pool",
@@ -146,6 +147,7 @@ def parser() -> argparse.ArgumentParser:
                         "(counted as sessions_shed) so that admitted ones complete; 0 = never "
                         f"(default {D.shed_lag:g})")
     common.add_stats_interval(g, D.stats_interval)
+    common.add_metrics_listen(g)
     g = p.add_argument_group("offline replay")
     g.add_argument("--pcap", "-i", metavar="FILE", help="replay this pcap/pcapng file")
     g.add_argument("--speed", "-a", metavar="X", help=f"replay X times faster (0.01-1000, default {D.speed:g})")
@@ -228,6 +230,8 @@ def selection(cfg: Config, workers: int = 1) -> Selection:
 
 
 def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
+    from nfreplay.session import counters as counters_mod
+
     o = cfg.online
     workers = o.workers or os.cpu_count() or 1
     if workers > 1 and o.pcap:
@@ -235,11 +239,15 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     if workers > 1 and (o.client_pool or o.copies > 1):
         raise ConfigError("online.workers: several workers cannot share a client pool yet "
                           "(online.client_pool, online.copies): use 1 worker")
+    stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance,
+                                 levels=counters_mod.Counters.levels)
+    server = common.bind_metrics(o.metrics_ip, o.metrics_port, "online.metrics_listen",
+                                 stats_file)
     common.output(args, paths)
     stop = common.Stop()
     line = common.StatsLine(STATS_LINE, o.stats_interval, time.monotonic())
-    with common.pid_file(paths, "online", cfg.general.instance, args.pid_file):
-        stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance)
+    with common.pid_file(paths, "online", cfg.general.instance, args.pid_file), \
+            common.serving(server):
         if workers == 1:
             def report(c: Counters, extra: dict[str, Any]) -> None:
                 common.publish(stats_file, c, extra)

@@ -26,6 +26,8 @@ route, link and address change already wakes the watcher)."""
 class TargetCounters(Counters):
     """What the resident watcher publishes in its stats file (`nfreplay status`)."""
 
+    levels = frozenset({"missing"})
+
     checks: int  # looks at the routes: one per batch of rtnetlink changes, or per RECHECK
     routes_lost: int  # times a route or rule of the plan was found missing
     routes_restored: int  # of those, put back
@@ -98,7 +100,8 @@ def resident(manager: Any, plan: Plan, paths: stats.StatePaths, instance: str) -
     counters = TargetCounters()
     problems: list[str] = []
     with common.pid_file(paths, "target", instance):
-        stats_file = stats.StatsFile(paths.stats, role="target", instance=instance)
+        stats_file = stats.StatsFile(paths.stats, role="target", instance=instance,
+                                     levels=TargetCounters.levels)
         events = RouteEvents()  # before the first look: no change between the two is missed
         try:
             if manager.adopt(plan):

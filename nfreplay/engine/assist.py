@@ -47,6 +47,8 @@ class Limits:
 class AssistCounters(Counters):
     """What nfreplay-assist counts."""
 
+    levels = frozenset({"connections_live", "routes"})
+
     packets_queued: int
     packets_bad: int
     records_sent: int

@@ -10,6 +10,8 @@ from nfreplay.counters import Counters as BaseCounters
 class Counters(BaseCounters):
     """Everything nfreplay-online counts (the order is the order `status` shows)."""
 
+    levels = frozenset({"sessions_live", "bytes_buffered"})
+
     packets_captured: int
     packets_bad: int
     packets_no_session: int

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from nfreplay import __version__ as nfreplay_version
+from nfreplay.cli.common import compiled
 from nfreplay.proto import tcpip
 from nfreplay.proto.pcapfile import open_capture
 from nfreplay.stats import pid_alive
@@ -551,6 +553,8 @@ def test_daemons_replay_with_more_than_1024_descriptors_open(lab: Lab) -> None:
 STRAY = r'''
 import random, socket, sys
 sys.path.insert(0, sys.argv[3])
+from nfreplay import __version__ as nfreplay_version
+from nfreplay.cli.common import compiled
 from nfreplay.proto import tcpip
 rng = random.Random(7)
 server, n = tcpip.ip2int(sys.argv[1]), int(sys.argv[2])
@@ -838,3 +842,73 @@ def test_a_missing_target_route_is_warned_with_a_hint(lab: Lab) -> None:
     line = next(ln for ln in lab.log("online").splitlines() if "got no answer" in ln)
     assert "nfreplay target up" in line and "nfreplay doctor target" in line
     assert lab.stop(online) == 0 and lab.stop(assist) == 0
+
+
+SCRAPE = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], " \
+         "timeout=10).read().decode())"
+
+
+def scrape(lab: Lab, role: str, address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics of `role`'s daemon, parsed by prometheus_client: {(name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    done = subprocess.run(["ip", "netns", "exec", lab.ns[role], sys.executable, "-c", SCRAPE,
+                           f"http://{address}/metrics"], capture_output=True, text=True,
+                          timeout=30, check=True)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(done.stdout) for s in f.samples}
+
+
+def test_metrics_of_both_daemons_move_and_agree_with_status(lab: Lab) -> None:
+    """--metrics-listen on both daemons (two online workers, summed): scraped during a replay
+    and parsed with prometheus_client's parser, the counters move, and once the replay is
+    over they equal `nfreplay status --json`'s."""
+    from tests.lab.test_protocols import wait_until
+
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                 "--via", ADDR["assist"])
+    assist_at, online_at = f"{ADDR['assist']}:9188", f"{ADDR['online']}:9187"
+    assist = lab.start_assist("--metrics-listen", assist_at)
+    online = lab.start_online("--metrics-listen", online_at, "--workers", "2")
+    before = scrape(lab, "online", online_at)
+    assert before[("nfreplay_online_workers", ())] == 2
+    assert before[("nfreplay_online_info", (("compiled", "yes" if compiled() else "no"),
+                                            ("nfreplay_instance", lab.prefix),
+                                            ("version", nfreplay_version)))] == 1
+    run_load(lab, "mx", short=150, keepalive=10, per_conn=5)
+    want = set(paths(online_log, "mx"))
+    assert len(want) == 200 and wait_for(target_log, "mx", want, 30) == want
+
+    def agree(role: str, address: str, pairs: list[tuple[str, tuple, str]]) -> bool:
+        got, st = scrape(lab, role, address), status_json(lab, role)
+        counters = st["daemons"][0]["counters"]
+        return all(got.get((metric, labels)) == counters[name] for metric, labels, name in pairs)
+
+    online_pairs = [
+        ("nfreplay_online_sessions_opened_total", (), "sessions_opened"),
+        ("nfreplay_online_packets_sent_total", (), "packets_sent"),
+        ("nfreplay_online_records_received_total", (), "records_received"),
+        ("nfreplay_online_sessions_ended_total", (("reason", "completed"),), "sessions_completed"),
+        ("nfreplay_online_sessions_live", (), "sessions_live")]
+    assert wait_until(lambda: agree("online", online_at, online_pairs), 20), \
+        (scrape(lab, "online", online_at), status_json(lab, "online"))
+    assist_pairs = [("nfreplay_assist_packets_queued_total", (), "packets_queued"),
+                    ("nfreplay_assist_records_sent_total", (), "records_sent"),
+                    ("nfreplay_assist_client_adds_total", (), "client_adds")]
+    assert wait_until(lambda: agree("assist", assist_at, assist_pairs), 20), \
+        (scrape(lab, "assist", assist_at), status_json(lab, "assist"))
+
+    online_m, assist_m = scrape(lab, "online", online_at), scrape(lab, "assist", assist_at)
+    assert online_m[("nfreplay_online_sessions_opened_total", ())] == 160  # it moved: 0 before
+    assert before.get(("nfreplay_online_sessions_opened_total", ()), 0) == 0
+    assert online_m[("nfreplay_online_sessions_ended_total", (("reason", "completed"),))] == 160
+    assert online_m[("nfreplay_online_capture_received_packets_total", ())] > 0
+    assert online_m[("nfreplay_online_capture_dropped_packets_total", ())] == 0
+    assert online_m[("nfreplay_online_channel_connections_up", ())] >= 1
+    assert assist_m[("nfreplay_assist_client_adds_total", ())] == 160
+    assert assist_m[("nfreplay_assist_nfqueue_bound", (("queue", "0"),))] == 1
+    assert assist_m[("nfreplay_assist_nfqueue_dropped_packets_total",
+                     (("queue", "0"), ("reason", "queue_full")))] == 0
+    assert lab.stop_replay(assist, online) == (0, 0)

@@ -254,6 +254,9 @@ BAD = [
     ("online", "shed_lag", "-5", "online.shed_lag: must be milliseconds (0-60000), got -5"),
     ("online", "stats_interval", "-1", "online.stats_interval: must be seconds (0-86400), got -1"),
     ("assist", "stats_interval", "\"x\"", "assist.stats_interval: must be seconds, got \"x\""),
+    ("online", "metrics_listen", "\"localhost:9187\"",
+     "online.metrics_listen.ip: \"localhost\" is not an IPv4 address"),
+    ("assist", "metrics_listen", "70000", "assist.metrics_listen.port: must be 1-65535, got 70000"),
     ("online", "workers", "0", 'online.workers: must be 1-64 or "auto", got 0'),
     ("online", "client_pool", '"198.18.4.1"', "online.client_pool: must be a list"),
     ("online", "copies", "0", "online.copies: must be 1-1000, got 0"),
@@ -335,7 +338,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 32 + 15 + 3
+    assert len(config.keys()) == 4 + 33 + 16 + 3
 
 
 # ------------------------------------------------------------------------------ overrides

@@ -179,7 +179,27 @@ def test_write_read_round_trip(tmp_path: pathlib.Path) -> None:
     assert doc["started"] == 1000.0
     assert doc["counters"] == {"captured": 10, "sessions": 2}
     assert doc["extra"] == {"assistants_connected": 1, "peer": "198.18.0.4"}
-    assert sorted(doc) == ["counters", "extra", "instance", "pid", "role", "started", "time"]
+    assert doc["levels"] == [] and doc["rates"] == {}  # no history yet: no rates
+    assert sorted(doc) == ["counters", "extra", "instance", "levels", "pid", "rates", "role",
+                           "started", "time"]
+
+
+def test_rates_over_the_window_and_none_for_levels(tmp_path: pathlib.Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(stats.time, "time", lambda: now[0])
+    sf = StatsFile(str(tmp_path / "online-r.stats.json"), levels=["live"])
+    for second in range(31):  # 100 opened per second; a level that goes up and down
+        now[0] = 1000.0 + second
+        sf.write({"opened": 100 * second, "live": second % 3})
+    doc = stats.read(sf.path)
+    assert doc is not None and doc["levels"] == ["live"]
+    assert doc["rates"] == {"opened": 100.0}
+    # Taken over the last RATE_WINDOW seconds, not the whole run: a pause shows.
+    for second in range(31, 31 + int(stats.RATE_WINDOW)):
+        now[0] = 1000.0 + second
+        sf.write({"opened": 3000, "live": 0})
+    assert sf.last is not None and sf.last["rates"] == {"opened": 0.0}
 
 
 def test_counter_order_survives_the_file(tmp_path: pathlib.Path) -> None:

@@ -329,8 +329,38 @@ def test_render_json_with_real_stats_file(tmp_path: pathlib.Path) -> None:
     (d,) = data["daemons"]
     assert d["counters"] == {"queued": 5, "dropped": 0}
     text = status.render_table(data)
-    # declaration order, not alphabetical
-    assert text.index("queued") < text.index("dropped") < text.index("queues")
+    assert "dropped" not in text and "(1 counters at 0 not shown: --all shows them)" in text
+    text = status.render_table(data, show_all=True)
+    assert "    dropped  0" in text
+    # in a group, the counters come first, then the extras
+    assert text.index("queued") < text.index("queues")
+    assert "not shown" not in text
+
+
+def test_render_table_groups_counters_with_rates(tmp_path: pathlib.Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    p = stats.state_paths(str(tmp_path), "online", "g")
+    now = [NOW - 2.0]
+    monkeypatch.setattr(stats.time, "time", lambda: now[0])
+    sf = stats.StatsFile(p.stats, levels=["sessions_live"])
+    sf.write({"sessions_opened": 0, "packets_sent": 0, "records_received": 0, "sessions_live": 0,
+              "internal_errors": 0}, {"capture": {"dropped": 0}})
+    now[0] = NOW - 1.0
+    sf.write({"sessions_opened": 500, "packets_sent": 2500, "records_received": 1500,
+              "sessions_live": 0, "internal_errors": 0}, {"capture": {"dropped": 0}})
+    data = status.collect(str(tmp_path), nfqueue_path=str(tmp_path / "nq"), now=NOW)
+    lines = status.render_table(data).split("NFQUEUE")[0].splitlines()
+    heads = [line.split()[0] for line in lines if line.startswith("  ") and
+             not line.startswith("    ") and not line.startswith("  (")]
+    assert heads == ["sessions", "packets", "channel", "capture"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("    ")}
+    assert rows["sessions_opened"] == ["500", "500.0"]
+    assert rows["packets_sent"] == ["2500", "2500.0"]
+    assert rows["sessions_live"] == ["0"]  # a level: shown at 0, and no rate
+    assert rows["capture.dropped"] == ["0"]
+    assert "internal_errors" not in rows
+    sessions = next(line for line in lines if line.split()[:1] == ["sessions"])
+    assert sessions.split()[1:] == ["total", "/s"]
 
 
 def test_render_table_flattens_nested_extras(tmp_path: pathlib.Path) -> None:
@@ -399,3 +429,25 @@ def test_verdict_exit_codes(tmp_path: pathlib.Path,
         str(dead_pid()))
     code, line = judge(rules)
     assert code == status.BROKEN and "online default is dead" in line
+
+
+def test_watch_redraws_until_interrupted_and_exits_with_the_last_verdict() -> None:
+    import io
+
+    from nfreplay.cli.status import watch
+
+    verdicts = iter([(status.HEALTHY, "table 1\n"), (status.DEGRADED, "table 2\n")])
+    naps: list[float] = []
+
+    def look() -> tuple[int, str]:
+        try:
+            return next(verdicts)
+        except StopIteration:
+            raise KeyboardInterrupt from None
+
+    out = io.StringIO()
+    assert watch(look, 2.5, out=out, sleep=naps.append) == status.DEGRADED
+    text = out.getvalue()
+    assert text.index("table 1") < text.index("table 2")
+    assert text.count("every 2.5 s") == 2 and "\x1b[2J" not in text  # not a terminal
+    assert naps == [2.5, 2.5]
