@@ -99,8 +99,34 @@ def test_parser_keeps_repeats_and_continuations():
 
 # --- the units -----------------------------------------------------------------------
 
-def test_exactly_the_three_units():
-    assert sorted(p.name for p in SYSTEMD.glob("*.service")) == sorted([*DAEMONS, TARGET_UNIT])
+TEMPLATES = {"nfreplay-online@.service": "nfreplay-online.service",
+             "nfreplay-assist@.service": "nfreplay-assist.service"}
+
+
+def test_exactly_the_three_units_and_two_templates():
+    assert sorted(p.name for p in SYSTEMD.glob("*.service")) == sorted(
+        [*DAEMONS, TARGET_UNIT, *TEMPLATES])
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_template_is_its_unit_per_instance(name):
+    """nfreplay-<role>@NAME.service: every setting of nfreplay-<role>.service, but the
+    instance's own config file and --instance in `up` and `down`."""
+    template, plain = load_unit(name), load_unit(TEMPLATES[name])
+    cmd = DAEMONS[TEMPLATES[name]]
+    own = ["--config", "/etc/nfreplay/%i.toml", "--instance", "%i"]
+    assert command(one(template, "Service", "ExecStart")) == ("", [f"{BIN}/{cmd}", "up", *own])
+    assert [command(v) for v in values(template, "Service", "ExecStopPost")] == [
+        ("", [f"{BIN}/{cmd}", "down", *own])]
+    assert one(template, "Unit", "Description") == one(plain, "Unit", "Description") + \
+        " - instance %i"
+    differ = {"ExecStart", "ExecStopPost", "Description"}
+
+    def rest(unit: dict) -> dict:
+        return {section: sorted((k, v) for k, v in items if k not in differ)
+                for section, items in unit.items()}
+
+    assert rest(template) == rest(plain)
 
 
 @pytest.mark.parametrize("name", sorted(DAEMONS))
@@ -375,7 +401,9 @@ def test_systemd_analyze_verify(tmp_path):
             stub.parent.mkdir(parents=True, exist_ok=True)
             stub.write_text("#!/bin/sh\nexit 0\n")
             stub.chmod(0o755)
-    r = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *(f"/etc/systemd/system/{n}" for n in names)],
+    # A template is verified as an instance of it (%i expanded).
+    r = subprocess.run(["systemd-analyze", "verify", f"--root={root}",
+                        *(f"/etc/systemd/system/{n.replace('@.', '@lab1.')}" for n in names)],
                        capture_output=True, text=True, timeout=120)
     # Unknown keys and bad values only warn (exit 0): any output is a failure.
     assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
