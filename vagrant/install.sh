@@ -18,7 +18,7 @@ apt-get update -q
 # has binary wheels for this Python, but builds from source where it has none.
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-dev gcc libc6-dev \
-    libnetfilter-queue-dev libpcap-dev iptables tcpdump ethtool
+    libnetfilter-queue-dev libpcap-dev iptables nftables tcpdump ethtool
 
 # Build from a copy: pip's in-tree build writes build/ and *.egg-info into the
 # source, which is the synced folder.
