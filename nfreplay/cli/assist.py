@@ -107,6 +107,7 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     from nfreplay.adapters.nfqueue import Queue
     from nfreplay.engine.assist import LOOPBACK, AssistCounters, AssistEngine, Limits
     from nfreplay.rules.model import assist_plan
+    from nfreplay.status import read_nfqueue
 
     a = cfg.assist
     assert a.target_ip is not None and a.target_port is not None  # required (config.load)
@@ -149,9 +150,21 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
                 log.warning("control channel: only loopback may connect: set assist.online "
                             "(--online) to the online hosts' addresses")
             next_publish = 0.0
+            next_check = engine.now + common.CHECK_EVERY
+            queue_drops = common.DropWatch(
+                f"the kernel's NFQUEUE {a.queue}",
+                "their sessions miss records and stall (q_dropped: the queue was full, "
+                "u_dropped: the netlink buffer; nfreplay status shows which): this loop "
+                "falls behind the target's replies; keep other work off this core")
             line = common.StatsLine(STATS_LINE, a.stats_interval, engine.now)
             while not stop.requested:
                 engine.step(0.2)
+                if engine.now >= next_check:
+                    next_check = engine.now + common.CHECK_EVERY
+                    row = next((q for q in read_nfqueue() if q.queue_number == a.queue), None)
+                    if row is not None:
+                        queue_drops.check(row.queue_dropped + row.user_dropped,
+                                          common.CHECK_EVERY)
                 if engine.now >= next_publish:
                     next_publish = engine.now + 1.0
                     engine.c.verdict_errors = queue.errors

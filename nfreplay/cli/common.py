@@ -328,6 +328,24 @@ def publish(stats_file: stats.StatsFile, counters: Any, extra: Mapping[str, obje
         log.warning("stats: %s", exc)
 
 
+CHECK_EVERY = 10.0  # seconds between two looks for trouble worth a warning
+
+
+class DropWatch:
+    """One WARN line, with `hint`, each time a running drop count (the capture's, the kernel
+    queue's) went up since the previous look. Looked at every CHECK_EVERY seconds."""
+
+    def __init__(self, what: str, hint: str) -> None:
+        self.what, self.hint = what, hint
+        self.seen = 0  # both counts start at 0 with the daemon (its capture, its queue)
+
+    def check(self, total: int, seconds: float) -> None:
+        if total > self.seen:
+            log.warning("%s dropped %d packets in the last %.0f s: %s", self.what,
+                        total - self.seen, seconds, self.hint)
+        self.seen = total
+
+
 class StatsLine:
     """One log line with chosen counters every `interval` seconds (tcpcopy logs its counters
     every 30 s), with per-second rates since the previous line, and a last one at stop with

@@ -331,6 +331,10 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     next_publish = 0.0
     next_check = engine.now + CHECK_EVERY
     handshakes = HandshakeWatch()
+    capture_drops = common.DropWatch(
+        "the capture", "nfreplay-online fell behind the traffic, their sessions lose data "
+        "(sessions_capture_gap): replay a share (--percent), add --workers, or keep other "
+        "work off this core")
     warned_checksums = False
     last_extra = None
     try:
@@ -344,6 +348,7 @@ def replay(cfg: Config, share: tuple[int, int] | None,
             if engine.now >= next_check:
                 next_check = engine.now + CHECK_EVERY
                 handshakes.check(engine.c)
+                capture_drops.check(source.stats()[1], CHECK_EVERY)
             if not warned_checksums and engine.c.checksums_fixed:
                 warned_checksums = True
                 log.warning("captured packets carry unfinished TCP checksums (TX checksum "
@@ -450,7 +455,7 @@ class Progress:
               flush=True)
 
 
-CHECK_EVERY = 10.0  # seconds between two looks for trouble worth a warning
+CHECK_EVERY = common.CHECK_EVERY
 
 
 class HandshakeWatch:

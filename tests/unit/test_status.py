@@ -451,3 +451,18 @@ def test_watch_redraws_until_interrupted_and_exits_with_the_last_verdict() -> No
     assert text.index("table 1") < text.index("table 2")
     assert text.count("every 2.5 s") == 2 and "\x1b[2J" not in text  # not a terminal
     assert naps == [2.5, 2.5]
+
+
+def test_drop_watch_warns_once_per_rise_with_its_hint(caplog: pytest.LogCaptureFixture) -> None:
+    from nfreplay.cli.common import DropWatch
+
+    watch = DropWatch("the capture", "add --workers")
+    with caplog.at_level("WARNING"):
+        watch.check(0, 10)
+        watch.check(5, 10)
+        watch.check(5, 10)
+        watch.check(12, 10)
+        watch.check(12, 10)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == ["the capture dropped 5 packets in the last 10 s: add --workers",
+                        "the capture dropped 7 packets in the last 10 s: add --workers"]
