@@ -96,6 +96,9 @@ class Stream:
     def __init__(self) -> None:
         self.isn: int | None = None
         self.syn_ts: float | None = None
+        self.syn_ack: int | None = (
+            None  # the ACK number of a SYN-ACK: the peer's ISN + 1
+        )
         self._ref_seq: int | None = (
             None  # unwrapping reference: a seen sequence number ...
         )
@@ -138,6 +141,7 @@ class Stream:
         if flags & SYN:
             if self.isn is None:
                 self.isn, self.syn_ts, self._syn_off = seq, ts, off
+                self.syn_ack = ack
             off += 1
         if payload:
             self._segments.append((off, payload, ts, ack))
