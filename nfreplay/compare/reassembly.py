@@ -250,6 +250,19 @@ class Connection:
         return syn if syn is not None else self.first_ts
 
 
+def _new_syn_ack(conn: Connection, seq: int, ack: int | None) -> bool:
+    """Whether a SYN-ACK starts a connection after ``conn`` on the same 4-tuple: it does not
+    answer ``conn``'s SYN (or, with only the server's side captured, the SYN the previous
+    SYN-ACK answered), or it has another initial sequence number."""
+    isn = conn.to_server.isn
+    if isn is not None:
+        return ack != seq_add(isn, 1) and conn.to_client.starts_new(seq)
+    answered = conn.to_client.syn_ack
+    if answered is not None and ack is not None:
+        return ack != answered
+    return conn.to_client.starts_new(seq)
+
+
 @dataclass(slots=True)
 class Capture:
     """The connections of a capture, in order of their first packet, and what could not be
@@ -298,13 +311,7 @@ def connections(
             if from_client and not flags & ACK:
                 new = conn is None or conn.to_server.starts_new(seg.seq)
             elif not from_client:
-                new = conn is None or (
-                    conn.to_client.starts_new(seg.seq)
-                    and not (
-                        conn.to_server.isn is not None
-                        and ack == seq_add(conn.to_server.isn, 1)
-                    )
-                )
+                new = conn is None or _new_syn_ack(conn, seg.seq, ack)
             else:
                 new = conn is None
             if new:
