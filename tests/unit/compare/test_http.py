@@ -12,7 +12,7 @@ from nfreplay.compare.comparison import compare_captures
 from nfreplay.compare.diff import Options
 from nfreplay.compare.report import to_dict
 
-from .recorder import CLIENT, PROD_MS, TARGET_MS, T0, Recording, http_get, http_ok
+from .recorder import CLIENT, PROD_MS, T0, TARGET_MS, Recording, http_get, http_ok
 
 
 def run(
@@ -186,7 +186,7 @@ def test_no_body_responses_keep_the_framing() -> None:
     rec = Recording()
     rec.session(t, pipelined=True)
     d = run(rec)
-    assert [e["endpoint"] for e in d["endpoints"]][0] == "GET /diff"
+    assert d["endpoints"][0]["endpoint"] == "GET /diff"  # differences first
     assert ep(d, "GET /diff")["different"] == 1
     for name in ("HEAD /h", "GET /n", "GET /m", "POST /p"):
         assert ep(d, name)["identical"] == 1, name
