@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,8 +234,13 @@ small{color:#666}
 """
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """Escaped for HTML, control characters (but CR, LF and tab) shown as ``\\xNN``."""
+    visible = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    return html.escape(visible, quote=True)
 
 
 def _histogram(prod: Sequence[float], tgt: Sequence[float], bins: int = 20) -> str:
