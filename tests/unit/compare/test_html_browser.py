@@ -62,7 +62,9 @@ def test_chromium_renders_the_numbers_the_json_has(tmp_path: Path) -> None:
                      (http_get("/diff"), http_ok(b"d"), http_ok(evil)),
                      (http_get("/500"), http_ok(b"x"), http_ok(b"x", status="500 Oops"))],
                     client=("198.18.1.2", 40000 + i), start=T0 + i)  # fmt: skip
-    report = compare_captures(rec.production, rec.sent, rec.replies, rec.lines, Options(), 2)
+    report = compare_captures(
+        rec.production, rec.sent, rec.replies, rec.lines, Options(), 2
+    )
     page = tmp_path / "report.html"
     page.write_text(render_html(report), encoding="utf-8")
     with tempfile.TemporaryDirectory(prefix="nfreplay-chromium-") as profile:
@@ -79,7 +81,14 @@ def test_chromium_renders_the_numbers_the_json_has(tmp_path: Path) -> None:
     assert set(cells.rows) == {e["endpoint"] for e in d["endpoints"]}
     for e in d["endpoints"]:
         row = cells.rows[e["endpoint"]]
-        for k in ("exchanges", "identical", "different", "status_changed", "unpaired", "gaps"):
+        for k in (
+            "exchanges",
+            "identical",
+            "different",
+            "status_changed",
+            "unpaired",
+            "gaps",
+        ):
             assert row[k] == str(e[k]), (e["endpoint"], k)
         for side in ("production", "target"):
             for p in ("p50", "p99"):
