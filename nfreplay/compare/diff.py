@@ -361,7 +361,7 @@ def _compare_http(
             header_where = f"header {name}"
             break
     if changed:
-        kind, where = "status", f"status {p.status} -> {t.status}"
+        kind, where = "status", f"{p.status} -> {t.status}"
     elif body_where:
         kind, where = "body", body_where
     elif header_where:

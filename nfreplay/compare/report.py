@@ -23,6 +23,7 @@ import html
 import json
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,9 +212,10 @@ def render_table(report: Report) -> str:
     lines.append("sessions: " + (", ".join(f"{k} {v}" for k, v in s.items()) or "none"))
     for e in d["endpoints"]:
         for ex in e["examples"][:1]:
+            at = " " if ex["kind"] == "status" else " at "
             lines.append(f"{_clean(e['endpoint'])}: first difference in {_clean(ex['session'])}: "
-                         f"{ex['kind']} at {_clean(ex['where'], 80)}")  # fmt: skip
-    lines.append("latency in ms; " + CLOCKS)
+                         f"{ex['kind']}{at}{_clean(ex['where'], 80)}")  # fmt: skip
+    lines += textwrap.wrap("latency in ms; " + CLOCKS, 100)
     return "\n".join(lines) + "\n"
 
 
@@ -318,7 +320,8 @@ def render_html(report: Report) -> str:
         out.append(f'<section id="ep{n}"><h2>{_e(e["endpoint"][:200])}</h2>')
         out.append(_histogram(st.production_ms, st.target_ms))
         for ex in e["examples"]:
-            out.append(f"<h3>{_e(ex['session'])}: {_e(ex['kind'])} at "
+            at = " " if ex["kind"] == "status" else " at "
+            out.append(f"<h3>{_e(ex['session'])}: {_e(ex['kind'])}{at}"
                        f"<code>{_e(ex['where'][:300])}</code></h3>")  # fmt: skip
             out.append('<div class="side">')
             for side in ("production", "target"):
