@@ -11,6 +11,7 @@ import pytest
 
 from nfreplay.cli import common
 from nfreplay.cli.main import main
+from nfreplay.proto.pcapfile import CaptureFile, PcapngWriter
 from nfreplay.proto.recording import SessionLine, encode_line
 
 from .recorder import T0, Recording, http_get, http_ok
@@ -173,3 +174,35 @@ def test_help_names_exit_codes_and_clocks(capsys: pytest.CaptureFixture[str]) ->
         in " ".join(out.split())
     )
     assert "assistant's clock" in out and "online host's clock" in " ".join(out.split())
+
+
+def test_rotated_files_are_read_in_sequence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    online, target = recording(tmp_path)
+    code, whole, _ = compare(capsys, str(online), str(target), "--json")
+    # the same recording rotated: every capture and the session map in two files (9, 10)
+    for d, kind in ((online, "production"), (online, "to-target"), (target, "target")):
+        src = d / f"{kind}-000001.pcapng"
+        with open(src, "rb") as f:
+            frames = [(fr.ts, fr.ip) for fr in CaptureFile(f, src.name)]
+        src.unlink()
+        half = len(frames) // 2
+        for seq, part in ((9, frames[:half]), (10, frames[half:])):
+            with open(d / f"{kind}-{seq:06d}.pcapng", "wb") as f:
+                w = PcapngWriter(f)
+                for ts, ip in part:
+                    w.write(ts, ip)
+    lines = (online / "sessions-000001.jsonl").read_text().splitlines(keepends=True)
+    (online / "sessions-000001.jsonl").unlink()
+    (online / "sessions-000009.jsonl").write_text("".join(lines[:1]))
+    (online / "sessions-000010.jsonl").write_text("".join(lines[1:]))
+    code2, rotated, _ = compare(capsys, str(online), str(target), "--json")
+    a, b = json.loads(whole), json.loads(rotated)
+    assert a["endpoints"] == b["endpoints"] and code == code2 == 1
+    assert b["inputs"]["files"] == {
+        "production": 2,
+        "to-target": 2,
+        "sessions": 2,
+        "target": 2,
+    }

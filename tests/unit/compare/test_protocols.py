@@ -74,17 +74,23 @@ def test_redis_error_reply_is_a_status_change() -> None:
     assert e["examples"][0]["status"] == {"production": "integer", "target": "error"}
 
 
-def test_raw_protocol_turns_with_a_greeting() -> None:
+@pytest.mark.parametrize("skew", [0.0, -3.0, 7.5])
+def test_raw_protocol_turns_with_a_greeting(skew: float) -> None:
+    """Turns are cut by ACK numbers: the assistant's clock, however far off, changes nothing
+    but the target's latency."""
     rec = Recording()
     hello = b"\x00\x01server v1\x00"
     turns = [(b"\x10AUTH\x00", b"\x11ok", b"\x11ok"), (b"\x20Q1", b"\x21" + bytes(3000), b"\x21" + bytes(3000)),
              (b"\x20Q2", b"\x21rows=5", b"\x21rows=6"), (b"\x30BYE", b"\x31", b"\x31")]  # fmt: skip
-    rec.session(turns, server=("198.18.2.1", 5432), greeting=(hello, hello), mss=500,
+    rec.session(turns, server=("198.18.2.1", 5432), greeting=(hello, hello), mss=500, skew=skew,
                 copies=[(("198.18.1.2", 40000), ("198.18.3.1", 5432))])  # fmt: skip
     d = run(rec)
     e = ep(d, "port 5432")
     assert (e["exchanges"], e["identical"], e["different"]) == (5, 4, 1)
     assert e["examples"][0]["where"] == "byte 6"
+    assert e["latency_ms"]["target"]["p99"] == pytest.approx(
+        5.0 + skew * 1000, abs=0.05
+    )
     assert sniff(b"\x10AUTH") == "raw"
 
 
