@@ -4,7 +4,8 @@
 # installed into it in editable mode.
 #
 # usage: tests/setup.sh [--tests]     --tests adds what only the test suite uses (vagrant,
-#                                     systemd-analyze, the lab's redis, postgresql, vsftpd)
+#                                     systemd-analyze, the lab's redis, postgresql, vsftpd,
+#                                     chromium for the HTML report test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,8 @@ packages=(
     tcpdump ethtool               # the lab captures in the client namespace
     nginx-light                   # the service replayed in the lab
 )
-[[ ${1:-} == --tests ]] && packages+=(vagrant systemd redis-server postgresql vsftpd)
+[[ ${1:-} == --tests ]] && packages+=(vagrant systemd redis-server postgresql vsftpd
+    chromium)                      # renders nfreplay compare's HTML report in a unit test
 # The lab starts its own servers inside network namespaces; none may run on the host.
 services=(nginx redis-server postgresql vsftpd)
 

@@ -20,6 +20,9 @@ commands:
   target up|down     on the target host: route the client networks' replies via the
                      assistant (tagged; `down` removes only this instance's routes)
   doctor ROLE        check what online, assist or target needs on this host before `up`
+  compare ONLINE_DIR TARGET_DIR
+                     compare the target's responses with production's, from the
+                     --record-responses recordings (exit 0 same, 1 differences, 2 bad input)
 
 The online and assist roles have their own commands: nfreplay-online, nfreplay-assist."""
 
@@ -30,6 +33,7 @@ examples:
   nfreplay target up --clients 198.18.1.0/24 --via 198.18.0.4
   nfreplay target down
   nfreplay doctor target
+  nfreplay compare /var/lib/nfreplay/online /var/lib/nfreplay/target --html report.html
 """
 
 
@@ -42,10 +46,14 @@ def main(argv: Sequence[str]) -> int:
         from nfreplay.cli.doctor import doctor_main
 
         return doctor_main(argv[1:])
+    if argv and argv[0] == "compare":
+        from nfreplay.cli.compare import compare_main
+
+        return compare_main(argv[1:])
     p = argparse.ArgumentParser(prog="nfreplay", description=DESCRIPTION, epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("status", "target", "doctor"),
-                   help="status | target up|down | doctor ROLE")
+    p.add_argument("command", choices=("status", "target", "doctor", "compare"),
+                   help="status | target up|down | doctor ROLE | compare ONLINE_DIR TARGET_DIR")
     common.add_version(p)
     p.parse_args(argv[:1] if argv and argv[0] != "--version" else argv)
     return 2  # unreachable: argparse exits on a missing/unknown command

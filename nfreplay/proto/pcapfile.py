@@ -1,4 +1,5 @@
-"""Reading pcap and pcapng capture files as a stream of IPv4 packets, and writing pcap files.
+"""Reading pcap and pcapng capture files as a stream of IPv4 packets, and writing pcap and
+pcapng files.
 
 Invariants:
 
@@ -32,7 +33,7 @@ import os
 from collections.abc import Iterator
 from struct import Struct
 from types import TracebackType
-from typing import IO, Final, NamedTuple
+from typing import IO, Final, NamedTuple, Self
 
 from nfreplay.errors import WireError
 from nfreplay.proto.link import (
@@ -55,7 +56,7 @@ __all__ = [
     "LINKTYPE_NULL", "LINKTYPE_ETHERNET", "LINKTYPE_RAW_OPENBSD", "LINKTYPE_RAW_LINUX",
     "LINKTYPE_RAW", "LINKTYPE_LINUX_SLL", "LINKTYPE_IPV4", "LINKTYPE_LINUX_SLL2",
     "SUPPORTED_LINKTYPES", "MAX_CAPLEN", "CHUNK", "ERROR_KINDS",
-    "Frame", "CaptureFile", "open_capture", "PcapWriter",
+    "Frame", "CaptureFile", "open_capture", "PcapWriter", "PcapngWriter",
 ]  # fmt: skip
 
 # libpcap's MAXIMUM_SNAPLEN. A larger record length means a corrupt (or not a) capture.
@@ -91,6 +92,7 @@ _OPB = 2  # obsolete Packet Block (pcapng drafts before 2012)
 _SPB = 3
 _EPB = 6
 _BOM = 0x1A2B3C4D
+_OPT_IF_NAME = 2
 _OPT_IF_TSRESOL = 9
 _OPT_IF_TSOFFSET = 14
 
@@ -579,3 +581,107 @@ class PcapWriter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class PcapngWriter:
+    """Write a pcapng file: one Section Header Block, one Interface Description Block
+    (``if_name``, ``if_tsresol`` = 9: nanosecond timestamps) and an Enhanced Packet Block per
+    ``write``.
+
+    ``stream`` is an open binary stream; the writer does no other I/O (it never opens, seeks or
+    closes a file, so a caller can rotate files or write to memory). Each block is written with
+    one ``write`` call, whole, so a reader of a file cut anywhere sees complete blocks and at
+    most one partial block at the end. All blocks are little-endian, padded to 32 bits, with
+    both length fields, as Wireshark expects. The section length is -1 (unknown): the file can
+    grow without seeking back.
+    """
+
+    def __init__(
+        self,
+        stream: IO[bytes],
+        linktype: int = LINKTYPE_RAW,
+        if_name: str = "nfreplay",
+        snaplen: int = MAX_CAPLEN,
+    ) -> None:
+        if not 0 <= linktype <= 0xFFFF:
+            raise ValueError(f"PcapngWriter: link type {linktype} out of range")
+        if not 0 <= snaplen <= 0xFFFFFFFF:
+            raise ValueError(f"PcapngWriter: bad snaplen {snaplen}")
+        name = if_name.encode()
+        if len(name) > 0xFFFF:
+            raise ValueError("PcapngWriter: interface name too long")
+        self._stream = stream
+        self.snaplen = snaplen
+        self._epb = Struct("<IIIIIII")
+        shb = Struct("<IHHq").pack(_BOM, 1, 0, -1)
+        # if_tsresol 9: 10^-9 s units; an empty option 0 (opt_endofopt) ends the list.
+        options = b"".join(
+            (_option(_OPT_IF_NAME, name), _option(_OPT_IF_TSRESOL, b"\x09"), _option(0, b""))
+        )
+        idb = Struct("<HHI").pack(linktype, 0, snaplen) + options
+        stream.write(_block(_SHB, shb) + _block(_IDB, idb))
+
+    def write(
+        self, ts: float, frame: bytes | bytearray | memoryview, origlen: int | None = None
+    ) -> None:
+        """Append one packet captured at ``ts`` (seconds since the epoch, rounded to the
+        nanosecond). See ``write_ns``."""
+        if not 0 <= ts < 2**64 / 1e9:
+            raise ValueError(f"PcapngWriter.write: timestamp {ts} out of range")
+        sec = int(ts)
+        # ts - sec is exact in binary floating point, so the fraction is rounded only once.
+        self.write_ns(sec * 1_000_000_000 + round((ts - sec) * 1e9), frame, origlen)
+
+    def write_ns(
+        self, ts_ns: int, frame: bytes | bytearray | memoryview, origlen: int | None = None
+    ) -> None:
+        """Append one packet captured at ``ts_ns`` nanoseconds since the epoch (what
+        ``time.time_ns()`` returns).
+
+        ``origlen`` is the frame's length on the wire (default ``len(frame)``); give more than
+        ``len(frame)`` to record a snaplen cut. Raises ``ValueError`` if ``ts_ns`` is out of
+        range, if ``frame`` exceeds the snaplen (0: no limit) or if ``origlen`` is below
+        ``len(frame)``.
+        """
+        caplen = len(frame)
+        if origlen is None:
+            origlen = caplen
+        if not 0 <= ts_ns < 2**64:
+            raise ValueError(f"PcapngWriter.write: timestamp {ts_ns} ns out of range")
+        if self.snaplen and caplen > self.snaplen:
+            raise ValueError(
+                f"PcapngWriter.write: {caplen} bytes exceed snaplen {self.snaplen}"
+            )
+        if not caplen <= origlen <= 0xFFFFFFFF:
+            raise ValueError(f"PcapngWriter.write: bad origlen {origlen} for caplen {caplen}")
+        pad = -caplen & 3
+        blen = 32 + caplen + pad
+        head = self._epb.pack(_EPB, blen, 0, ts_ns >> 32, ts_ns & 0xFFFFFFFF, caplen, origlen)
+        self._stream.write(b"".join((head, frame, bytes(pad), blen.to_bytes(4, "little"))))
+
+    def close(self) -> None:
+        """Flush the stream (it stays open: its owner closes it)."""
+        self._stream.flush()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _option(code: int, value: bytes) -> bytes:
+    """One pcapng option: code, length, value padded to 32 bits."""
+    return Struct("<HH").pack(code, len(value)) + value + bytes(-len(value) & 3)
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    """One little-endian pcapng block: type, length, body padded to 32 bits, length again."""
+    body += bytes(-len(body) & 3)
+    blen = 12 + len(body)
+    return Struct("<II").pack(btype, blen) + body + Struct("<I").pack(blen)
