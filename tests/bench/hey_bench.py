@@ -25,7 +25,9 @@ nginx access logs once the target's count has not grown for 2 s (at most 20 s).
     box%           the whole machine busy (/proc/stat, all CPUs; hey and both nginx share it)
     shed           delta of nfreplay-online's `sessions_shed` counter ("-" if it has none)
 
-With both tools a last block sets their CPU per 10k and fidelity side by side. Exit code 0 when
+With both tools a last block sets their CPU per 10k and fidelity side by side, and the online
+tools' system CPU per 10k (nf sys, tc sys: the kernel's share, which over veth includes the
+target's whole receive path, run inside the raw socket's send). Exit code 0 when
 every step of every tool ran, else 1; everything is torn down in `finally`.
 """
 
@@ -68,6 +70,7 @@ class Row:
     online: int = 0
     target: int = 0
     cpu_online: float = 0.0
+    cpu_online_sys: float = 0.0  # of cpu_online, in the kernel (the target's receive path too)
     cpu_assist: float = 0.0
     box: float = 0.0
     shed: int | None = None
@@ -91,24 +94,27 @@ def fmt(cells: list[str]) -> str:
     return " ".join(c.rjust(w) for c, (_, w) in zip(cells, COLS, strict=True))
 
 
-def tree_cpu(pid: int) -> float:
-    """utime+stime+cutime+cstime (s) of `pid` and its live descendants (0 if it is gone)."""
-    stat: dict[int, tuple[int, float]] = {}
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU s (utime+cutime, stime+cstime) of `pid` and its live descendants
+    (0 if it is gone)."""
+    stat: dict[int, tuple[int, float, float]] = {}
     for d in os.listdir("/proc"):
         try:
             with open(f"/proc/{int(d)}/stat") as fh:
                 f = fh.read().rsplit(")", 1)[1].split()
         except (ValueError, OSError):
             continue
-        stat[int(d)] = (int(f[1]), sum(int(x) for x in f[11:15]) / TICK)
-    total, todo, seen = 0.0, [pid], set()
+        stat[int(d)] = (int(f[1]), (int(f[11]) + int(f[13])) / TICK,
+                         (int(f[12]) + int(f[14])) / TICK)
+    user = system = 0.0
+    todo, seen = [pid], set()
     while todo and len(seen) < 10000:
         p = todo.pop()
         if p not in seen and p in stat:
             seen.add(p)
-            total += stat[p][1]
-            todo.extend(c for c, (ppid, _) in stat.items() if ppid == p)
-    return total
+            user, system = user + stat[p][1], system + stat[p][2]
+            todo.extend(c for c, (ppid, _, _) in stat.items() if ppid == p)
+    return user, system
 
 
 def comm(pid: int) -> str:
@@ -261,8 +267,10 @@ def step(lab: Lab, a: argparse.Namespace, tool: str, kind: str, n: int, rate: in
         elif time.monotonic() - quiet_since >= 2.0:
             break
         time.sleep(0.2)
-    row.cpu_online = tree_cpu(online_p.pid) - cpu0[0]
-    row.cpu_assist = tree_cpu(assist_p.pid) - cpu0[1]
+    cpu1 = (tree_cpu(online_p.pid), tree_cpu(assist_p.pid))
+    row.cpu_online = sum(cpu1[0]) - sum(cpu0[0])
+    row.cpu_online_sys = cpu1[0][1] - cpu0[0][1]
+    row.cpu_assist = sum(cpu1[1]) - sum(cpu0[1])
     box1 = box_jiffies()
     row.box = 100.0 * (box1[0] - box0[0]) / max(box1[1] - box0[1], 1)
     row.online = count(logs["online"], start["online"], prefix)
@@ -310,14 +318,16 @@ def compare(rows: list[Row]) -> None:
     tc = {(r.kind, r.rate): r for r in rows if r.tool == "tcpcopy"}
     print("\nnfreplay vs tcpcopy: CPU s per 10k online requests, ratio = nfreplay / tcpcopy\n"
           f"{'kind':>5} {'offer/s':>7} {'nf onl':>8} {'tc onl':>8} {'ratio':>6} "
-          f"{'nf ast':>8} {'tc ast':>8} {'ratio':>6} {'nf fid':>7} {'tc fid':>7}")
+          f"{'nf ast':>8} {'tc ast':>8} {'ratio':>6} {'nf fid':>7} {'tc fid':>7} "
+          f"{'nf sys':>7} {'tc sys':>7}")
     for r in (r for r in rows if r.tool == "nfreplay" and (r.kind, r.rate) in tc):
         t = tc[(r.kind, r.rate)]
         cells = [f"{x:8.3f} {y:8.3f} {(x / y if y else float('nan')):6.2f}" for x, y in (
             (r.per10k(r.cpu_online), t.per10k(t.cpu_online)),
             (r.per10k(r.cpu_assist), t.per10k(t.cpu_assist)))]
         print(f"{r.kind:>5} {str(r.rate or 'max'):>7} {' '.join(cells)} "
-              f"{r.fidelity:7.4f} {t.fidelity:7.4f}")
+              f"{r.fidelity:7.4f} {t.fidelity:7.4f} "
+              f"{r.per10k(r.cpu_online_sys):7.3f} {t.per10k(t.cpu_online_sys):7.3f}")
 
 
 def rates(s: str) -> list[int]:
