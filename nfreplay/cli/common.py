@@ -16,7 +16,7 @@ from typing import Any
 
 from nfreplay import config as config_mod
 from nfreplay import stats
-from nfreplay.errors import HostError, NfreplayError
+from nfreplay.errors import ConfigError, HostError, NfreplayError
 
 log = logging.getLogger("nfreplay")
 
@@ -36,7 +36,9 @@ def run_main(main: Callable[[Sequence[str]], int], argv: Sequence[str] | None = 
         if debug:
             raise
         prog = os.path.basename(sys.argv[0]) or "nfreplay"
-        print(f"{prog}: {exc}", file=sys.stderr)
+        # Under systemd, the journal stores the reason a unit failed at error priority.
+        err = "<3>" if _to_journal(sys.stderr) else ""
+        print(f"{err}{prog}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -387,8 +389,11 @@ class StatsLine:
 def role_main(args: argparse.Namespace, role: str, flags: Mapping[str, str],
               up: Callable[..., int]) -> int:
     """`up` and `down` of a daemon role (online, assist); `status` is `cli.status.role_status`."""
-    cfg = load_config(args, role if args.action == "up" else "status", flags)
-    setup_logging(cfg.general.log_level)
+    if args.action == "up":
+        cfg = load_config(args, role, flags)
+        setup_logging(cfg.general.log_level)
+    else:
+        cfg = config_for_down(args, f"nfreplay-{role} down")
     require_root()
     paths = stats.state_paths(cfg.general.state_dir, role, cfg.general.instance)
     if args.action == "up":
@@ -405,6 +410,25 @@ def role_main(args: argparse.Namespace, role: str, flags: Mapping[str, str],
         return 0  # the online role installs nothing unless its journal says so
     # Also after a kill -9: whatever the instance installed goes (the journal says what).
     return teardown(rule_manager(cfg, role), f"nfreplay-{role} down")
+
+
+def config_for_down(args: argparse.Namespace, what: str) -> config_mod.Config:
+    """The settings `down` needs ([general]: instance, state dir, backend), also when the file
+    no longer loads (edited while the daemon ran): `down` must still remove what the journal
+    says was installed, so the flags and defaults stand in, with a warning. Sets up logging."""
+    try:
+        cfg = load_config(args, "status", {})
+        setup_logging(cfg.general.log_level)
+        return cfg
+    except ConfigError as exc:
+        overrides = {"general.instance": args.instance, "general.state_dir": args.state_dir,
+                     "general.backend": args.backend}
+        cfg = config_mod.load(None, overrides, role="status")
+        setup_logging(cfg.general.log_level)
+        log.warning("%s: the configuration does not load (%s): removing what instance %r "
+                    "installed, per its journal in %s", what, exc, cfg.general.instance,
+                    cfg.general.state_dir)
+        return cfg
 
 
 def teardown(manager: Any, what: str) -> int:

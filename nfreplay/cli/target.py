@@ -60,10 +60,13 @@ def target_main(argv: Sequence[str]) -> int:
                         "routes (target.resident, default false: install and exit)")
     common.add_common(p)
     args = p.parse_args(argv)
-    cfg = common.load_config(args, "target" if args.action == "up" else "status",
-                             {"clients": "target.clients", "via": "target.via",
-                              "resident": "target.resident"})
-    common.setup_logging(cfg.general.log_level)
+    if args.action == "up":
+        cfg = common.load_config(args, "target", {"clients": "target.clients",
+                                                  "via": "target.via",
+                                                  "resident": "target.resident"})
+        common.setup_logging(cfg.general.log_level)
+    else:
+        cfg = common.config_for_down(args, "nfreplay target down")
     common.require_root()
     paths = stats.state_paths(cfg.general.state_dir, "target", cfg.general.instance)
     manager = common.rule_manager(cfg, "target")

@@ -181,10 +181,15 @@ def test_down_after_sigkill_restores_everything(lab: Lab) -> None:
     os.kill(again.pid, signal.SIGKILL)
     again.wait()
 
-    down = lab.nfreplay("assist", "nfreplay-assist", "down")
+    # The configuration was broken while the daemon ran (the units' ExecStopPost meets
+    # this): `down` still removes what the journal says, and warns.
+    broken = lab.dir / "broken.toml"
+    broken.write_text("[assist]\nbogus_key = 1\n")
+    down = lab.nfreplay("assist", "nfreplay-assist", "down", "--config", str(broken))
     assert down.returncode == 0, down.stderr
     assert "nfreplay-assist down: removed [" in down.stdout, down.stdout  # it says what went
-    down = lab.nfreplay("target", "nfreplay", "target", "down")
+    assert "assist.bogus_key: unknown key" in down.stderr, down.stderr
+    down = lab.nfreplay("target", "nfreplay", "target", "down", "--config", str(broken))
     removed = [ln for ln in down.stdout.splitlines() if ": removed ip " in ln]
     assert len(removed) == 4, down.stdout  # blackhole and via routes, lookup and blackhole rules
     down = lab.nfreplay("target", "nfreplay", "target", "down")

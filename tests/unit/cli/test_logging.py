@@ -85,3 +85,41 @@ def test_notify_sends_the_state_to_notify_socket(tmp_path: Path,
         assert systemd.recv(100) == b"READY=1"
     monkeypatch.delenv("NOTIFY_SOCKET")
     common.notify("READY=1")  # not under systemd: nothing, no error
+
+
+def test_a_fatal_error_reaches_journald_at_error_priority(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfreplay.errors import ConfigError
+
+    def main(argv: object) -> int:
+        raise ConfigError("assist.bogus_key: unknown key")
+
+    path = tmp_path / "journal-stream"
+    with open(path, "w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setattr(common.sys, "stderr", stream)
+        monkeypatch.setattr(common.sys, "argv", ["nfreplay-assist"])
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert common.run_main(main, []) == 2
+        monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # a terminal or a file: no prefix
+        assert common.run_main(main, []) == 2
+    assert path.read_text().splitlines() == ["<3>nfreplay-assist: assist.bogus_key: unknown key",
+                                             "nfreplay-assist: assist.bogus_key: unknown key"]
+
+
+def test_down_works_with_a_configuration_that_no_longer_loads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    bad = tmp_path / "nfreplay.toml"
+    bad.write_text("[assist]\nbogus_key = 1\n")
+    args = argparse.Namespace(config=str(bad), instance="lab2", state_dir=str(tmp_path),
+                              backend=None, log_level=None)
+    cfg = common.config_for_down(args, "nfreplay-assist down")
+    assert (cfg.general.instance, cfg.general.state_dir) == ("lab2", str(tmp_path))
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "WARNING" in line and "assist.bogus_key: unknown key" in line and "journal" in line
+    good = tmp_path / "good.toml"
+    good.write_text('[general]\ninstance = "lab3"\n')
+    args.config, args.instance = str(good), None
+    assert common.config_for_down(args, "x").general.instance == "lab3"
