@@ -116,6 +116,10 @@ class Online:
     stats_interval: float = 30.0  # seconds between two stats lines in the log; 0: none
     metrics_ip: str = "127.0.0.1"  # Prometheus /metrics; a bare port listens on loopback
     metrics_port: int | None = None  # None: no metrics endpoint
+    record_responses: str = ""  # directory for `nfreplay compare`'s recording; "" = none
+    record_percent: float = 100.0  # share of the replayed sessions recorded
+    record_file_bytes: int = 64 << 20  # a recording file is rotated past this size
+    record_max_bytes: int = 1 << 30  # the recording directory at most (oldest files go)
     workers: int = 1  # capture+replay processes; 0 = "auto", one per core
     # More service ports in one instance: (service ip or None, port, target ip, target port).
     more_services: tuple[tuple[str | None, int, str, int], ...] = ()
@@ -155,6 +159,10 @@ class Assist:
     stats_interval: float = 30.0  # seconds between two stats lines in the log; 0: none
     metrics_ip: str = "127.0.0.1"  # Prometheus /metrics; a bare port listens on loopback
     metrics_port: int | None = None  # None: no metrics endpoint
+    record_responses: str = ""  # directory for `nfreplay compare`'s recording; "" = none
+    record_percent: float = 100.0  # share of the replayed sessions recorded
+    record_file_bytes: int = 64 << 20  # a recording file is rotated past this size
+    record_max_bytes: int = 1 << 30  # the recording directory at most (oldest files go)
 
 
 @dataclass(frozen=True)
@@ -529,6 +537,10 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "shed_lag": _k(_fraction(0.0, 60_000.0, "milliseconds"), "shed_lag"),
         "stats_interval": _k(_fraction(0.0, 86_400.0, "seconds"), "stats_interval"),
         "metrics_listen": _k(_METRICS, "metrics_ip", "metrics_port"),
+        "record_responses": _k(_text, "record_responses"),
+        "record_percent": _k(_fraction(0.01, 100.0, "a percentage"), "record_percent"),
+        "record_file_bytes": _k(_integer(1 << 20, 1 << 40), "record_file_bytes"),
+        "record_max_bytes": _k(_integer(2 << 20, 1 << 50), "record_max_bytes"),
         "workers": _k(_workers, "workers"),
         "more_services": _k(_list(_mapping), "more_services"),
         "client_pool": _k(_list(_text), "client_pool"),
@@ -560,6 +572,10 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "max_backlog_bytes": _k(_integer(1 << 16, 1 << 30), "max_backlog_bytes"),
         "stats_interval": _k(_fraction(0.0, 86_400.0, "seconds"), "stats_interval"),
         "metrics_listen": _k(_METRICS, "metrics_ip", "metrics_port"),
+        "record_responses": _k(_text, "record_responses"),
+        "record_percent": _k(_fraction(0.01, 100.0, "a percentage"), "record_percent"),
+        "record_file_bytes": _k(_integer(1 << 20, 1 << 40), "record_file_bytes"),
+        "record_max_bytes": _k(_integer(2 << 20, 1 << 50), "record_max_bytes"),
     },
     "target": {
         "clients": _k(_list(_network, min_len=1), "clients", required=True),

@@ -25,7 +25,7 @@ class Capture:
     """A live capture of one interface with a BPF filter, non-blocking, select()-able."""
 
     def __init__(self, interface: str, bpf: str, snaplen: int = 65535,
-                 buffer_size: int = 64 << 20) -> None:
+                 buffer_size: int = 64 << 20, inbound_only: bool = True) -> None:
         try:
             import pcapy
         except ImportError as exc:  # pragma: no cover - packaging problem
@@ -53,8 +53,10 @@ class Capture:
                 raise HostError(f"capture on {interface!r}: {why}")
             p.setfilter(bpf)
             p.setnonblock(1)
-            # Only what arrives: our own injected packets must never be captured again.
-            p.setdirection(pcapy.PCAP_D_IN)
+            # Only what arrives: our own injected packets must never be captured again (the
+            # response recorder wants both directions, and sorts them itself).
+            if inbound_only:
+                p.setdirection(pcapy.PCAP_D_IN)
         except pcapy.PcapError as exc:
             raise HostError(f"capture on {interface!r}: {exc}") from None
         dlt = p.datalink()
@@ -87,6 +89,19 @@ class Capture:
             off = strip(frame, 0, len(frame))
             if off >= 0:
                 callback(frame, off)
+
+        return int(self._p.dispatch(limit, cb))
+
+    def dispatch_ts(self, callback: Callable[[float, bytes], None], limit: int = -1) -> int:
+        """Deliver the packets available now as (capture time, IPv4 packet), for a recorder
+        (a copy of each packet: cheap enough off the replay path)."""
+        strip = self.strip
+
+        def cb(hdr: object, frame: bytes) -> None:
+            off = strip(frame, 0, len(frame))
+            if off >= 0:
+                sec, usec = hdr.getts()  # type: ignore[attr-defined]
+                callback(sec + usec * 1e-6, frame[off:])
 
         return int(self._p.dispatch(limit, cb))
 

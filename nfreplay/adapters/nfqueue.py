@@ -36,7 +36,10 @@ class Queue:
     """A bound NFQUEUE whose packets go through `Verdicts(callback)`."""
 
     def __init__(self, number: int, callback: Callable[[bytes], bool],
-                 max_len: int = 8192, sock_len: int = 32 << 20) -> None:
+                 max_len: int = 8192, sock_len: int = 32 << 20,
+                 copy_range: int = COPY_RANGE) -> None:
+        """`copy_range`: bytes of each packet copied to us (the headers; the whole packet
+        only while responses are recorded)."""
         try:
             from netfilterqueue import NetfilterQueue  # type: ignore[import-not-found]
         except ImportError as exc:  # pragma: no cover - packaging problem
@@ -45,7 +48,7 @@ class Queue:
         self.verdicts = Verdicts(callback)
         self._nfq = NetfilterQueue()
         try:
-            self._nfq.bind(number, self.verdicts, max_len=max_len, range=COPY_RANGE,
+            self._nfq.bind(number, self.verdicts, max_len=max_len, range=copy_range,
                            sock_len=sock_len)
         except OSError as exc:
             raise HostError(f"nfqueue: cannot bind queue {number} ({exc}; another process "

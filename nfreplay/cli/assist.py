@@ -33,6 +33,7 @@ FLAGS = {
     "max_backlog_bytes": "assist.max_backlog_bytes",
     "stats_interval": "assist.stats_interval",
     "metrics_listen": "assist.metrics_listen",
+    **{flag: f"assist.{flag}" for flag in common.RECORD_FLAGS},
 }
 
 DESCRIPTION = """\
@@ -84,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
                         f"the connection is closed (default {D.max_backlog_bytes})")
     common.add_stats_interval(g, D.stats_interval)
     common.add_metrics_listen(g)
+    common.add_record_options(g, D, "the target's replies in full")
     g.add_argument("--queue", metavar="N", help=f"NFQUEUE number (default {D.queue})")
     g.add_argument("--passlist", metavar="IP[,IP]", help="client addresses whose replies pass untouched")
     g.add_argument("--fix-ip-forward", action="store_const", const=True, default=None,
@@ -104,7 +106,9 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     import ipaddress
 
     from nfreplay.adapters.channel import Listener
-    from nfreplay.adapters.nfqueue import Queue
+    from nfreplay.adapters.nfqueue import COPY_RANGE, Queue
+    from nfreplay.engine.recorder import AssistRecorder
+    from nfreplay.proto.recording import TARGET_KINDS
     from nfreplay.engine.assist import LOOPBACK, AssistCounters, AssistEngine, Limits
     from nfreplay.rules.model import assist_plan
     from nfreplay.status import read_nfqueue
@@ -136,10 +140,19 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
             common.serving(server):
         queue = None
         started = False
+        recording = recorder = None
         try:
+            callback, copy_range = engine.on_packet, COPY_RANGE
+            recording = common.recording_directory(a, "assist", TARGET_KINDS)
+            if recording is not None:
+                recorder = AssistRecorder(engine.on_packet, engine.router.lookup, recording,
+                                          common.recording_sampler(a.record_percent))
+                callback, copy_range = recorder, 0xFFFF
+                log.info("recording the target's replies to %.4g %% of the sessions in %s",
+                         a.record_percent, recording.path)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # rcvbuf capped by rmem_max
-                queue = Queue(a.queue, engine.on_packet)
+                queue = Queue(a.queue, callback, copy_range=copy_range)
             engine.queue = queue
             manager.up(plan)
             started = True
@@ -170,6 +183,9 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
                     engine.c.verdict_errors = queue.errors
                     extra = {"queue": a.queue, "listen": f"{a.listen_ip}:{a.listen_port}",
                              "peers": [c.peer for c in engine.conns]}
+                    if recording is not None and recorder is not None:
+                        extra["recording"] = {**recording.stats(), "errors": recorder.errors
+                                              + recording.errors}
                     common.publish(stats_file, engine.c, extra)
                     line.feed(engine.c.snapshot(), engine.now)
             line.feed(engine.c.snapshot(), engine.now)
@@ -180,6 +196,8 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
             if queue is not None:
                 queue.close()
             engine.shutdown()
+            if recording is not None:
+                recording.close()
             if started:
                 log.info("down: %s", "complete" if not problems else f"{len(problems)} problem(s)")
     return common.report_teardown(problems, "nfreplay-assist")

@@ -46,6 +46,7 @@ FLAGS = {
     "shed_lag": "online.shed_lag",
     "stats_interval": "online.stats_interval",
     "metrics_listen": "online.metrics_listen",
+    **{flag: f"online.{flag}" for flag in common.RECORD_FLAGS},
     "workers": "online.workers",
     "more_services": "online.more_services",
     "client_pool": "online.client_pool",
@@ -148,6 +149,7 @@ def parser() -> argparse.ArgumentParser:
                         f"(default {D.shed_lag:g})")
     common.add_stats_interval(g, D.stats_interval)
     common.add_metrics_listen(g)
+    common.add_record_options(g, D, "production's traffic and what is sent to the target")
     g = p.add_argument_group("offline replay")
     g.add_argument("--pcap", "-i", metavar="FILE", help="replay this pcap/pcapng file")
     g.add_argument("--speed", "-a", metavar="X", help=f"replay X times faster (0.01-1000, default {D.speed:g})")
@@ -208,6 +210,16 @@ def bpf(cfg: Config, share: tuple[int, int] | None = None) -> str:
     return expr
 
 
+def record_bpf(cfg: Config) -> str:
+    """The response recorder's capture filter: production's traffic both ways, and what is
+    injected to the targets."""
+    parts = []
+    for sip, sport, tip, tport in services(cfg):
+        parts.append(f"(port {sport}" + (f" and host {sip})" if sip else ")"))
+        parts.append(f"(dst host {tip} and dst port {tport})")
+    return f"tcp and ({' or '.join(parts)})"
+
+
 def selection(cfg: Config, workers: int = 1) -> Selection:
     """The operator's choice of sessions, from [online] (rate limits split among workers)."""
     from nfreplay.session.clientpool import parse_pool
@@ -239,6 +251,9 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     if workers > 1 and (o.client_pool or o.copies > 1):
         raise ConfigError("online.workers: several workers cannot share a client pool yet "
                           "(online.client_pool, online.copies): use 1 worker")
+    if o.record_responses and (workers > 1 or o.pcap):
+        raise ConfigError("online.record_responses: recording needs a live capture in one "
+                          "worker (not online.pcap, online.workers 1)")
     stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance,
                                  levels=counters_mod.Counters.levels)
     server = common.bind_metrics(o.metrics_ip, o.metrics_port, "online.metrics_listen",
@@ -314,6 +329,21 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     engine = OnlineEngine(params, source, sender, assistants, mtu=o.mtu,
                           reconnect_interval=o.reconnect_interval, clock=engine_clock,
                           selection=chosen, shed_lag=o.shed_lag / 1000)
+    recording = recorder = record_capture = None
+    if o.record_responses:
+        from nfreplay.engine.recorder import HOLD_SECONDS, OnlineRecorder
+        from nfreplay.proto.recording import ONLINE_KINDS
+
+        recording = common.recording_directory(o, "online", ONLINE_KINDS)
+        # The service's own answers are captured before segmentation (TSO/GSO: up to 64 KiB
+        # and more per packet): libpcap's largest snaplen, so that none is cut.
+        record_capture = Capture("any", record_bpf(cfg), snaplen=262144, inbound_only=False)
+        recorder = OnlineRecorder(
+            [(ip2int(sip) if sip else None, sport) for sip, sport, _, _ in services(cfg)],
+            [(ip2int(tip), tport) for _, _, tip, tport in services(cfg)], recording,
+            common.recording_sampler(o.record_percent))
+        engine.record(recorder, record_capture)
+        log.info("recording %.4g %% of the sessions in %s", o.record_percent, recording.path)
     progress = Progress(source, engine, sys.stderr) if isinstance(source, FileSource) else None
     started = engine.clock()
     engine.connect(engine.clock())
@@ -370,6 +400,13 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                     "send_errors": sender.errors,
                     "sessions_in_table": len(engine.table),
                 }
+                if recording is not None and recorder is not None and record_capture:
+                    recorder.tick(time.time())
+                    extra["recording"] = {**recording.stats(), "sessions": recorder.sessions,
+                                          "capture": dict(zip(("received", "dropped", "ifdropped"),
+                                                              record_capture.stats())),
+                                          "not_sampled": recorder.not_sampled,
+                                          "held_dropped": recorder.held_dropped}
                 if chosen.allocator is not None:
                     extra["client_pairs_in_use"] = chosen.allocator.in_use()
                 if chosen.client_filter is not None:
@@ -382,6 +419,15 @@ def replay(cfg: Config, share: tuple[int, int] | None,
         engine.shutdown()
         source.close()
         sender.close()
+        if record_capture is not None and recorder is not None:
+            # The capture hands over a ring block when it is full or 10 ms old: wait for
+            # the last one, so that the recording ends with the replay.
+            time.sleep(0.02)
+            record_capture.dispatch_ts(recorder.packet)
+            recorder.tick(time.time() + HOLD_SECONDS)  # lines still waiting are written
+            record_capture.close()
+        if recording is not None:
+            recording.close()
     if last_extra is not None:
         report(engine.c, last_extra)  # the counters as they end
     if progress is not None:

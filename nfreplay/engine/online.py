@@ -18,6 +18,7 @@ from typing import Protocol, Union, runtime_checkable
 from struct import error as StructError
 
 from nfreplay.adapters.channel import Assistant, Conn
+from nfreplay.engine.recorder import OnlineRecorder
 from nfreplay.errors import WireError
 from nfreplay.proto import channel, tcpip
 from nfreplay.proto.tcpip import ACK, FIN, RST, SYN
@@ -46,6 +47,17 @@ class LiveCapture(Protocol):
 
     def dispatch(self, callback: Callable[[bytes, int], None],
                  on_lag: Callable[[float], None] | None = None, limit: int = -1) -> int: ...
+
+
+class RecordCapture(Protocol):
+    """What the response recorder's capture is (adapters.capture.Capture, both directions)."""
+
+    def fileno(self) -> int: ...
+
+    def dispatch_ts(self, callback: Callable[[float, bytes], None], limit: int = -1) -> int: ...
+
+
+_RECORD = "record"  # the selector's data for the recorder's capture
 
 
 @runtime_checkable
@@ -115,6 +127,14 @@ class OnlineEngine:
         self._wanted_conns = sum(len(a.conns) for a in self.assistants)
         if self.live is not None:
             self._sel.register(self.live.fileno(), selectors.EVENT_READ, None)
+        self.recorder: OnlineRecorder | None = None
+        self._record_capture: RecordCapture | None = None
+
+    def record(self, recorder: OnlineRecorder, capture: RecordCapture) -> None:
+        """Record responses (``--record-responses``): `capture` (both directions) feeds
+        `recorder`, which also learns every session announced."""
+        self.recorder, self._record_capture = recorder, capture
+        self._sel.register(capture.fileno(), selectors.EVENT_READ, _RECORD)
 
     @property
     def channel_up(self) -> int:
@@ -237,9 +257,13 @@ class OnlineEngine:
         capture_ready = self._capture_more
         readable: list[Conn] = []
         changed = False
+        record_ready = False
         for key, mask in events:
             if key.data is None:
                 capture_ready = True
+                continue
+            if key.data is _RECORD:
+                record_ready = True
                 continue
             a, conn = key.data
             if conn.connecting:
@@ -263,6 +287,10 @@ class OnlineEngine:
             n = self.live.dispatch(
                 self._on_frame, self._shed if self.shed_lag else None, CAPTURE_BATCH)
             self._capture_more = n >= CAPTURE_BATCH
+        if record_ready and self.recorder is not None and self._record_capture is not None:
+            # All there is (no batches: epoll may not signal what a partly read ring block
+            # still holds, and the recorder measures no lag).
+            self._record_capture.dispatch_ts(self.recorder.packet)
         for conn in readable:
             try:
                 records = conn.receive()
@@ -324,8 +352,11 @@ class OnlineEngine:
             return
         announced = False
         unannounced: set[tuple[int, int]] = set()
+        recorder = self.recorder
         for cmd in out:
             if type(cmd) is Announce:
+                if recorder is not None and cmd.session is not None:
+                    recorder.announce(cmd.session, time.time())
                 msg = channel.encode_client_add(cmd.client_ip, cmd.client_port,
                                                 cmd.target_ip, cmd.target_port)
                 ok = False

@@ -104,14 +104,15 @@ class Params:
 class Announce:
     """Command: announce a session on the control channel (CLIENT_ADD) before its SYN."""
 
-    __slots__ = ("client_ip", "client_port", "target_ip", "target_port")
+    __slots__ = ("client_ip", "client_port", "target_ip", "target_port", "session")
 
     def __init__(self, client_ip: int, client_port: int, target_ip: int = 0,
-                 target_port: int = 0) -> None:
+                 target_port: int = 0, session: Session | None = None) -> None:
         self.client_ip = client_ip
         self.client_port = client_port
         self.target_ip = target_ip
         self.target_port = target_port
+        self.session = session  # who announces (the response recorder reads it)
 
     def __eq__(self, other: object) -> bool:
         # The target is left out: a session announces its own, tests compare the client.
@@ -159,20 +160,22 @@ class Session:
         "greeting", "c_ack0", "pending_bytes", "gap_since", "t_last", "dupacks",
         "persist_deadline", "responded", "reconnect_count", "t_ip", "t_port", "orig_ip",
         "orig_port", "defer_syn", "held_by_response", "ack_deadline", "refused", "sched",
+        "copy",
     )
 
     def __init__(self, params: Params, counters: Counters, client_ip: int, client_port: int,
                  now: float, *, target: tuple[int, int] | None = None,
-                 source: tuple[int, int] | None = None) -> None:
+                 source: tuple[int, int] | None = None, copy: int = 0) -> None:
         """`client_ip:client_port` is the address the target sees; `source` the captured
-        client's when it is rewritten (client pool, copies); `target` overrides the
-        params' one (several service ports)."""
+        client's when it is rewritten (client pool, copies), `copy` which of its copies this
+        is (from 0); `target` overrides the params' one (several service ports)."""
         self.p = params
         self.c = counters
         self.client_ip = client_ip
         self.client_port = client_port
         self.t_ip, self.t_port = target or (params.target_ip, params.target_port)
         self.orig_ip, self.orig_port = source or (client_ip, client_port)
+        self.copy = copy
         self.state = CLOSED
         self.done = False
         self.reason = ""
@@ -357,7 +360,7 @@ class Session:
         self.state = SYN_SENT
         self.syn_tries = 1
         self.syn_deadline = now + self.p.syn_rto
-        out.append(Announce(self.client_ip, self.client_port, self.t_ip, self.t_port))
+        out.append(Announce(self.client_ip, self.client_port, self.t_ip, self.t_port, self))
         out.append(pkt)
         self.c.syns_sent += 1
         self._rewake()
@@ -806,7 +809,7 @@ class Session:
             self.c.syns_sent += 1
             # Announced again: if the first CLIENT_ADD could not be queued, its SYN was held
             # back, and this one must not go without one either (the owner may repeat it).
-            out.append(Announce(self.client_ip, self.client_port, self.t_ip, self.t_port))
+            out.append(Announce(self.client_ip, self.client_port, self.t_ip, self.t_port, self))
             out.append(self.syn_pkt)
             self.syn_deadline = now + self.p.syn_rto * (2 ** (self.syn_tries - 1))
         if now >= self.rto_deadline and self.unacked:

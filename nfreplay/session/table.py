@@ -273,9 +273,9 @@ class SessionTable:
             self.c.copies_unallocated += self.sel.copies - len(pairs)
             target = self.sel.target_for(seg.dport)
             sessions = []
-            for ip, port in pairs:
+            for n, (ip, port) in enumerate(pairs):
                 s = Session(self.p, self.c, ip, port, now, target=target,
-                            source=(seg.src, seg.sport))
+                            source=(seg.src, seg.sport), copy=n)
                 s.defer_syn = self.sel.payload is not None
                 self.sessions[(ip << 16) | port] = s
                 sessions.append(s)

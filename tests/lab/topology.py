@@ -60,7 +60,7 @@ http {{
     server {{
         listen {ip}:80 reuseport;
         location / {{ return 200 "{name} $request_uri\\n"; }}
-    }}
+{extra}    }}
 }}
 """
 
@@ -84,12 +84,12 @@ http {{
         location /big/ {{ root {dir}/www; rewrite ^ /big.bin break; }}
         location /up/ {{ proxy_pass http://127.0.0.1:8081; }}
         location / {{ return 200 "{name} $request_uri\\n"; }}
-    }}
+{extra}    }}
     server {{
         listen 127.0.0.1:8081;
         access_log off;
         location / {{ return 200 "{name} $request_uri\\n"; }}
-    }}
+{extra}    }}
 }}
 """
 
@@ -174,11 +174,14 @@ class Lab:
 
     # -------------------------------------------------------------- services
 
-    def start_nginx(self, role: str) -> Path:
+    def start_nginx(self, role: str, name: str | None = None, extra: str = "") -> Path:
+        """nginx on `role` answering "<name> <uri>" (name: the role) to any path, and
+        `extra` (more nginx `location` lines); returns its access log (`$request_uri`)."""
         d = self.dir / f"nginx-{role}"
         d.mkdir()
         conf = d / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=d, ip=ADDR[role], name=role))
+        conf.write_text(NGINX_CONF.format(dir=d, ip=ADDR[role], name=name or role,
+                                          extra=extra))
         self.spawn(role, ["nginx", "-c", str(conf), "-e", str(d / "error.log")], f"nginx-{role}.log")
         self.wait_port(role, ADDR[role], 80)
         return d / "access.log"

@@ -253,6 +253,19 @@ BAD = [
     ("online", "max_new_per_second", "-1", "online.max_new_per_second: must be 0-10000000, got -1"),
     ("online", "shed_lag", "-5", "online.shed_lag: must be milliseconds (0-60000), got -5"),
     ("online", "stats_interval", "-1", "online.stats_interval: must be seconds (0-86400), got -1"),
+    ("online", "record_responses", "5", "online.record_responses: must be a string, got 5"),
+    ("online", "record_percent", "0",
+     "online.record_percent: must be a percentage (0.01-100), got 0"),
+    ("online", "record_file_bytes", "10",
+     "online.record_file_bytes: must be 1048576-1099511627776, got 10"),
+    ("online", "record_max_bytes", "\"x\"", "online.record_max_bytes: must be an integer, got \"x\""),
+    ("assist", "record_responses", "[\"a\"]", "assist.record_responses: must be a string, got a list"),
+    ("assist", "record_percent", "101",
+     "assist.record_percent: must be a percentage (0.01-100), got 101"),
+    ("assist", "record_file_bytes", "-1",
+     "assist.record_file_bytes: must be 1048576-1099511627776, got -1"),
+    ("assist", "record_max_bytes", "1",
+     "assist.record_max_bytes: must be 2097152-1125899906842624, got 1"),
     ("assist", "stats_interval", "\"x\"", "assist.stats_interval: must be seconds, got \"x\""),
     ("online", "metrics_listen", "\"localhost:9187\"",
      "online.metrics_listen.ip: \"localhost\" is not an IPv4 address"),
@@ -338,7 +351,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 33 + 16 + 3
+    assert len(config.keys()) == 4 + 37 + 20 + 3
 
 
 # ------------------------------------------------------------------------------ overrides

@@ -1,0 +1,226 @@
+"""The response recorders (pure: a fake sink) and the recording directory (a temp dir)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from nfreplay.adapters.recordfiles import RecordingDirectory
+from nfreplay.engine.recorder import (
+    HOLD_BYTES,
+    HOLD_SECONDS,
+    RECORD_SEED,
+    AssistRecorder,
+    OnlineRecorder,
+)
+from nfreplay.proto import tcpip
+from nfreplay.proto.pcapfile import open_capture
+from nfreplay.proto.recording import decode_line, parse_file_name
+from nfreplay.proto.tcpip import ACK, FIN, PSH, RST, SYN, ip2int
+from nfreplay.session.counters import Counters
+from nfreplay.session.machine import Params, Session
+from nfreplay.session.sampling import Sampler
+
+CLIENT, SERVER, TARGET = ip2int("198.18.1.10"), ip2int("198.18.0.2"), ip2int("198.18.0.3")
+POOL = ip2int("198.18.4.7")
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.packets: list[tuple[str, float, bytes]] = []
+        self.lines: list[str] = []
+
+    def packet(self, kind: str, ts: float, ip: bytes) -> None:
+        self.packets.append((kind, ts, ip))
+
+    def line(self, text: str) -> None:
+        self.lines.append(text)
+
+    def kinds(self) -> list[str]:
+        return [k for k, _, _ in self.packets]
+
+
+def pkt(src: int, sport: int, dst: int, dport: int, flags: int, seq: int = 1000,
+        payload: bytes = b"") -> bytes:
+    return bytes(tcpip.build(src, dst, sport, dport, seq, 0, flags, payload=payload))
+
+
+def session(port: int = 40000, *, sent: tuple[int, int] | None = None, copy: int = 0
+            ) -> Session:
+    ip, sport = sent or (CLIENT, port)
+    return Session(Params(target_ip=TARGET, target_port=80), Counters(), ip, sport, 0.0,
+                   source=(CLIENT, port), copy=copy)
+
+
+def recorder(sink: Sink, sampler: Sampler | None = None) -> OnlineRecorder:
+    return OnlineRecorder([(SERVER, 80)], [(TARGET, 80)], sink, sampler)
+
+
+def test_a_replayed_session_is_recorded_both_ways_and_its_sent_packets() -> None:
+    sink = Sink()
+    r = recorder(sink)
+    syn = pkt(CLIENT, 40000, SERVER, 80, SYN)
+    r.packet(100.0, syn)  # before the engine decided: held
+    r.packet(100.001, pkt(SERVER, 80, CLIENT, 40000, SYN | ACK))
+    assert sink.packets == []
+    s = session()
+    r.announce(s, 100.002)
+    r.announce(s, 100.003)  # a repeated SYN: one line
+    assert [decode_line(x).start for x in sink.lines] == [100.0]
+    (line,) = [decode_line(x) for x in sink.lines]
+    assert (line.client, line.server, line.sent_client, line.target, line.copy) == (
+        ("198.18.1.10", 40000), ("198.18.0.2", 80), ("198.18.1.10", 40000),
+        ("198.18.0.3", 80), 0)
+    assert sink.kinds() == ["production", "production"] and sink.packets[0][2] == syn
+    r.packet(100.004, pkt(CLIENT, 40000, TARGET, 80, SYN))  # what the engine sent
+    r.packet(100.005, pkt(CLIENT, 40000, SERVER, 80, ACK | PSH, 1001, b"GET / HTTP/1.1\r\n\r\n"))
+    r.packet(100.006, pkt(CLIENT, 40001, SERVER, 80, SYN))  # another client, never replayed
+    assert sink.kinds() == ["production"] * 2 + ["to-target", "production"]
+
+
+def test_a_line_waits_for_its_connection_and_copies_share_a_start() -> None:
+    sink = Sink()
+    r = recorder(sink)
+    copies = [session(sent=(POOL, 5000 + n), copy=n) for n in range(2)]
+    for s in copies:
+        r.announce(s, 50.0)  # the engine was first this time
+    assert sink.lines == []
+    r.packet(49.999, pkt(CLIENT, 40000, SERVER, 80, SYN))
+    lines = [decode_line(x) for x in sink.lines]
+    assert [(ln.sent_client, ln.copy, ln.start) for ln in lines] == [
+        (("198.18.4.7", 5000), 0, 49.999), (("198.18.4.7", 5001), 1, 49.999)]
+    r.packet(50.01, pkt(POOL, 5001, TARGET, 80, SYN))
+    assert sink.kinds() == ["production", "to-target"]
+
+
+def test_a_line_whose_connection_never_shows_is_written_with_the_announce_time() -> None:
+    sink = Sink()
+    r = recorder(sink)
+    r.announce(session(), 70.0)
+    r.tick(70.0 + HOLD_SECONDS - 0.1)
+    assert sink.lines == []
+    r.tick(70.0 + HOLD_SECONDS)
+    (line,) = [decode_line(x) for x in sink.lines]
+    assert line.start == 70.0 and line.server == ("198.18.0.2", 80)
+
+
+def test_held_packets_are_bounded_and_expire() -> None:
+    sink = Sink()
+    r = recorder(sink)
+    r.packet(10.0, pkt(CLIENT, 40000, SERVER, 80, SYN))
+    big = pkt(SERVER, 80, CLIENT, 40000, ACK, payload=b"x" * 1400)
+    for i in range(HOLD_BYTES // len(big) + 10):
+        r.packet(10.0 + i * 1e-6, big)
+    assert r.held_dropped > 0 and r.held_bytes <= HOLD_BYTES
+    r.tick(10.1 + HOLD_SECONDS)  # never decided: forgotten
+    assert r.conns == {} and r.held_bytes == 0 and sink.packets == []
+    # A new connection on the same port (another ISN) starts afresh; its old held bytes go.
+    r.packet(20.0, pkt(CLIENT, 40000, SERVER, 80, SYN, seq=1))
+    r.packet(20.0, big)
+    r.packet(20.1, pkt(CLIENT, 40000, SERVER, 80, SYN, seq=999))
+    assert r.held_bytes == len(pkt(CLIENT, 40000, SERVER, 80, SYN, seq=999))
+    r.announce(session(), 20.2)
+    assert decode_line(sink.lines[0]).start == 20.1 and len(sink.packets) == 1
+
+
+def test_record_percent_chooses_by_the_address_the_target_sees() -> None:
+    sampler = Sampler(30, seed=RECORD_SEED)
+    sink = Sink()
+    r = recorder(sink, sampler)
+    kept = 0
+    for port in range(20000, 22000):
+        s = session(port)
+        r.packet(1.0, pkt(CLIENT, port, SERVER, 80, SYN))
+        r.announce(s, 1.0)
+        kept += sampler.keep(CLIENT, port, 1.0)
+    assert len(sink.lines) == kept == 2000 - r.not_sampled
+    assert 500 < kept < 700  # about 30 %
+
+
+def test_the_assist_records_routed_replies_in_full_and_never_changes_a_verdict() -> None:
+    sink = Sink()
+    routes = {tcpip_key(CLIENT, 40000)}
+    seen: list[bytes] = []
+
+    def on_packet(payload: bytes) -> bool:
+        seen.append(payload)
+        return False  # DROP
+
+    r = AssistRecorder(on_packet, lambda k: True if k in routes else None, sink,
+                       clock=lambda: 5.0)
+    reply = pkt(TARGET, 80, CLIENT, 40000, ACK | PSH, payload=b"HTTP/1.1 200 OK\r\n\r\n")
+    assert r(reply) is False
+    assert r(pkt(TARGET, 80, CLIENT, 40001, ACK | FIN)) is False  # not announced: not recorded
+    assert r(pkt(TARGET, 80, CLIENT, 40002, SYN | ACK)) is False  # may beat its announce
+    assert r(pkt(TARGET, 80, CLIENT, 40003, RST)) is False
+    assert r(b"\x45garbage") is False and r.errors == 1  # bad bytes: counted, still DROP
+    assert [p for _, _, p in sink.packets][0] == reply
+    assert len(sink.packets) == 3 and len(seen) == 5
+
+
+def tcpip_key(client: int, port: int) -> int:
+    from nfreplay.engine.routing import route_key
+
+    return route_key(client, port, TARGET, 80)
+
+
+# ------------------------------------------------------------------ the directory
+
+
+def test_directory_writes_readable_files_and_continues_after_a_restart(tmp_path: Path) -> None:
+    d = RecordingDirectory(str(tmp_path), ["production", "sessions"], 1 << 20, 4 << 20)
+    p = pkt(CLIENT, 40000, SERVER, 80, SYN)
+    d.packet("production", 1_700_000_000.5, p)
+    d.line('{"x": 1}\n')
+    d.close()
+    assert sorted(os.listdir(tmp_path)) == ["production-000001.pcapng", "sessions-000001.jsonl"]
+    with open_capture(tmp_path / "production-000001.pcapng") as cap:
+        (frame,) = list(cap)
+    assert frame.ip == p and abs(frame.ts - 1_700_000_000.5) < 1e-6
+    again = RecordingDirectory(str(tmp_path), ["production", "sessions"], 1 << 20, 4 << 20)
+    again.line("{}\n")
+    again.close()
+    assert (tmp_path / "sessions-000002.jsonl").read_text() == "{}\n"
+
+
+def test_directory_rotates_together_and_caps_the_total(tmp_path: Path) -> None:
+    d = RecordingDirectory(str(tmp_path), ["production", "sessions"], 1 << 20, 3 << 20)
+    big = pkt(CLIENT, 40000, SERVER, 80, ACK, payload=b"y" * 1400)
+    for i in range(6000):  # about 8.6 MB: several rotations
+        d.packet("production", 1e9 + i, big)
+        if i % 500 == 0:
+            d.line("{}\n")
+        if i % 1000 == 999:
+            deadline = time.monotonic() + 10  # let the writer catch up: no queue drops
+            while d.queued_bytes_in > d.queued_bytes_out and time.monotonic() < deadline:
+                time.sleep(0.01)
+    d.close()
+    assert d.dropped == 0 and d.errors == 0
+    found = sorted(f for f in (parse_file_name(n) for n in os.listdir(tmp_path)) if f)
+    seqs = sorted({s for _, s in found})
+    assert seqs[0] > 1 and d.deleted > 0  # the oldest went
+    total = sum(f.stat().st_size for f in tmp_path.iterdir())
+    assert total <= (3 << 20) + (1 << 20) + 4096  # the cap, plus the file being written
+    assert {k for k, s in found if s == seqs[0]} == {"production", "sessions"}
+
+
+def test_directory_refuses_what_it_cannot_write(tmp_path: Path) -> None:
+    from nfreplay.errors import HostError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(HostError, match=r"^online.record_responses .*file/sub: "):
+        RecordingDirectory(str(blocker / "sub"), ["production"], 1 << 20, 4 << 20,
+                           key="online.record_responses")
+
+
+def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path: Path) -> None:
+    d = RecordingDirectory(str(tmp_path), ["production"], 1 << 20, 4 << 20, max_queued=1000)
+    d.queued_bytes_out = -(10**9)  # as if the writer were stuck far behind
+    d.packet("production", 1.0, b"x" * 100)
+    assert d.dropped == 1 and d.packets == 0
+    d.queued_bytes_out = 0
+    d.close()
