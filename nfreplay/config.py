@@ -90,7 +90,20 @@ class General:
 
 
 @dataclass(frozen=True)
-class Online:
+class _Daemon:
+    """What both daemons ([online], [assist]) have: log, metrics and recording settings."""
+
+    stats_interval: float = 30.0  # seconds between two stats lines in the log; 0: none
+    metrics_ip: str = "127.0.0.1"  # Prometheus /metrics; a bare port listens on loopback
+    metrics_port: int | None = None  # None: no metrics endpoint
+    record_responses: str = ""  # directory for `nfreplay compare`'s recording; "" = none
+    record_percent: float = 100.0  # share of the replayed sessions recorded
+    record_file_bytes: int = 64 << 20  # a recording file is rotated past this size
+    record_max_bytes: int = 1 << 30  # the recording directory at most (oldest files go)
+
+
+@dataclass(frozen=True)
+class Online(_Daemon):
     """``[online]``: nfreplay-online, the capturing and replaying side."""
 
     service_ip: str | None = None  # None: any local address
@@ -113,13 +126,6 @@ class Online:
     max_buffered_bytes: int = _SESSION.max_buffered_bytes
     max_new_per_second: int = 0  # 0: no limit
     shed_lag: float = 500.0  # ms the capture may lag before new sessions are refused; 0: never
-    stats_interval: float = 30.0  # seconds between two stats lines in the log; 0: none
-    metrics_ip: str = "127.0.0.1"  # Prometheus /metrics; a bare port listens on loopback
-    metrics_port: int | None = None  # None: no metrics endpoint
-    record_responses: str = ""  # directory for `nfreplay compare`'s recording; "" = none
-    record_percent: float = 100.0  # share of the replayed sessions recorded
-    record_file_bytes: int = 64 << 20  # a recording file is rotated past this size
-    record_max_bytes: int = 1 << 30  # the recording directory at most (oldest files go)
     workers: int = 1  # capture+replay processes; 0 = "auto", one per core
     # More service ports in one instance: (service ip or None, port, target ip, target port).
     more_services: tuple[tuple[str | None, int, str, int], ...] = ()
@@ -137,7 +143,7 @@ class Online:
 
 
 @dataclass(frozen=True)
-class Assist:
+class Assist(_Daemon):
     """``[assist]``: nfreplay-assist, the NFQUEUE side that swallows the target's replies."""
 
     target_ip: str | None = None  # required for role "assist"
@@ -156,13 +162,6 @@ class Assist:
     max_routes_per_connection: int = _LIMITS.routes_per_connection
     max_parked: int = _LIMITS.parked
     max_backlog_bytes: int = _LIMITS.backlog
-    stats_interval: float = 30.0  # seconds between two stats lines in the log; 0: none
-    metrics_ip: str = "127.0.0.1"  # Prometheus /metrics; a bare port listens on loopback
-    metrics_port: int | None = None  # None: no metrics endpoint
-    record_responses: str = ""  # directory for `nfreplay compare`'s recording; "" = none
-    record_percent: float = 100.0  # share of the replayed sessions recorded
-    record_file_bytes: int = 64 << 20  # a recording file is rotated past this size
-    record_max_bytes: int = 1 << 30  # the recording directory at most (oldest files go)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """nfreplay next to tcpcopy + intercept under `hey` (run by hand, as root; not a test).
 
     .venv/bin/python -m tests.bench.hey_bench [--short-rates 2000,5000,10000,0] [--duration 10]
-        [--ka-rates 20000,0] [--online-args "--workers 2"] [--tcpcopy BIN --intercept BIN]
+        [--ka-rates 20000,0] [--online-args "--workers 2"] [--assist-args ARGS]
+        [--tcpcopy BIN --intercept BIN]
     .venv/bin/python -m tests.bench.hey_bench --quick ...   # short 2000/s, ka 20000/s, 5 s each
 
 Builds the four-namespace lab (tests/lab/topology.py) with nginx on online and target; per tool
@@ -156,7 +157,8 @@ def wait_ss(lab: Lab, role: str, argv: list[str], proc: Popen, what: str) -> Non
 
 def start_nfreplay(lab: Lab, a: argparse.Namespace) -> Replay:
     try:
-        assist, online = lab.start_replay(80, *shlex.split(a.online_args))
+        assist, online = lab.start_replay(80, *shlex.split(a.online_args),
+                                          assist_extra=shlex.split(a.assist_args))
     except BaseException:  # stop what did start, so the next tool meets a clean lab
         for proc in lab.procs:
             if "nfreplay-" in " ".join(map(str, proc.args)):
@@ -344,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="hey seconds per step (10)")
     p.add_argument("--quick", action="store_true", help="short 2000/s and ka 20000/s, 5 s each")
     p.add_argument("--online-args", default="", help="extra nfreplay-online flags, one string")
+    p.add_argument("--assist-args", default="", help="extra nfreplay-assist flags, one string "
+                   "(e.g. \"--record-responses /tmp/rec-target\")")
     p.add_argument("--tcpcopy", help="tcpcopy binary: also bench tcpcopy + intercept")
     p.add_argument("--intercept", help="intercept binary (NFQUEUE build), with --tcpcopy")
     a = p.parse_args(argv)
@@ -373,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lab {lab.prefix}: {os.cpu_count()} CPUs, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; tools {', '.join(tools)}; "
               f"short {a.short_rates}, ka {a.ka_rates} (0 = unthrottled), {a.duration:g} s each"
-              + (f"; nfreplay-online extra: {a.online_args}" if a.online_args else ""), flush=True)
+              + (f"; nfreplay-online extra: {a.online_args}" if a.online_args else "")
+              + (f"; nfreplay-assist extra: {a.assist_args}" if a.assist_args else ""), flush=True)
         lab.build()
         # hey binds no address, so all its connections come from one: widen the port range.
         lab.sh("client", "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")

@@ -245,7 +245,7 @@ class Lab:
     def _padded(self, argv: list[str]) -> list[str]:
         return [sys.executable, "-c", _PAD_FDS, str(self.pad_fds), *argv] if self.pad_fds else argv
 
-    def start_replay(self, port: int = 80, *online_extra: str
+    def start_replay(self, port: int = 80, *online_extra: str, assist_extra: Sequence[str] = ()
                      ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
         """The replay path for a service on `port` (online:port → target:port), in the
         README's order: the target's route, nfreplay-assist, then nfreplay-online (later
@@ -253,7 +253,7 @@ class Lab:
         Returns (assist, online); `stop_replay` undoes it, and so does `close()`."""
         self.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
                       "--via", ADDR["assist"])
-        assist = self.start_assist("--target", f"{ADDR['target']}:{port}")
+        assist = self.start_assist("--target", f"{ADDR['target']}:{port}", *assist_extra)
         online = self.start_online("--service", f"{ADDR['online']}:{port}",
                                    "--target", f"{ADDR['target']}:{port}", *online_extra)
         return assist, online
