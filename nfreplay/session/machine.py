@@ -531,7 +531,7 @@ class Session:
             tcpip.rewrite(pkt, 0, seg, ack=self.rcv_nxt)
             seg.ack = self.rcv_nxt
         if self.ts_ok:
-            off = tcpip.find_option_offset(pkt, seg.off + seg.ihl, seg.doff, tcpip.OPT_TS)
+            off = tcpip.ts_offset(pkt, seg.off + seg.ihl, seg.doff)
             if off >= 0:
                 tcpip.set_tsecr(pkt, off, self.t_tsval)
                 # TSval never goes back on the wire: our ACKs already carried the newest
