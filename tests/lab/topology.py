@@ -84,12 +84,12 @@ http {{
         location /big/ {{ root {dir}/www; rewrite ^ /big.bin break; }}
         location /up/ {{ proxy_pass http://127.0.0.1:8081; }}
         location / {{ return 200 "{name} $request_uri\\n"; }}
-{extra}    }}
+    }}
     server {{
         listen 127.0.0.1:8081;
         access_log off;
         location / {{ return 200 "{name} $request_uri\\n"; }}
-{extra}    }}
+    }}
 }}
 """
 
