@@ -250,7 +250,7 @@ def _columns(headers: list[str], rows: list[list[str]], left: frozenset[int] = f
 
 
 # Counter groups of the table, per role: (group, name prefixes); first match wins, the rest
-# go to "other". Extras named like a group ("capture", "channel") join it.
+# go to "other". Extras named like a group ("capture", "channel", "recording") join it.
 GROUPS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "online": (
         ("sessions", ("sessions_", "requests_", "responses_", "copies_", "bytes_buffered",
@@ -261,12 +261,14 @@ GROUPS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
                      "sack_stripped", "send_errors")),
         ("channel", ("records_", "reconnects", "syns_unannounced", "channel")),
         ("capture", ("capture",)),
+        ("recording", ("recording",)),
     ),
     "assist": (
         ("kernel queue", ("packets_", "verdict_errors", "nfqueue", "queue")),
         ("records", ("records_", "parked_", "frames_sent", "client_adds", "routes",
                      "announces_")),
         ("connections", ("connections_", "accept_errors", "peers", "listen")),
+        ("recording", ("recording",)),
     ),
     "target": (("routes", ("checks", "routes_", "restore_", "missing")),),
 }
