@@ -15,6 +15,7 @@ class Counters(BaseCounters):
     packets_captured: int
     packets_bad: int
     packets_no_session: int
+    held_overflow: int  # a reused port's next connection: packets past MAX_HELD_PACKETS, dropped
     packets_sent: int
     client_acks_absorbed: int
     client_duplicates: int

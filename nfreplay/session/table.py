@@ -37,6 +37,7 @@ SKIP_MEMORY = 120.0  # seconds a refused connection is remembered after its last
 MIDSTREAM_WAIT = 10.0  # seconds a mid-stream candidate may wait for its evidence
 MAX_UNCONFIRMED = 16_384  # candidates held at once; more are dropped and counted
 MAX_UNCONFIRMED_PACKETS = 32  # packets one candidate holds; more: dropped and counted
+MAX_HELD_PACKETS = 1024  # packets a port's next connection holds while the last one ends
 
 
 class Unconfirmed:
@@ -133,7 +134,10 @@ class SessionTable:
         s = self.sessions.get(key)
         held = self._held.get(key)
         if held is not None and self._belongs_to_next(seg, s, held):
-            held.append((seg, pkt))
+            if len(held) < MAX_HELD_PACKETS:
+                held.append((seg, pkt))
+            else:
+                c.held_overflow += 1  # its replay will miss them: a capture gap, counted
             return
         if s is not None and s.done and not seg.flags & SYN:
             if not seg.payload_len:

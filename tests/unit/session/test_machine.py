@@ -312,6 +312,19 @@ def test_reused_port_waits_for_previous_replay_then_starts() -> None:
     assert [view(p)[2:6] for p in out] == [(ACK | PSH, new + 1, 43, 4)]  # completes the handshake
 
 
+def test_a_waiting_next_connection_holds_a_bounded_number_of_packets() -> None:
+    from nfreplay.session.table import MAX_HELD_PACKETS
+
+    lab = Lab()
+    lab.established()
+    new = ISN + 700_000
+    assert lab.cl(SYN, new) == []
+    for i in range(MAX_HELD_PACKETS + 50):  # a client sending on while the old replay ends
+        assert lab.cl(ACK | PSH, new + 1 + 10 * i, 9000, b"d" * 10) == []
+    held = lab.t._held[(CLIENT << 16) | CPORT]
+    assert len(held) == MAX_HELD_PACKETS and lab.c.held_overflow == 51
+
+
 def test_reused_port_supersedes_a_replay_that_does_not_finish() -> None:
     lab = Lab()
     lab.established()
