@@ -22,11 +22,18 @@ log = logging.getLogger("nfreplay.channel")
 MAX_BACKLOG = 8 << 20
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINPROGRESS)
 
+# One receive buffer for every connection of the process (one loop reads them in turn, and
+# the decoders copy what they keep): `recv(256 KiB)` would allocate a fresh 256 KiB object per
+# read, which glibc serves with mmap, mremap and munmap, three system calls and page faults
+# per read.
+_RECV = bytearray(1 << 18)
+_RECV_VIEW = memoryview(_RECV)
+
 
 class Decoder(Protocol):
     """channel.MessageDecoder (assist side) or channel.FrameDecoder (online side)."""
 
-    def feed(self, data: bytes) -> list[Any]: ...
+    def feed(self, data: bytes | memoryview) -> list[Any]: ...
 
 
 class Conn:
@@ -48,23 +55,29 @@ class Conn:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def recv(self) -> bytes | None:
-        """Bytes available now; b"" if none; None when the peer closed or the socket failed."""
+    def _read(self) -> int | None:
+        """Bytes read into the shared buffer now (0: none); None when the peer closed or the
+        socket failed."""
         try:
-            data = self.sock.recv(1 << 18)
+            n = self.sock.recv_into(_RECV)
         except BlockingIOError:
-            return b""
+            return 0
         except OSError:
             return None
-        return data if data else None
+        return n if n else None
+
+    def recv(self) -> bytes | None:
+        """Bytes available now; b"" if none; None when the peer closed or the socket failed."""
+        n = self._read()
+        return None if n is None else bytes(_RECV_VIEW[:n])
 
     def receive(self) -> list | None:
         """Decode what arrived: messages or records; [] if nothing yet; None when the peer
         closed. A peer that sent bad bytes raises WireError (the caller drops it)."""
-        data = self.recv()
-        if data is None:
+        n = self._read()
+        if n is None:
             return None
-        return self.decoder.feed(data) if data else []
+        return self.decoder.feed(_RECV_VIEW[:n]) if n else []
 
     def queue(self, data: bytes) -> None:
         self.out += data
