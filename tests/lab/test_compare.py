@@ -35,7 +35,8 @@ def lab() -> Iterator[Lab]:
         yield lab
 
 
-def start_recording(lab: Lab, port: int, clients: str, *online_extra: str
+def start_recording(lab: Lab, port: int, clients: str, *online_extra: str,
+                    assist_extra: tuple[str, ...] = ()
                     ) -> tuple[Path, Path, Callable[[], None]]:
     """The replay path for `port` with both daemons recording; returns (online dir, target
     dir, stop): stop ends both daemons (their files complete) and the target's route."""
@@ -43,7 +44,7 @@ def start_recording(lab: Lab, port: int, clients: str, *online_extra: str
     lab.nfreplay("target", "nfreplay", "target", "up", "--clients", clients,
                  "--via", ADDR["assist"])
     assist = lab.start_assist("--target", f"{ADDR['target']}:{port}", "--clients", clients,
-                              "--record-responses", str(target_dir))
+                              "--record-responses", str(target_dir), *assist_extra)
     online = lab.start_online("--service", f"{ADDR['online']}:{port}",
                               "--target", f"{ADDR['target']}:{port}",
                               "--record-responses", str(online_dir), *online_extra)
@@ -98,6 +99,27 @@ def test_http_copies_and_a_client_pool_pair_with_the_same_production_response(
     report = http_replay(lab, 2, "--copies", "2", "--client-pool", POOL_NET,
                          clients=f"{CLIENT_NET},{POOL_NET}")
     assert report["sessions"]["copies_paired"] == 100
+
+
+def test_both_sides_record_the_same_share_of_sessions(lab: Lab) -> None:
+    """--record-percent 50 on both daemons: about half the sessions recorded, and every one
+    recorded whole on both sides (nothing unpaired)."""
+    online_log = lab.start_nginx("online", name="same")
+    target_log = lab.start_nginx("target", name="same", extra=DIFF_LOCATION)
+    online_dir, target_dir, stop = start_recording(
+        lab, 80, CLIENT_NET, "--record-percent", "50", assist_extra=("--record-percent", "50"))
+    run_load(lab, "diff", short=60, keepalive=0)
+    want = set(paths(online_log, "diff"))
+    assert len(want) == 60 and wait_for(target_log, "diff", want, 30) == want
+    stop()
+    code, report = compare(online_dir, target_dir)
+    assert code == 1
+    endpoints = report["endpoints"]
+    assert 15 <= len(endpoints) <= 45, len(endpoints)
+    assert all((e["exchanges"], e["different"], e["unpaired"]) == (1, 1, 0) for e in endpoints)
+    sessions = report["sessions"]
+    assert sessions["copies_paired"] == len(endpoints), sessions
+    assert not sessions.get("connections_without_replies"), sessions
 
 
 def test_redis_one_key_differs(lab: Lab) -> None:

@@ -224,3 +224,22 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path: Path) -> Non
     assert d.dropped == 1 and d.packets == 0
     d.queued_bytes_out = 0
     d.close()
+
+
+def test_both_sides_record_the_same_copies_for_the_same_percent() -> None:
+    """The contract that lets `compare` pair them: the online host's session lines and the
+    assistant's replies cover the same sent clients."""
+    from nfreplay.cli.common import recording_sampler
+
+    online_sink, assist_sink = Sink(), Sink()
+    online = recorder(online_sink, recording_sampler(25))
+    assist = AssistRecorder(lambda payload: False, lambda key: True, assist_sink,
+                            recording_sampler(25), clock=lambda: 1.0)
+    for port in range(30000, 32000):
+        online.packet(1.0, pkt(CLIENT, port, SERVER, 80, SYN))
+        online.announce(session(port, sent=(POOL, port)), 1.0)
+        assist(pkt(TARGET, 80, POOL, port, ACK))
+    lines = {decode_line(x).sent_client[1] for x in online_sink.lines}
+    replies = {tcpip.parse(p).dport for _, _, p in assist_sink.packets}
+    assert lines == replies and 350 < len(lines) < 650
+    assert recording_sampler(100) is None
