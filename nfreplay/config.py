@@ -503,6 +503,17 @@ def _k(parse: Parser, *fields: str, required: bool = False) -> _Key:
     return _Key(parse, fields, required)
 
 
+
+# The keys both daemons ([online], [assist]) have: their `_Daemon` fields.
+_DAEMON_KEYS = {
+        "stats_interval": _k(_fraction(0.0, 86_400.0, "seconds"), "stats_interval"),
+        "metrics_listen": _k(_METRICS, "metrics_ip", "metrics_port"),
+        "record_responses": _k(_text, "record_responses"),
+        "record_percent": _k(_fraction(0.01, 100.0, "a percentage"), "record_percent"),
+        "record_file_bytes": _k(_integer(1 << 20, 1 << 40), "record_file_bytes"),
+        "record_max_bytes": _k(_integer(2 << 20, 1 << 50), "record_max_bytes"),
+}
+
 _SCHEMA: dict[str, dict[str, _Key]] = {
     "general": {
         "instance": _k(_instance, "instance"),
@@ -534,12 +545,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "max_buffered_bytes": _k(_integer(1 << 20, 1 << 40), "max_buffered_bytes"),
         "max_new_per_second": _k(_integer(0, 10_000_000), "max_new_per_second"),
         "shed_lag": _k(_fraction(0.0, 60_000.0, "milliseconds"), "shed_lag"),
-        "stats_interval": _k(_fraction(0.0, 86_400.0, "seconds"), "stats_interval"),
-        "metrics_listen": _k(_METRICS, "metrics_ip", "metrics_port"),
-        "record_responses": _k(_text, "record_responses"),
-        "record_percent": _k(_fraction(0.01, 100.0, "a percentage"), "record_percent"),
-        "record_file_bytes": _k(_integer(1 << 20, 1 << 40), "record_file_bytes"),
-        "record_max_bytes": _k(_integer(2 << 20, 1 << 50), "record_max_bytes"),
+        **_DAEMON_KEYS,
         "workers": _k(_workers, "workers"),
         "more_services": _k(_list(_mapping), "more_services"),
         "client_pool": _k(_list(_text), "client_pool"),
@@ -569,12 +575,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "max_routes_per_connection": _k(_integer(1, 100_000_000), "max_routes_per_connection"),
         "max_parked": _k(_integer(1, 100_000_000), "max_parked"),
         "max_backlog_bytes": _k(_integer(1 << 16, 1 << 30), "max_backlog_bytes"),
-        "stats_interval": _k(_fraction(0.0, 86_400.0, "seconds"), "stats_interval"),
-        "metrics_listen": _k(_METRICS, "metrics_ip", "metrics_port"),
-        "record_responses": _k(_text, "record_responses"),
-        "record_percent": _k(_fraction(0.01, 100.0, "a percentage"), "record_percent"),
-        "record_file_bytes": _k(_integer(1 << 20, 1 << 40), "record_file_bytes"),
-        "record_max_bytes": _k(_integer(2 << 20, 1 << 50), "record_max_bytes"),
+        **_DAEMON_KEYS,
     },
     "target": {
         "clients": _k(_list(_network, min_len=1), "clients", required=True),
