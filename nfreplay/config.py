@@ -503,15 +503,14 @@ def _k(parse: Parser, *fields: str, required: bool = False) -> _Key:
     return _Key(parse, fields, required)
 
 
-
 # The keys both daemons ([online], [assist]) have: their `_Daemon` fields.
 _DAEMON_KEYS = {
-        "stats_interval": _k(_fraction(0.0, 86_400.0, "seconds"), "stats_interval"),
-        "metrics_listen": _k(_METRICS, "metrics_ip", "metrics_port"),
-        "record_responses": _k(_text, "record_responses"),
-        "record_percent": _k(_fraction(0.01, 100.0, "a percentage"), "record_percent"),
-        "record_file_bytes": _k(_integer(1 << 20, 1 << 40), "record_file_bytes"),
-        "record_max_bytes": _k(_integer(2 << 20, 1 << 50), "record_max_bytes"),
+    "stats_interval": _k(_fraction(0.0, 86_400.0, "seconds"), "stats_interval"),
+    "metrics_listen": _k(_METRICS, "metrics_ip", "metrics_port"),
+    "record_responses": _k(_text, "record_responses"),
+    "record_percent": _k(_fraction(0.01, 100.0, "a percentage"), "record_percent"),
+    "record_file_bytes": _k(_integer(1 << 20, 1 << 40), "record_file_bytes"),
+    "record_max_bytes": _k(_integer(2 << 20, 1 << 50), "record_max_bytes"),
 }
 
 _SCHEMA: dict[str, dict[str, _Key]] = {
