@@ -182,7 +182,7 @@ class StatsFile:
             "started": self.started,
             "counters": counters,
             "levels": sorted(self.levels),
-            "rates": self._rates(now, counters),
+            "rates": self._rates(time.monotonic(), counters),  # a clock step changes no rate
             "extra": dict(extra or {}),
         }
         self.last = document

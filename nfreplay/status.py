@@ -446,20 +446,32 @@ def verdict(data: dict[str, Any]) -> tuple[int, str]:
             channel = extra.get("channel") or {}
             if channel.get("up") == 0:
                 degraded.append(f"{name}: no control connection is up")
-            opened, est = c.get("sessions_opened", 0), c.get("sessions_established", 0)
+            # Over the last seconds where the daemon says (rates), else since it started.
+            rates = d.get("rates") or {}
+            if "sessions_opened" in rates:
+                window = stats.RATE_WINDOW
+                opened = round(rates["sessions_opened"] * window)
+                est = round(rates.get("sessions_established", 0) * window)
+                when = f" in the last {window:.0f} s"
+            else:
+                opened, est = c.get("sessions_opened", 0), c.get("sessions_established", 0)
+                when = ""
             if opened >= 20 and est * 100 < opened * 80:
-                degraded.append(f"{name}: only {est} of {opened} sessions reached the "
+                degraded.append(f"{name}: only {est} of {opened} sessions{when} reached the "
                                 "target's handshake")
             capture = extra.get("capture") or {}
-            if capture.get("dropped"):
-                degraded.append(f"{name}: the capture dropped {capture['dropped']} packets")
+            dropped = capture.get("dropped_last_10s", capture.get("dropped"))
+            if dropped:
+                when = " in the last 10 s" if "dropped_last_10s" in capture else ""
+                degraded.append(f"{name}: the capture dropped {dropped} packets{when}")
         if d["role"] == "assist":
             queue = next((q for q in data["nfqueue"]["queues"]
                           if q["queue_number"] == extra.get("queue")), None)
             if data["nfqueue"]["present"] and not data["nfqueue"].get("error") and (
                     queue is None or not queue["peer_portid"]):
                 broken.append(f"{name}: its NFQUEUE {extra.get('queue')} is not bound")
-            elif queue is not None and (queue["queue_dropped"] or queue["user_dropped"]):
+            elif queue is not None and extra.get(
+                    "queue_dropped_last_10s", queue["queue_dropped"] + queue["user_dropped"]):
                 degraded.append(f"{name}: the kernel dropped queued replies")
     for owner in data.get("installed", []):
         missing = [i for i in owner["items"] if i.startswith("MISSING: ")]

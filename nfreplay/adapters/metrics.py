@@ -1,8 +1,9 @@
 """The HTTP endpoint Prometheus scrapes (``--metrics-listen``), on prometheus_client.
 
-It serves ``/metrics`` from a thread of its own, built at each scrape from the stats
-document the daemon last published (``StatsFile.last``): the hot loop never waits for a
-scrape and does no work for it. Off unless configured.
+It serves ``/metrics`` from a thread of its own, one request at a time (5 s at most per
+connection), built at each scrape from the stats document the daemon last published
+(``StatsFile.last``): the hot loop never waits for a scrape and does no work for it. There is
+no authentication: bind it to an address only the monitoring reaches. Off unless configured.
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ class MetricsServer:
 
     def __init__(self, ip: str, port: int, latest: Callable[[], Mapping[str, Any] | None],
                  key: str, nfqueue: bool = False) -> None:
-        from wsgiref.simple_server import WSGIRequestHandler, make_server
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
         from prometheus_client import make_wsgi_app
-        from prometheus_client.exposition import ThreadingWSGIServer
         from prometheus_client.registry import CollectorRegistry
 
         from nfreplay import __version__, metrics, status
@@ -43,17 +43,20 @@ class MetricsServer:
                 return metrics.families(latest(), __version__, queues)
 
         class Quiet(WSGIRequestHandler):
+            timeout = 5  # seconds a connection may idle or dribble before it is closed
+
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass  # one line per scrape would flood the daemon's log
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(Collector())  # type: ignore[arg-type]
         try:
-            self._server = make_server(ip, port, make_wsgi_app(registry), ThreadingWSGIServer,
+            # One request at a time, on one thread: a peer flooding the endpoint gets a
+            # queue, never a thread per connection competing with the replay for the GIL.
+            self._server = make_server(ip, port, make_wsgi_app(registry), WSGIServer,
                                        handler_class=Quiet)
         except OSError as exc:
             raise HostError(f"{key} {ip}:{port}: {exc.strerror or exc}") from None
-        self._server.daemon_threads = True
         self.address = f"{ip}:{self._server.server_port}"
         self._thread: threading.Thread | None = None
 

@@ -5,8 +5,10 @@ Invariants:
   * The daemon's loop never waits for the disk: ``packet`` and ``line`` put the item on a
     queue and return. Past ``max_queued`` bytes waiting (a disk slower than the traffic), items
     are dropped and counted (``dropped``), never the replay slowed.
-  * Files are ``nfreplay.proto.recording`` names; a new run continues after the highest
-    sequence number already in the directory, so a restart never overwrites a recording.
+  * Files are ``nfreplay.proto.recording`` names, created 0640 and never over an existing
+    file or through a link; a new run continues after the highest sequence number already in
+    the directory, so a restart never overwrites a recording. One directory per instance: the
+    cap deletes any sequence of these kinds.
   * All kinds rotate together (one sequence number per period, so `compare` finds a period's
     packets and lines side by side) once this sequence's files reach ``file_bytes``. Then, while
     the directory's recording files of these kinds exceed ``max_bytes``, the oldest sequence's
@@ -32,6 +34,20 @@ log = logging.getLogger("nfreplay.recording")
 __all__ = ["RecordingDirectory"]
 
 _STOP = object()
+_ITEM = 150  # bytes a queued item costs besides its data (tuple, float, object headers)
+FILE_MODE = 0o640  # recordings hold production's payloads: not for every local user
+
+
+def prepare(path: str, key: str) -> str:
+    """Make the recording directory (0750) if need be and check that it can be written;
+    its absolute path. Raises HostError (one line naming `key`)."""
+    try:
+        os.makedirs(path, mode=0o750, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise HostError(f"{key} {path}: {exc.strerror or exc}") from None
+    return os.path.abspath(path)
 
 
 class RecordingDirectory:
@@ -40,17 +56,11 @@ class RecordingDirectory:
 
     def __init__(self, path: str, kinds: Sequence[str], file_bytes: int, max_bytes: int,
                  max_queued: int = 64 << 20, key: str = "record_responses") -> None:
-        self.path = os.path.abspath(path)
+        self.path = prepare(path, key)
         self.kinds = tuple(kinds)
         self.file_bytes = file_bytes
         self.max_bytes = max_bytes
         self.max_queued = max_queued
-        try:
-            os.makedirs(self.path, mode=0o750, exist_ok=True)
-            if not os.access(self.path, os.W_OK | os.X_OK):
-                raise PermissionError(13, "Permission denied")
-        except OSError as exc:
-            raise HostError(f"{key} {path}: {exc.strerror or exc}") from None
         self.seq = max((s for _, s in self._existing()), default=0) + 1
         # Written by this thread only (the loop's side) / by the writer thread only.
         self.packets = self.lines = self.dropped = self.queued_bytes_in = 0
@@ -65,6 +75,7 @@ class RecordingDirectory:
     # ------------------------------------------------------------------ the loop's side
 
     def _room(self, size: int) -> bool:
+        size += _ITEM
         if self.queued_bytes_in - self.queued_bytes_out + size > self.max_queued:
             self.dropped += 1
             return False
@@ -117,7 +128,7 @@ class RecordingDirectory:
                     stop = True
                     continue
                 kind, ts, data = item
-                self.queued_bytes_out += len(data)
+                self.queued_bytes_out += len(data) + _ITEM
                 self._write(kind, ts, data)
             for stream, _ in self._open.values():
                 self._guard(stream.flush)
@@ -144,8 +155,7 @@ class RecordingDirectory:
         try:
             entry = self._open.get(kind)
             if entry is None:
-                fresh: IO[bytes] = open(  # noqa: SIM115 - closed at rotation and close()
-                    os.path.join(self.path, file_name(kind, self.seq)), "ab")
+                fresh = self._create(kind)
                 writer = PcapngWriter(fresh, if_name=kind) if KINDS[kind] == "pcapng" else None
                 entry = self._open[kind] = (fresh, writer)
                 self.files += 1
@@ -160,6 +170,20 @@ class RecordingDirectory:
             self.written_bytes += grown
         except (OSError, ValueError) as exc:  # ValueError: sequence numbers ran out
             self._failed(exc)
+
+    def _create(self, kind: str) -> IO[bytes]:
+        """A new file of `kind` in this sequence: never an existing file (another writer's),
+        never through a symbolic link; if the name is taken, the next sequence."""
+        for _ in range(16):
+            path = os.path.join(self.path, file_name(kind, self.seq))
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, FILE_MODE)
+            except FileExistsError:
+                self._rotate()
+                continue
+            return os.fdopen(fd, "wb")
+        raise FileExistsError(17, "every file name taken", self.path)
 
     def _rotate(self) -> None:
         for stream, _ in self._open.values():

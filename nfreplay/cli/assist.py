@@ -124,6 +124,7 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     manager = common.rule_manager(cfg, "assist")
     # Fail on a taken port before touching the firewall.
     listener = Listener(a.listen_ip, a.listen_port)
+    common.check_recording(a, "assist")
     stats_file = stats.StatsFile(paths.stats, role="assist", instance=cfg.general.instance,
                                  levels=AssistCounters.levels)
     server = common.bind_metrics(a.metrics_ip, a.metrics_port, "assist.metrics_listen",
@@ -145,8 +146,11 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
             callback, copy_range = engine.on_packet, COPY_RANGE
             recording = common.recording_directory(a, "assist", TARGET_KINDS)
             if recording is not None:
-                recorder = AssistRecorder(engine.on_packet, engine.router.lookup, recording,
-                                          common.recording_sampler(a.record_percent))
+                router = engine.router
+                recorder = AssistRecorder(
+                    engine.on_packet,
+                    lambda key: router.lookup(key) is not None or router.is_parked(key),
+                    recording, common.recording_sampler(a.record_percent))
                 callback, copy_range = recorder, 0xFFFF
                 log.info("recording the target's replies to %.4g %% of the sessions in %s",
                          a.record_percent, recording.path)
@@ -182,10 +186,12 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
                     next_publish = engine.now + 1.0
                     engine.c.verdict_errors = queue.errors
                     extra = {"queue": a.queue, "listen": f"{a.listen_ip}:{a.listen_port}",
-                             "peers": [c.peer for c in engine.conns]}
+                             "peers": [c.peer for c in engine.conns],
+                             "queue_dropped_last_10s": queue_drops.recent}
                     if recording is not None and recorder is not None:
                         extra["recording"] = {**recording.stats(), "errors": recorder.errors
-                                              + recording.errors}
+                                              + recording.errors,
+                                              "truncated": recorder.truncated}
                     common.publish(stats_file, engine.c, extra)
                     line.feed(engine.c.snapshot(), engine.now)
             line.feed(engine.c.snapshot(), engine.now)

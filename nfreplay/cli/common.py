@@ -210,13 +210,25 @@ def add_record_options(parser: Any, defaults: Any, what: str) -> None:
                              f"files (default {defaults.record_max_bytes})")
 
 
-def recording_directory(section: Any, role: str, kinds: Sequence[str]) -> Any:
-    """The recording directory of `role`'s settings, or None when it does not record."""
+def check_recording(section: Any, role: str) -> None:
+    """Refuse bad recording settings, and make the directory, before `--daemon` detaches (so
+    the operator sees it: exit 2 or 3)."""
     if not section.record_responses:
-        return None
+        return
     if section.record_max_bytes < 2 * section.record_file_bytes:
         raise ConfigError(f"{role}.record_max_bytes: must be at least twice "
                           f"{role}.record_file_bytes ({section.record_file_bytes})")
+    from nfreplay.adapters.recordfiles import prepare
+
+    prepare(section.record_responses, f"{role}.record_responses")
+
+
+def recording_directory(section: Any, role: str, kinds: Sequence[str]) -> Any:
+    """The recording directory of `role`'s settings, writing, or None when it does not
+    record (`check_recording` first)."""
+    if not section.record_responses:
+        return None
+    check_recording(section, role)
     from nfreplay.adapters.recordfiles import RecordingDirectory
 
     return RecordingDirectory(section.record_responses, kinds, section.record_file_bytes,
@@ -383,11 +395,13 @@ class DropWatch:
     def __init__(self, what: str, hint: str) -> None:
         self.what, self.hint = what, hint
         self.seen = 0  # both counts start at 0 with the daemon (its capture, its queue)
+        self.recent = 0  # dropped between the last two looks (status: "drops rising")
 
     def check(self, total: int, seconds: float) -> None:
-        if total > self.seen:
+        self.recent = max(total - self.seen, 0)
+        if self.recent:
             log.warning("%s dropped %d packets in the last %.0f s: %s", self.what,
-                        total - self.seen, seconds, self.hint)
+                        self.recent, seconds, self.hint)
         self.seen = total
 
 
@@ -464,14 +478,36 @@ def config_for_down(args: argparse.Namespace, what: str) -> config_mod.Config:
         setup_logging(cfg.general.log_level)
         return cfg
     except ConfigError as exc:
-        overrides = {"general.instance": args.instance, "general.state_dir": args.state_dir,
-                     "general.backend": args.backend}
-        cfg = config_mod.load(None, overrides, role="status")
+        # Not load(None): that reads the default file again, the one that failed. What the
+        # file's [general] says still counts, as far as it reads.
+        general = _general_table(args.config or config_mod.DEFAULT_PATH)
+        overrides = {f"general.{key}": getattr(args, key) or general.get(key)
+                     for key in ("instance", "state_dir", "backend")}
+        try:
+            cfg = config_mod.load(os.devnull, overrides, role="status")
+        except ConfigError:
+            cfg = config_mod.load(os.devnull, {f"general.{key}": getattr(args, key) for key
+                                               in ("instance", "state_dir", "backend")},
+                                  role="status")
         setup_logging(cfg.general.log_level)
         log.warning("%s: the configuration does not load (%s): removing what instance %r "
                     "installed, per its journal in %s", what, exc, cfg.general.instance,
                     cfg.general.state_dir)
         return cfg
+
+
+def _general_table(path: str) -> dict[str, str]:
+    """The text values of a TOML file's [general] table, or {} if it does not read."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            general = tomllib.load(fh).get("general")
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(general, dict):
+        return {}
+    return {k: v for k, v in general.items() if isinstance(v, str)}
 
 
 def teardown(manager: Any, what: str) -> int:

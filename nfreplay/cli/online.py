@@ -20,7 +20,10 @@ from nfreplay.errors import ConfigError
 from nfreplay.proto.tcpip import ip2int
 
 if TYPE_CHECKING:
+    from nfreplay.adapters.capture import Capture
     from nfreplay.adapters.pcapsource import FileSource
+    from nfreplay.adapters.recordfiles import RecordingDirectory
+    from nfreplay.engine.recorder import OnlineRecorder
     from nfreplay.engine.online import OnlineEngine
     from nfreplay.session.counters import Counters
     from nfreplay.session.selection import Selection
@@ -254,6 +257,7 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     if o.record_responses and (workers > 1 or o.pcap):
         raise ConfigError("online.record_responses: recording needs a live capture in one "
                           "worker (not online.pcap, online.workers 1)")
+    common.check_recording(o, "online")
     stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance,
                                  levels=counters_mod.Counters.levels)
     server = common.bind_metrics(o.metrics_ip, o.metrics_port, "online.metrics_listen",
@@ -331,7 +335,7 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                           selection=chosen, shed_lag=o.shed_lag / 1000)
     recording = recorder = record_capture = None
     if o.record_responses:
-        from nfreplay.engine.recorder import HOLD_SECONDS, OnlineRecorder
+        from nfreplay.engine.recorder import OnlineRecorder
         from nfreplay.proto.recording import ONLINE_KINDS
 
         recording = common.recording_directory(o, "online", ONLINE_KINDS)
@@ -339,8 +343,8 @@ def replay(cfg: Config, share: tuple[int, int] | None,
         # and more per packet): libpcap's largest snaplen, so that none is cut.
         record_capture = Capture("any", record_bpf(cfg), snaplen=262144, inbound_only=False)
         recorder = OnlineRecorder(
-            [(ip2int(sip) if sip else None, sport) for sip, sport, _, _ in services(cfg)],
-            [(ip2int(tip), tport) for _, _, tip, tport in services(cfg)], recording,
+            [(ip2int(sip) if sip else None, sport, ip2int(tip), tport)
+             for sip, sport, tip, tport in services(cfg)], recording,
             common.recording_sampler(o.record_percent))
         engine.record(recorder, record_capture)
         log.info("recording %.4g %% of the sessions in %s", o.record_percent, recording.path)
@@ -393,7 +397,8 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                     "capture": {"interface": o.pcap or o.interface,
                                 "filter": "" if o.pcap else bpf(cfg),
                                 "received": received, "dropped": dropped,
-                                "ifdropped": ifdropped},
+                                "ifdropped": ifdropped,
+                                "dropped_last_10s": capture_drops.recent},
                     "channel": {"up": engine.channel_up, "drops": engine.channel_drops,
                                 "announces_failed": engine.announces_failed,
                                 "assistants": [a.name for a in assistants]},
@@ -401,7 +406,10 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                     "sessions_in_table": len(engine.table),
                 }
                 if recording is not None and recorder is not None and record_capture:
-                    recorder.tick(time.time())
+                    try:
+                        recorder.tick(time.time())
+                    except Exception:
+                        engine._internal_error("the recording's housekeeping")
                     extra["recording"] = {**recording.stats(), "sessions": recorder.sessions,
                                           "capture": dict(zip(("received", "dropped", "ifdropped"),
                                                               record_capture.stats())),
@@ -416,23 +424,36 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                 if progress is not None:
                     progress.show()
     finally:
-        engine.shutdown()
-        source.close()
-        sender.close()
-        if record_capture is not None and recorder is not None:
-            # The capture hands over a ring block when it is full or 10 ms old: wait for
-            # the last one, so that the recording ends with the replay.
-            time.sleep(0.02)
-            record_capture.dispatch_ts(recorder.packet)
-            recorder.tick(time.time() + HOLD_SECONDS)  # lines still waiting are written
-            record_capture.close()
-        if recording is not None:
-            recording.close()
+        try:
+            engine.shutdown()
+        finally:
+            source.close()
+            sender.close()
+            if record_capture is not None and recorder is not None and recording is not None:
+                end_recording(record_capture, recorder, recording)
     if last_extra is not None:
         report(engine.c, last_extra)  # the counters as they end
     if progress is not None:
         progress.summary(engine.clock() - started)
     return 0
+
+
+def end_recording(capture: Capture, recorder: OnlineRecorder,
+                  recording: RecordingDirectory) -> None:
+    """Write the recording's last packets and lines, then close it; each step on its own."""
+    from nfreplay.engine.recorder import HOLD_SECONDS
+
+    try:
+        # The capture hands over a ring block when it is full or 10 ms old: wait for the
+        # last one, so that the recording ends with the replay.
+        time.sleep(0.02)
+        capture.dispatch_ts(recorder.packet)
+        recorder.tick(time.time() + HOLD_SECONDS)  # lines still waiting are written
+    except Exception as exc:  # a bug: the files written so far stay good
+        log.warning("recording: the last packets were not written: %s", exc)
+    finally:
+        capture.close()
+        recording.close()
 
 
 def offline_step(source: FileSource, engine: OnlineEngine) -> bool:

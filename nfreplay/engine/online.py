@@ -129,6 +129,7 @@ class OnlineEngine:
             self._sel.register(self.live.fileno(), selectors.EVENT_READ, None)
         self.recorder: OnlineRecorder | None = None
         self._record_capture: RecordCapture | None = None
+        self._record_more = False
 
     def record(self, recorder: OnlineRecorder, capture: RecordCapture) -> None:
         """Record responses (``--record-responses``): `capture` (both directions) feeds
@@ -252,7 +253,7 @@ class OnlineEngine:
         """One wake-up: wait at most `timeout` seconds for input, then do everything due."""
         if self.file is not None:  # frames are due by the file's clock, not by a descriptor
             timeout = min(timeout, self.file.wait(self.clock()))
-        events = self._sel.select(0.0 if self._capture_more else timeout)
+        events = self._sel.select(0.0 if self._capture_more or self._record_more else timeout)
         now = self.now = self.clock()
         capture_ready = self._capture_more
         readable: list[Conn] = []
@@ -287,10 +288,18 @@ class OnlineEngine:
             n = self.live.dispatch(
                 self._on_frame, self._shed if self.shed_lag else None, CAPTURE_BATCH)
             self._capture_more = n >= CAPTURE_BATCH
-        if record_ready and self.recorder is not None and self._record_capture is not None:
-            # All there is (no batches: epoll may not signal what a partly read ring block
-            # still holds, and the recorder measures no lag).
-            self._record_capture.dispatch_ts(self.recorder.packet)
+        if (record_ready or self._record_more) and self.recorder is not None \
+                and self._record_capture is not None:
+            # A batch per wake-up, like the replay's capture, and none while the replay is
+            # behind (shedding): recording loses packets then, replay never. A full batch
+            # reads on at the next wake-up (epoll may not signal a partly read ring block).
+            n = 0
+            if not self.table.shed:
+                try:
+                    n = self._record_capture.dispatch_ts(self.recorder.packet, CAPTURE_BATCH)
+                except Exception:
+                    self._internal_error("a recorded packet")
+            self._record_more = n >= CAPTURE_BATCH
         for conn in readable:
             try:
                 records = conn.receive()
@@ -356,7 +365,10 @@ class OnlineEngine:
         for cmd in out:
             if type(cmd) is Announce:
                 if recorder is not None and cmd.session is not None:
-                    recorder.announce(cmd.session, time.time())
+                    try:
+                        recorder.announce(cmd.session, time.time())
+                    except Exception:
+                        self._internal_error("the recording of a session")
                 msg = channel.encode_client_add(cmd.client_ip, cmd.client_port,
                                                 cmd.target_ip, cmd.target_port)
                 ok = False

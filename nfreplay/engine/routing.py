@@ -101,6 +101,10 @@ class Router(Generic[C]):
         mine = self._by_conn.get(conn)
         return len(mine) if mine is not None else 0
 
+    def is_parked(self, key: int) -> bool:
+        """Whether records for `key` wait for its CLIENT_ADD."""
+        return key in self._parked
+
     def park(self, key: int, record: bytes, now: float) -> bool:
         """Keep a SYN-ACK/RST record until its CLIENT_ADD arrives; False if full."""
         if self.parked_count >= self.max_parked:

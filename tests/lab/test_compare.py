@@ -120,6 +120,7 @@ def test_both_sides_record_the_same_share_of_sessions(lab: Lab) -> None:
     sessions = report["sessions"]
     assert sessions["copies_paired"] == len(endpoints), sessions
     assert not sessions.get("connections_without_replies"), sessions
+    assert not sessions.get("reply_connections_unpaired"), sessions  # the assistant chose alike
 
 
 def test_redis_one_key_differs(lab: Lab) -> None:

@@ -188,6 +188,7 @@ def test_rates_over_the_window_and_none_for_levels(tmp_path: pathlib.Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
     monkeypatch.setattr(stats.time, "time", lambda: now[0])
+    monkeypatch.setattr(stats.time, "monotonic", lambda: now[0])
     sf = StatsFile(str(tmp_path / "online-r.stats.json"), levels=["live"])
     for second in range(31):  # 100 opened per second; a level that goes up and down
         now[0] = 1000.0 + second

@@ -342,6 +342,7 @@ def test_render_table_groups_counters_with_rates(tmp_path: pathlib.Path,
     p = stats.state_paths(str(tmp_path), "online", "g")
     now = [NOW - 2.0]
     monkeypatch.setattr(stats.time, "time", lambda: now[0])
+    monkeypatch.setattr(stats.time, "monotonic", lambda: now[0])
     sf = stats.StatsFile(p.stats, levels=["sessions_live"])
     sf.write({"sessions_opened": 0, "packets_sent": 0, "records_received": 0, "sessions_live": 0,
               "internal_errors": 0}, {"capture": {"dropped": 0}})
@@ -382,12 +383,14 @@ def test_render_table_flattens_nested_extras(tmp_path: pathlib.Path) -> None:
 
 
 def write_daemon(d: pathlib.Path, role: str, pid: int, counters: dict[str, int],
-                 extra: dict[str, object]) -> None:
+                 extra: dict[str, object], rates: dict[str, float] | None = None) -> None:
     paths = stats.state_paths(str(d), role, "default")
     stats.write_pid(paths.pid, pid)
-    pathlib.Path(paths.stats).write_text(json.dumps(
-        {"role": role, "instance": "default", "pid": pid, "time": NOW - 0.5,
-         "started": NOW - 60, "counters": counters, "extra": extra}))
+    document = {"role": role, "instance": "default", "pid": pid, "time": NOW - 0.5,
+                "started": NOW - 60, "counters": counters, "extra": extra}
+    if rates is not None:
+        document["rates"] = rates
+    pathlib.Path(paths.stats).write_text(json.dumps(document))
 
 
 def test_verdict_exit_codes(tmp_path: pathlib.Path,
@@ -419,6 +422,25 @@ def test_verdict_exit_codes(tmp_path: pathlib.Path,
     code, line = judge(rules)
     assert code == status.DEGRADED and "only 10 of 100 sessions" in line
     assert "no control connection" in line
+
+    # What happens now counts, not the totals: a million good sessions hide no failing
+    # handshakes, and drops long ago do not keep it degraded.
+    write_daemon(tmp_path, "online", nfreplay_proc.pid,
+                 {"sessions_opened": 10**6, "sessions_established": 10**6 - 500},
+                 {"channel": {"up": 2}, "capture": {"dropped": 7, "dropped_last_10s": 0}},
+                 rates={"sessions_opened": 50.0, "sessions_established": 0.0})
+    write_daemon(tmp_path, "assist", nfreplay_proc.pid, {},
+                 {"queue": 0, "queue_dropped_last_10s": 0})
+    code, line = judge(rules)
+    assert code == status.DEGRADED and "only 0 of 500 sessions in the last 10 s" in line
+    assert "dropped" not in line
+    write_daemon(tmp_path, "online", nfreplay_proc.pid,
+                 {"sessions_opened": 10**6, "sessions_established": 10**6 - 500},
+                 {"channel": {"up": 2}, "capture": {"dropped": 9, "dropped_last_10s": 2}},
+                 rates={"sessions_opened": 50.0, "sessions_established": 50.0})
+    code, line = judge(rules)
+    assert code == status.DEGRADED and line.endswith(
+        "the capture dropped 2 packets in the last 10 s"), line
 
     # Broken: the assist's rules are gone; then a route missing; then a dead daemon.
     assert judge({})[0] == status.BROKEN

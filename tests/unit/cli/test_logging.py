@@ -108,7 +108,8 @@ def test_a_fatal_error_reaches_journald_at_error_priority(
 
 
 def test_down_works_with_a_configuration_that_no_longer_loads(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
 
     bad = tmp_path / "nfreplay.toml"
@@ -119,6 +120,14 @@ def test_down_works_with_a_configuration_that_no_longer_loads(
     assert (cfg.general.instance, cfg.general.state_dir) == ("lab2", str(tmp_path))
     (line,) = capsys.readouterr().err.splitlines()
     assert "WARNING" in line and "assist.bogus_key: unknown key" in line and "journal" in line
+    # The default file, broken: not read again; its [general] still names the instance.
+    bad.write_text('[general]\ninstance = "lab7"\nstate_dir = "%s"\n[assist]\nbogus_key = 1\n'
+                   % tmp_path)
+    args.config, args.instance, args.state_dir = None, None, None
+    monkeypatch.setattr(common.config_mod, "DEFAULT_PATH", str(bad))
+    cfg = common.config_for_down(args, "nfreplay-assist down")
+    assert (cfg.general.instance, cfg.general.state_dir) == ("lab7", str(tmp_path))
+    capsys.readouterr()
     good = tmp_path / "good.toml"
     good.write_text('[general]\ninstance = "lab3"\n')
     args.config, args.instance = str(good), None

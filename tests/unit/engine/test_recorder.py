@@ -48,15 +48,18 @@ def pkt(src: int, sport: int, dst: int, dport: int, flags: int, seq: int = 1000,
     return bytes(tcpip.build(src, dst, sport, dport, seq, 0, flags, payload=payload))
 
 
-def session(port: int = 40000, *, sent: tuple[int, int] | None = None, copy: int = 0
-            ) -> Session:
+def session(port: int = 40000, *, sent: tuple[int, int] | None = None, copy: int = 0,
+            isn: int = 1000) -> Session:
+    """A session replaying the production connection from CLIENT:port whose SYN had `isn`."""
     ip, sport = sent or (CLIENT, port)
-    return Session(Params(target_ip=TARGET, target_port=80), Counters(), ip, sport, 0.0,
-                   source=(CLIENT, port), copy=copy)
+    s = Session(Params(target_ip=TARGET, target_port=80), Counters(), ip, sport, 0.0,
+                source=(CLIENT, port), copy=copy)
+    s.isn = isn
+    return s
 
 
 def recorder(sink: Sink, sampler: Sampler | None = None) -> OnlineRecorder:
-    return OnlineRecorder([(SERVER, 80)], [(TARGET, 80)], sink, sampler)
+    return OnlineRecorder([(SERVER, 80, TARGET, 80)], sink, sampler)
 
 
 def test_a_replayed_session_is_recorded_both_ways_and_its_sent_packets() -> None:
@@ -122,7 +125,7 @@ def test_held_packets_are_bounded_and_expire() -> None:
     r.packet(20.0, big)
     r.packet(20.1, pkt(CLIENT, 40000, SERVER, 80, SYN, seq=999))
     assert r.held_bytes == len(pkt(CLIENT, 40000, SERVER, 80, SYN, seq=999))
-    r.announce(session(), 20.2)
+    r.announce(session(isn=999), 20.2)
     assert decode_line(sink.lines[0]).start == 20.1 and len(sink.packets) == 1
 
 
@@ -140,25 +143,30 @@ def test_record_percent_chooses_by_the_address_the_target_sees() -> None:
     assert 500 < kept < 700  # about 30 %
 
 
-def test_the_assist_records_routed_replies_in_full_and_never_changes_a_verdict() -> None:
+def test_the_assist_records_known_replies_in_full_and_never_changes_a_verdict() -> None:
     sink = Sink()
-    routes = {tcpip_key(CLIENT, 40000)}
-    seen: list[bytes] = []
+    known = {tcpip_key(CLIENT, 40000), tcpip_key(CLIENT, 40002)}  # routed, or parked
+    verdicts = [False] * 4 + [True]
 
     def on_packet(payload: bytes) -> bool:
-        seen.append(payload)
-        return False  # DROP
+        if payload.startswith(b"\x45boom"):
+            raise RuntimeError("a bug in the verdict path")
+        return verdicts.pop(0) if verdicts else False
 
-    r = AssistRecorder(on_packet, lambda k: True if k in routes else None, sink,
-                       clock=lambda: 5.0)
+    r = AssistRecorder(on_packet, lambda key: key in known, sink, clock=lambda: 5.0)
     reply = pkt(TARGET, 80, CLIENT, 40000, ACK | PSH, payload=b"HTTP/1.1 200 OK\r\n\r\n")
     assert r(reply) is False
-    assert r(pkt(TARGET, 80, CLIENT, 40001, ACK | FIN)) is False  # not announced: not recorded
-    assert r(pkt(TARGET, 80, CLIENT, 40002, SYN | ACK)) is False  # may beat its announce
-    assert r(pkt(TARGET, 80, CLIENT, 40003, RST)) is False
-    assert r(b"\x45garbage") is False and r.errors == 1  # bad bytes: counted, still DROP
-    assert [p for _, _, p in sink.packets][0] == reply
-    assert len(sink.packets) == 3 and len(seen) == 5
+    assert r(pkt(TARGET, 80, CLIENT, 40001, ACK | FIN)) is False  # not announced: not kept
+    assert r(pkt(TARGET, 80, CLIENT, 40002, SYN | ACK)) is False  # parked: kept
+    assert r(pkt(TARGET, 80, CLIENT, 40003, RST)) is False  # a RST to no one: not kept
+    assert r(reply) is True  # whatever the verdict, it is passed on unchanged
+    assert r(b"\x45garbage") is False and r.errors == 1  # bad bytes: counted
+    with pytest.raises(RuntimeError):  # the verdict path's own errors are not swallowed
+        r(b"\x45boom")  # (NFQUEUE's Verdicts wrapper drops the packet)
+    assert [p for _, _, p in sink.packets] == [reply, sink.packets[1][2], reply]
+    assert tcpip.parse(sink.packets[1][2]).dport == 40002 and r.truncated == 0
+    r(reply[:45])  # the queue copied only part of it
+    assert r.truncated == 1
 
 
 def tcpip_key(client: int, port: int) -> int:
@@ -243,3 +251,78 @@ def test_both_sides_record_the_same_copies_for_the_same_percent() -> None:
     replies = {tcpip.parse(p).dport for _, _, p in assist_sink.packets}
     assert lines == replies and 350 < len(lines) < 650
     assert recording_sampler(100) is None
+
+
+def test_a_reused_port_binds_the_line_to_the_new_connection_not_the_old() -> None:
+    sink = Sink()
+    r = recorder(sink)
+    r.packet(1.0, pkt(CLIENT, 40000, SERVER, 80, SYN, seq=1))
+    r.announce(session(isn=1), 1.0)  # the old connection, recorded
+    # The engine sees the client's next connection (another ISN) before this capture does.
+    r.announce(session(isn=5000), 9.0)
+    assert [decode_line(x).start for x in sink.lines] == [1.0]
+    r.packet(9.001, pkt(CLIENT, 40000, SERVER, 80, SYN, seq=5000))
+    assert [decode_line(x).start for x in sink.lines] == [1.0, 9.001]
+    assert sink.kinds() == ["production", "production"]  # both SYNs, each in its own time
+
+
+def test_open_connections_stay_recorded_closed_ones_and_finished_copies_go() -> None:
+    from nfreplay.engine.recorder import IDLE, LINGER
+
+    sink = Sink()
+    r = recorder(sink)
+    s = session()
+    r.packet(0.0, pkt(CLIENT, 40000, SERVER, 80, SYN))
+    r.announce(s, 0.0)
+    r.tick(900.0)  # a keep-alive connection idle for 15 minutes is still replayed
+    r.packet(900.0, pkt(CLIENT, 40000, SERVER, 80, ACK | PSH, payload=b"GET /late HTTP/1.1\r\n\r\n"))
+    r.packet(900.0, pkt(CLIENT, 40000, TARGET, 80, ACK | PSH, payload=b"GET /late HTTP/1.1\r\n\r\n"))
+    assert sink.kinds()[-2:] == ["production", "to-target"]
+    r.packet(901.0, pkt(CLIENT, 40000, SERVER, 80, FIN | ACK))
+    s.done = True
+    r.tick(900.0 + LINGER - 1)
+    assert r.conns and r.sent
+    r.tick(901.0 + LINGER)
+    assert not r.conns and not r.sent
+    assert IDLE > 600  # longer than online.keepalive_timeout's default
+
+
+def test_the_sweep_reaches_every_entry_however_many() -> None:
+    from nfreplay.engine.recorder import SWEEP
+
+    r = recorder(Sink())
+    for port in range(SWEEP * 2 + 10):
+        r.packet(0.0, pkt(CLIENT, port, SERVER, 80, SYN))
+    r.tick(HOLD_SECONDS)
+    assert len(r.conns) == SWEEP + 10  # one tick looks at SWEEP of them
+    r.tick(HOLD_SECONDS + 1)
+    r.tick(HOLD_SECONDS + 2)
+    assert not r.conns and r.held_bytes == 0
+
+
+def test_a_line_without_its_connection_names_its_own_service() -> None:
+    sink = Sink()
+    r = OnlineRecorder([(SERVER, 80, TARGET, 80), (None, 5432, TARGET, 5433)], sink)
+    s = Session(Params(target_ip=TARGET, target_port=80), Counters(), CLIENT, 40000, 0.0,
+                target=(TARGET, 5433))
+    r.announce(s, 1.0)
+    r.tick(1.0 + HOLD_SECONDS)
+    assert decode_line(sink.lines[0]).server == ("0.0.0.0", 5432)
+
+
+def test_files_are_private_and_two_writers_never_share_one(tmp_path: Path) -> None:
+    import stat
+
+    a = RecordingDirectory(str(tmp_path), ["sessions"], 1 << 20, 4 << 20)
+    b = RecordingDirectory(str(tmp_path), ["sessions"], 1 << 20, 4 << 20)  # same sequence
+    a.line("a\n")
+    a.close()
+    b.line("b\n")
+    b.close()
+    files = sorted(tmp_path.iterdir())
+    assert [f.read_text() for f in files] == ["a\n", "b\n"]  # b moved to the next sequence
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o640 for f in files)
+    (tmp_path / "sessions-000009.jsonl").symlink_to(tmp_path / "elsewhere")
+    c = RecordingDirectory(str(tmp_path), ["sessions"], 1 << 20, 4 << 20)
+    assert c.seq == 10  # after the highest name, a link included; never written through
+    c.close()
