@@ -447,20 +447,30 @@ def start_target_capture(lab: Lab, port: int) -> Tcpdump:
 
 
 def dialogues(lab: Lab, port: int) -> dict[str, str]:
-    """Per client address:port, the order in which NEW data went each way on the target's wire:
-    "S" for a target segment, "C" for a client one (retransmissions left out)."""
+    """Per connection (client address:port, and "#n" from its second SYN on: a client may
+    reuse its port for a later session), the order in which NEW data went each way on the
+    target's wire: "S" for a target segment, "C" for a client one (retransmissions left out)."""
     out = subprocess.run(["tcpdump", "-n", "-r", str(lab.dir / f"target-{port}.pcap")],
                          capture_output=True, text=True, check=True).stdout
     seen: dict[tuple[str, str], int] = {}
     talk: dict[str, list[str]] = {}
-    for m in re.finditer(r"IP (\S+) > (\S+): Flags \[[^]]*\], seq (\d+):(\d+)", out):
-        src, dst, end = m.group(1), m.group(2).rstrip(":"), int(m.group(4))
+    syns: dict[str, set[str]] = {}  # client -> the ISNs of its connections
+    for m in re.finditer(r"IP (\S+) > (\S+): Flags \[([^]]*)\], seq (\d+)(?::(\d+))?", out):
+        src, dst, flags = m.group(1), m.group(2).rstrip(":"), m.group(3)
         client_side = src.startswith("198.18.1.")
         client = src if client_side else dst
+        if client_side and flags == "S" and m.group(4) not in syns.setdefault(client, set()):
+            syns[client].add(m.group(4))  # a new connection (not a repeated SYN)
+            seen.pop((src, dst), None)
+            seen.pop((dst, src), None)
+        if m.group(5) is None:
+            continue  # no data
+        key = client + (f"#{len(syns[client])}" if len(syns.get(client, ())) > 1 else "")
+        end = int(m.group(5))
         if end <= seen.get((src, dst), 0):
             continue  # a retransmission
         seen[(src, dst)] = end
-        talk.setdefault(client, []).append("C" if client_side else "S")
+        talk.setdefault(key, []).append("C" if client_side else "S")
     return {c: "".join(t) for c, t in talk.items()}
 
 
