@@ -114,6 +114,7 @@ class Online(_Daemon):
     interface: str = "any"
     connections: int = 2
     mtu: int = 1500
+    inject: Literal["link", "ip"] = "link"  # how replayed packets leave (see adapters.rawsock)
     fake_mss: int = _SESSION.fake_mss
     session_timeout: float = _SESSION.session_timeout
     response_timeout: float = _SESSION.response_timeout
@@ -531,6 +532,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "interface": _k(_interface, "interface"),
         "connections": _k(_integer(1, 11), "connections"),
         "mtu": _k(_integer(576, 65535), "mtu"),
+        "inject": _k(_choice("link", "ip"), "inject"),
         "fake_mss": _k(_integer(536, 65495), "fake_mss"),
         "session_timeout": _k(_seconds, "session_timeout"),
         "response_timeout": _k(_seconds, "response_timeout"),

@@ -141,13 +141,18 @@ def _online(prefix: str, extra: Mapping[str, Any]) -> Iterator[Metric]:
             yield CounterMetricFamily(f"{prefix}_{name}", text, number)
     errors = extra.get("send_errors")
     if isinstance(errors, Mapping):
-        family = CounterMetricFamily(f"{prefix}_send_errors", "raw socket sends that failed",
+        family = CounterMetricFamily(f"{prefix}_send_errors", "packet sends that failed",
                                      labels=["error"])
         for error, count in errors.items():
             number = _number(count)
             if number is not None:
                 family.add_metric([str(error)], number)
         yield family
+    through_kernel = _number(_dict(extra.get("inject")).get("through_kernel"))
+    if through_kernel is not None:
+        yield CounterMetricFamily(f"{prefix}_injected_through_kernel_packets",
+                                  "packets --inject link left to the kernel's IP output (no "
+                                  "usable link-layer path yet)", through_kernel)
     table = _number(extra.get("sessions_in_table"))
     if table is not None:
         yield GaugeMetricFamily(f"{prefix}_sessions_in_table",

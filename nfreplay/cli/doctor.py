@@ -139,6 +139,31 @@ def _raw_socket() -> Check:
     return Check(OK, "raw socket for injection")
 
 
+def _link_path(target_ip: str) -> list[Check]:
+    """`online.inject = "link"`: the packet socket, and the path the target's packets take."""
+    from nfreplay.adapters.rawsock import NetlinkLookup
+    from nfreplay.proto.nexthop import Path
+
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except OSError as exc:
+        return [Check(FIX, "packet socket for injection", f"{exc.strerror or exc} (or "
+                                                          "online.inject = \"ip\")")]
+    what = f"path of the replayed packets to {target_ip}"
+    try:
+        lookup = NetlinkLookup()
+        try:
+            found = lookup(target_ip)
+        finally:
+            lookup.close()
+    except OSError as exc:
+        return [Check(WARN, what, f"rtnetlink: {exc.strerror or exc}")]
+    if isinstance(found, Path):
+        return [Check(OK, "packet socket for injection"), Check(OK, what, found.describe())]
+    return [Check(OK, "packet socket for injection"),
+            Check(OK, what, f"through the kernel for now: {found}")]
+
+
 def _backend(cfg: Config) -> Check:
     from nfreplay.rules import iptables
 
@@ -197,6 +222,8 @@ def _route_get(ip: str) -> tuple[dict[str, str] | None, str]:
 def online_checks(cfg: Config) -> list[Check]:
     o = cfg.online
     checks = [_root(), *_interface(o.interface), _raw_socket()]
+    if o.inject == "link" and o.target_ip:
+        checks += _link_path(o.target_ip)
     checks += [_reachable(ip, port) for ip, port in o.assistants]
     if not o.assistants:
         checks.append(Check(FIX, "online.assistants", "not set (--assistant)"))

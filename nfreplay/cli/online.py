@@ -37,6 +37,7 @@ FLAGS = {
     "interface": "online.interface",
     "connections": "online.connections",
     "mtu": "online.mtu",
+    "inject": "online.inject",
     "session_timeout": "online.session_timeout",
     "response_timeout": "online.response_timeout",
     "keepalive_timeout": "online.keepalive_timeout",
@@ -110,6 +111,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--mtu", "-M", metavar="BYTES",
                    help="larger captured segments (GRO/TSO) are split to this size "
                         f"(default {D.mtu})")
+    g.add_argument("--inject", choices=("link", "ip"),
+                   help="how replayed packets leave: link = straight onto the link to the next "
+                        "hop the kernel's route and neighbour tables name (no netfilter or "
+                        "conntrack on this host per packet), where the kernel would send "
+                        "through the kernel; ip = always through the kernel's IP output (a raw "
+                        f"socket, like tcpcopy) (default {D.inject})")
     g = p.add_argument_group("how sessions are replayed")
     g.add_argument("--session-timeout", "-t", metavar="SECONDS",
                    help=f"end a session after this long without a reply (default {D.session_timeout:g})")
@@ -302,7 +309,7 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     from nfreplay.adapters.capture import Capture
     from nfreplay.adapters.channel import Assistant
     from nfreplay.adapters.pcapsource import FileSource
-    from nfreplay.adapters.rawsock import RawSender
+    from nfreplay.adapters.rawsock import LinkSender, NetlinkLookup, RawSender
     from nfreplay.engine.online import OnlineEngine
     from nfreplay.session.machine import Params
 
@@ -328,7 +335,9 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     else:
         source = Capture(o.interface, bpf(cfg, share), snaplen=o.snaplen)
         where = f"{bpf(cfg, share)!r} on {o.interface}"
-    sender = RawSender()
+    sender: RawSender | LinkSender = RawSender()
+    if o.inject == "link":
+        sender = LinkSender(sender, NetlinkLookup())
     assistants = [Assistant(ip, port, o.connections) for ip, port in o.assistants]
     engine = OnlineEngine(params, source, sender, assistants, mtu=o.mtu,
                           reconnect_interval=o.reconnect_interval, clock=engine_clock,
@@ -392,6 +401,7 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                             "off` on the sending side avoids it")
             if engine.now >= next_publish:
                 next_publish = engine.now + 1.0
+                sender.refresh()  # routes and neighbours change
                 received, dropped, ifdropped = source.stats()
                 extra = {
                     "capture": {"interface": o.pcap or o.interface,
@@ -403,6 +413,7 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                                 "announces_failed": engine.announces_failed,
                                 "assistants": [a.name for a in assistants]},
                     "send_errors": sender.errors,
+                    "inject": sender.stats(),
                     "sessions_in_table": len(engine.table),
                 }
                 if recording is not None and recorder is not None and record_capture:
@@ -428,6 +439,7 @@ def replay(cfg: Config, share: tuple[int, int] | None,
             engine.shutdown()
         finally:
             source.close()
+            sender.close()
             sender.close()
             if record_capture is not None and recorder is not None and recording is not None:
                 end_recording(record_capture, recorder, recording)

@@ -165,6 +165,7 @@ def _publish(stats_file: stats.StatsFile, latest: list[Any], procs: list[Any]
     extra["capture"] = {**extras[0]["capture"], **_sum(e["capture"] for e in extras)}
     extra["channel"] = {**extras[0]["channel"], **_sum(e["channel"] for e in extras)}
     extra["send_errors"] = _sum(e["send_errors"] for e in extras)
+    extra["inject"] = _sum(e["inject"] for e in extras)
     extra["sessions_in_table"] = sum(e["sessions_in_table"] for e in extras)
     extra["process"] = _sum(e["process"] for e in extras)
     extra["compiled"] = common.compiled()

@@ -530,18 +530,22 @@ def rule_hits(lab: Lab, role: str, tool: str, table: str, chain: str, comment: s
     raise AssertionError(f"rule {comment!r} not found in {role} {table} {chain}:\n{out}")
 
 
-@pytest.mark.parametrize("where", ["replayed", "replies"])
+@pytest.mark.parametrize("where", ["replayed", "replayed-ip", "replies"])
 def test_http_keepalive_survives_random_loss(lab: Lab, where: str) -> None:
     """5 % random loss of (replayed) the packets nfreplay-online sends to the target, dropped
-    in the online namespace's OUTPUT (raw IP_HDRINCL sends traverse it: the rule's counter
-    shows it), or of (replies) the target's replies, dropped on the assistant before its
-    NFQUEUE rule (so nfreplay-assist never reports them)."""
+    as they reach the target; (replayed-ip) the same with `--inject ip`, dropped in the online
+    namespace's OUTPUT (raw IP_HDRINCL sends traverse it, link-layer sends do not); or of
+    (replies) the target's replies, dropped on the assistant before its NFQUEUE rule (so
+    nfreplay-assist never reports them). The rule's counter shows that it dropped."""
     online_log = lab.start_nginx("online")
     target_log = lab.start_nginx("target")
     before = lab.firewall_and_routes()
-    assist, online = lab.start_replay(80)
+    assist, online = lab.start_replay(80, *(["--inject", "ip"] if where == "replayed-ip" else []))
     comment = f"nfreplay-test-loss-{lab.prefix}"
     if where == "replayed":
+        role, tool, table, chain = "target", "iptables-nft", "raw", "PREROUTING"
+        match = ["-p", "tcp", "-d", ADDR["target"], "--dport", "80"]
+    elif where == "replayed-ip":
         role, tool, table, chain = "online", "iptables-nft", "filter", "OUTPUT"
         match = ["-p", "tcp", "-d", ADDR["target"], "--dport", "80"]
     else:
@@ -587,7 +591,7 @@ def test_http_keepalive_survives_random_loss(lab: Lab, where: str) -> None:
     assert hits > 0, "the loss rule never matched"
     assert c.get("retransmits", 0) > 0 and c.get("syn_retransmits", 0) > 0, nonzero(c)
     assert c.get("sessions_handshake_failed", 0) == 0, nonzero(c)
-    if where == "replayed":
+    if where == "replayed-ip":
         # A DROP in OUTPUT makes the raw socket's sendto fail with EPERM: counted, not fatal.
         assert extra.get("send_errors", {}).get("EPERM", 0) > 0, extra
     assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")

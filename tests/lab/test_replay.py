@@ -22,6 +22,7 @@ from nfreplay.cli.common import compiled
 from nfreplay.proto import tcpip
 from nfreplay.proto.pcapfile import open_capture
 from nfreplay.stats import pid_alive
+from tests.lab.test_protocols import wait_until
 from tests.lab.topology import ADDR, BIN, CLIENT_NET, CLIENTS, Lab, Tcpdump
 
 pytestmark = [
@@ -157,6 +158,71 @@ def test_live_replay_end_to_end(lab: Lab) -> None:
 
     lab.nfreplay("target", "nfreplay", "target", "down")
     # (c) everything restored.
+    assert lab.firewall_and_routes() == before
+
+
+def conntrack_entries_to_target(lab: Lab) -> int:
+    """Connections to the target's port 80 in the online namespace's conntrack table."""
+    table = lab.sh("online", "cat", "/proc/net/nf_conntrack").stdout
+    return sum(1 for line in table.splitlines()
+               if f"dst={ADDR['target']} " in line and " dport=80 " in line)
+
+
+@pytest.mark.parametrize("inject", ["link", "ip"])
+def test_replayed_sessions_and_the_online_hosts_conntrack(lab: Lab, inject: str) -> None:
+    """With connection tracking active on the online host (a stateful firewall rule, as on many
+    production hosts), `--inject link` (the default) puts the replayed packets on the link once
+    the target's neighbour is resolved: no replayed session holds a conntrack entry there.
+    `--inject ip` (through the kernel, tcpcopy's way) leaves one per session, which a busy
+    host's conntrack table would have to hold. Both replay every request."""
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    before = lab.firewall_and_routes()
+    rule = ["OUTPUT", "-m", "conntrack", "--ctstate", "INVALID", "-m", "comment", "--comment",
+            f"nfreplay-test-ct-{lab.prefix}", "-j", "ACCEPT"]
+    filter_existed = "*filter" in lab.sh("online", "iptables-nft-save", check=False).stdout
+    lab.sh("online", "iptables-nft", "-I", *rule)
+    try:
+        assist, online = lab.start_replay(80, "--inject", inject)
+        # The first packets go through the kernel, which resolves the target's address; the
+        # next look-up (once a second) finds it.
+        run_load(lab, "ctwarm", short=20, keepalive=0)
+
+        def path() -> str:
+            return str((lab.online_status().get("extra") or {}).get("inject", {}).get(
+                "paths", {}).get(ADDR["target"], ""))
+
+        if inject == "link":
+            assert wait_until(lambda: path().startswith("link eth0 to "), 10, 0.1), path()
+            # `doctor online` finds the same path.
+            conf = lab.dir / "doctor.toml"
+            conf.write_text(f'[online]\nservice = "80"\ntarget = "{ADDR["target"]}:80"\n'
+                            f'assistants = ["{ADDR["assist"]}"]\n')
+            doctor = lab.nfreplay("online", "nfreplay", "doctor", "online", "--config",
+                                  str(conf), check=False).stdout
+            assert f"ok   path of the replayed packets to {ADDR['target']}: {path()}" in doctor, \
+                doctor
+        before_entries = conntrack_entries_to_target(lab)
+        via_kernel = lab.online_status()["extra"]["inject"].get("through_kernel", 0)
+        run_load(lab, "ct", short=200, keepalive=0)
+        want = set(paths(online_log, "ct"))
+        assert len(want) == 200
+        assert wait_for(target_log, "ct", want, timeout=30) == want
+        entries = conntrack_entries_to_target(lab) - before_entries
+        inject_stats = lab.online_status()["extra"]["inject"]
+        assert lab.stop_replay(assist, online) == (0, 0), lab.log("online")
+    finally:
+        lab.sh("online", "iptables-nft", "-D", *rule, check=False)
+        if not filter_existed:
+            lab.sh("online", "nft", "delete", "table", "ip", "filter", check=False)
+    print(f"inject {inject}: {entries} conntrack entries for 200 replayed sessions; {inject_stats}")
+    if inject == "link":
+        assert inject_stats["mode"] == "link"
+        assert entries == 0
+        assert inject_stats["through_kernel"] == via_kernel  # none of these 200 sessions
+    else:
+        assert inject_stats == {"mode": "ip"}
+        assert entries >= 190  # one per session (a reused client port would share one)
     assert lab.firewall_and_routes() == before
 
 
@@ -357,7 +423,6 @@ def test_overload_sheds_new_sessions_and_every_admitted_one_completes(lab: Lab) 
     short connections, until 500 of them went by (and 1.5 s); on SIGCONT its capture runs far behind the
     wire, so it refuses new sessions (sessions_shed) until it caught up. Every session it
     admitted completes, and admitted + shed accounts for every request production served."""
-    from tests.lab.test_protocols import wait_until
 
     online_log = lab.start_nginx("online")
     target_log = lab.start_nginx("target")

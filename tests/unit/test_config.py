@@ -233,6 +233,7 @@ BAD = [
     ("online", "connections", "2.0", "online.connections: must be an integer, got 2.0"),
     ("online", "mtu", "575", "online.mtu: must be 576-65535, got 575"),
     ("online", "mtu", "65536", "online.mtu: must be 576-65535, got 65536"),
+    ("online", "inject", '"raw"', 'online.inject: must be "link" or "ip", got "raw"'),
     ("online", "fake_mss", "535", "online.fake_mss: must be 536-65495, got 535"),
     ("online", "fake_mss", "65496", "online.fake_mss: must be 536-65495, got 65496"),
     ("online", "session_timeout", "0", "online.session_timeout: must be a finite number of seconds > 0, got 0"),
@@ -351,7 +352,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 37 + 20 + 3
+    assert len(config.keys()) == 4 + 38 + 20 + 3
 
 
 # ------------------------------------------------------------------------------ overrides

@@ -55,6 +55,8 @@ def test_online_counters_levels_reasons_capture_channel(tmp_path: pathlib.Path) 
         "capture": {"interface": "eth0", "received": 800, "dropped": 2, "ifdropped": 0},
         "channel": {"up": 1, "drops": 4, "announces_failed": 0, "assistants": ["a:36524"]},
         "send_errors": {"EPERM": 5}, "sessions_in_table": 9,
+        "inject": {"mode": "link", "through_kernel": 12,
+                   "paths": {"198.18.0.3": "link eth0 to 02:00:00:00:00:03"}},
         "process": {"cpu_user_s": 1.5, "cpu_sys_s": 0.5, "max_rss_kib": 1000},
         "compiled": True})
     got = samples(exposition(doc))
@@ -74,6 +76,7 @@ def test_online_counters_levels_reasons_capture_channel(tmp_path: pathlib.Path) 
     assert got[("nfreplay_online_channel_connections_up", ())] == 1
     assert got[("nfreplay_online_channel_drops_total", ())] == 4
     assert got[("nfreplay_online_send_errors_total", (("error", "EPERM"),))] == 5
+    assert got[("nfreplay_online_injected_through_kernel_packets_total", ())] == 12
     assert got[("nfreplay_online_cpu_seconds_total", (("mode", "user"),))] == 1.5
     assert got[("nfreplay_online_max_rss_bytes", ())] == 1024000
     assert got[("nfreplay_online_info", (("compiled", "yes"), ("nfreplay_instance", "m"),
