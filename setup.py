@@ -12,8 +12,10 @@ import os
 
 from setuptools import setup
 
-#: The modules every captured packet and every response record goes through (measured with
-#: tests/bench/hey_bench.py: the engine glue around them gains nothing from compiling).
+#: The modules every captured packet and every response record goes through: the wire formats,
+#: the session machine and table, and the online engine's loop around them (compiled, it cuts
+#: the engine's instructions per short session by 7.6 %, callgrind). Not the adapters: the
+#: capture's per-packet callback gains 0.13 µs per packet compiled.
 COMPILED = [
     "nfreplay/proto/seq.py",
     "nfreplay/proto/checksum.py",
@@ -22,6 +24,7 @@ COMPILED = [
     "nfreplay/proto/link.py",
     "nfreplay/session/machine.py",
     "nfreplay/session/table.py",
+    "nfreplay/engine/online.py",
 ]
 
 ext_modules = []

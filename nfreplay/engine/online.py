@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from struct import Struct
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, Union
 from struct import error as StructError
 
 from nfreplay.adapters.channel import Assistant, Conn
@@ -60,7 +60,6 @@ class RecordCapture(Protocol):
 _RECORD = "record"  # the selector's data for the recorder's capture
 
 
-@runtime_checkable
 class FileCapture(Protocol):
     """What the engine needs of a capture file played on its own clock
     (adapters.pcapsource.FileSource): no descriptor, frames due by time."""
@@ -96,10 +95,12 @@ class OnlineEngine:
         self.mtu = mtu
         self.file: FileCapture | None = None
         self.live: LiveCapture | None = None
-        if isinstance(capture, FileCapture):
-            self.file = capture
+        # A file is played on its own clock (it has `wait`); a structural check, since the
+        # compiled module cannot isinstance() a Protocol.
+        if hasattr(capture, "wait"):
+            self.file = capture  # type: ignore[assignment]
         else:
-            self.live = capture
+            self.live = capture  # type: ignore[assignment]
         self.offline = self.file is not None
         self.tail_since: float | None = None  # offline: when the file ran out
         self.connect_timeout = connect_timeout

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.bench.hey_bench [--short-rates 2000,5000,10000,0] [--duration 10]
         [--ka-rates 20000,0] [--online-args "--workers 2"] [--assist-args ARGS]
-        [--tcpcopy BIN --intercept BIN]
+        [--tcpcopy BIN --intercept BIN [--rounds N]]
     .venv/bin/python -m tests.bench.hey_bench --quick ...   # short 2000/s, ka 20000/s, 5 s each
 
 Builds the four-namespace lab (tests/lab/topology.py) with nginx on online and target; per tool
@@ -28,7 +28,9 @@ nginx access logs once the target's count has not grown for 2 s (at most 20 s).
 
 With both tools a last block sets their CPU per 10k and fidelity side by side, and the online
 tools' system CPU per 10k (nf sys, tc sys: the kernel's share, which over veth includes the
-target's whole receive path, run inside the raw socket's send). Exit code 0 when
+target's whole receive path, run inside the send). Timings on a shared VM drift by 10-15 % from
+minute to minute: `--rounds N` runs the ladders N times, the tools taking turns, and compares
+medians, each round's nfreplay against the tcpcopy run next to it. Exit code 0 when
 every step of every tool ran, else 1; everything is torn down in `finally`.
 """
 
@@ -40,6 +42,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -75,6 +78,7 @@ class Row:
     cpu_assist: float = 0.0
     box: float = 0.0
     shed: int | None = None
+    round: int = 1
 
     @property
     def fidelity(self) -> float:
@@ -248,9 +252,10 @@ def run_hey(lab: Lab, url: str, duration: float, rate: int, keepalive: bool
 
 
 def step(lab: Lab, a: argparse.Namespace, tool: str, kind: str, n: int, rate: int,
-         online_p: Popen, assist_p: Popen, logs: dict[str, Path]) -> tuple[Row, list[str]]:
-    prefix = f"/b{tool}-{kind}{n}/"
-    row = Row(tool, kind, rate, a.duration)
+         online_p: Popen, assist_p: Popen, logs: dict[str, Path],
+         rnd: int = 1) -> tuple[Row, list[str]]:
+    prefix = f"/b{tool}-{kind}{n}r{rnd}/"
+    row = Row(tool, kind, rate, a.duration, round=rnd)
     start = {k: p.stat().st_size for k, p in logs.items()}
 
     def shed() -> int | None:
@@ -283,10 +288,10 @@ def step(lab: Lab, a: argparse.Namespace, tool: str, kind: str, n: int, rate: in
 
 
 def run_tool(lab: Lab, a: argparse.Namespace, tool: str, logs: dict[str, Path],
-             rows: list[Row]) -> bool:
+             rows: list[Row], rnd: int = 1) -> bool:
     """Set up `tool`'s replay path, run the ladder, tear down; True if every step ran."""
     ladder = [("short", r) for r in a.short_rates] + [("ka", r) for r in a.ka_rates]
-    print(f"\n== {tool}", flush=True)
+    print(f"\n== {tool}" + (f", round {rnd} of {a.rounds}" if a.rounds > 1 else ""), flush=True)
     try:
         online_p, assist_p, down = (start_nfreplay if tool == "nfreplay" else start_tcpcopy)(lab, a)
     except Exception as exc:  # reported; the next tool still runs
@@ -297,7 +302,7 @@ def run_tool(lab: Lab, a: argparse.Namespace, tool: str, logs: dict[str, Path],
         print(f"   pids: online {online_p.pid} ({comm(online_p.pid)}), assist {assist_p.pid} "
               f"({comm(assist_p.pid)})\n{fmt([c for c, _ in COLS])}", flush=True)
         for n, (kind, rate) in enumerate(ladder, 1):
-            row, problems = step(lab, a, tool, kind, n, rate, online_p, assist_p, logs)
+            row, problems = step(lab, a, tool, kind, n, rate, online_p, assist_p, logs, rnd)
             rows.append(row)
             print(fmt(row.cells()), flush=True)
             for p in problems:
@@ -317,19 +322,39 @@ def run_tool(lab: Lab, a: argparse.Namespace, tool: str, logs: dict[str, Path],
 
 
 def compare(rows: list[Row]) -> None:
-    tc = {(r.kind, r.rate): r for r in rows if r.tool == "tcpcopy"}
-    print("\nnfreplay vs tcpcopy: CPU s per 10k online requests, ratio = nfreplay / tcpcopy\n"
-          f"{'kind':>5} {'offer/s':>7} {'nf onl':>8} {'tc onl':>8} {'ratio':>6} "
+    """Per step: nfreplay's and tcpcopy's figures side by side. With several rounds, the
+    medians, and the ratio as the median of each round's own ratio (both tools measured
+    minutes apart, so slow drifts of the machine cancel) with its range."""
+    steps: dict[tuple[str, int], dict[str, list[Row]]] = {}
+    for r in rows:
+        steps.setdefault((r.kind, r.rate), {}).setdefault(r.tool, []).append(r)
+    rounds = max((r.round for r in rows), default=1)
+    print("\nnfreplay vs tcpcopy: CPU s per 10k online requests, ratio = nfreplay / tcpcopy"
+          + (f" (medians of {rounds} rounds; the ratio's range in brackets)" if rounds > 1 else "")
+          + f"\n{'kind':>5} {'offer/s':>7} {'nf onl':>8} {'tc onl':>8} {'ratio':>6} "
           f"{'nf ast':>8} {'tc ast':>8} {'ratio':>6} {'nf fid':>7} {'tc fid':>7} "
-          f"{'nf sys':>7} {'tc sys':>7}")
-    for r in (r for r in rows if r.tool == "nfreplay" and (r.kind, r.rate) in tc):
-        t = tc[(r.kind, r.rate)]
-        cells = [f"{x:8.3f} {y:8.3f} {(x / y if y else float('nan')):6.2f}" for x, y in (
-            (r.per10k(r.cpu_online), t.per10k(t.cpu_online)),
-            (r.per10k(r.cpu_assist), t.per10k(t.cpu_assist)))]
-        print(f"{r.kind:>5} {str(r.rate or 'max'):>7} {' '.join(cells)} "
-              f"{r.fidelity:7.4f} {t.fidelity:7.4f} "
-              f"{r.per10k(r.cpu_online_sys):7.3f} {t.per10k(t.cpu_online_sys):7.3f}")
+          f"{'nf sys':>7} {'tc sys':>7}" + ("  onl ratio range" if rounds > 1 else ""))
+    for (kind, rate), by_tool in steps.items():
+        nf, tc = by_tool.get("nfreplay", []), by_tool.get("tcpcopy", [])
+        if not nf or not tc:
+            continue
+        pairs = [(x, y) for x in nf for y in tc if x.round == y.round]
+
+        def med(values: list[float]) -> float:
+            return statistics.median(values) if values else float("nan")
+
+        def ratio(cpu: Callable[[Row], float]) -> list[float]:
+            return [x.per10k(cpu(x)) / y.per10k(cpu(y)) for x, y in pairs if y.per10k(cpu(y))]
+
+        onl, ast = ratio(lambda r: r.cpu_online), ratio(lambda r: r.cpu_assist)
+        cells = [f"{med([x.per10k(cpu(x)) for x in nf]):8.3f} {med([y.per10k(cpu(y)) for y in tc]):8.3f} "
+                 f"{med(rs):6.2f}" for cpu, rs in (
+                     (lambda r: r.cpu_online, onl), (lambda r: r.cpu_assist, ast))]
+        spread = f"  [{min(onl):.2f} .. {max(onl):.2f}]" if rounds > 1 and onl else ""
+        print(f"{kind:>5} {str(rate or 'max'):>7} {' '.join(cells)} "
+              f"{med([x.fidelity for x in nf]):7.4f} {med([y.fidelity for y in tc]):7.4f} "
+              f"{med([x.per10k(x.cpu_online_sys) for x in nf]):7.3f} "
+              f"{med([y.per10k(y.cpu_online_sys) for y in tc]):7.3f}{spread}")
 
 
 def rates(s: str) -> list[int]:
@@ -345,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep-alive request rates/s, 0 = unthrottled (20000,0)")
     p.add_argument("--duration", type=float, default=10.0, help="hey seconds per step (10)")
     p.add_argument("--quick", action="store_true", help="short 2000/s and ka 20000/s, 5 s each")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run each tool's ladder this many times, the tools taking turns; the "
+                        "comparison shows medians (1)")
     p.add_argument("--online-args", default="", help="extra nfreplay-online flags, one string")
     p.add_argument("--assist-args", default="", help="extra nfreplay-assist flags, one string "
                    "(e.g. \"--record-responses /tmp/rec-target\")")
@@ -383,8 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         # hey binds no address, so all its connections come from one: widen the port range.
         lab.sh("client", "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
         logs = {role: lab.start_nginx(role) for role in ("online", "target")}
-        for tool in tools:
-            ok = run_tool(lab, a, tool, logs, rows) and ok
+        for rnd in range(1, a.rounds + 1):
+            for tool in tools:
+                ok = run_tool(lab, a, tool, logs, rows, rnd) and ok
         if len(tools) == 2:
             compare(rows)
     except KeyboardInterrupt as exc:

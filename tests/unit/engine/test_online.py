@@ -137,21 +137,19 @@ def test_an_internal_error_is_counted_and_the_loop_goes_on(caplog) -> None:  # t
     once per occurrence up to five; the next packet is handled normally."""
     e, sender = engine()
 
-    class Boom:
-        def response(self, *_: object) -> None:
+    class Broken:  # where the table expects a session: any use fails like a bug would
+        def __getattr__(self, name: str) -> object:
             raise RuntimeError("bug")
 
-        def client_ack(self, *_: object) -> bool:
-            raise RuntimeError("bug")
-
-    table, e.table = e.table, Boom()  # type: ignore[assignment]
+    key = (CLIENT << 16) | 40000
+    e.table.sessions[key] = Broken()  # type: ignore[assignment]
     rec = channel.make_record(tcpip.build(TARGET, CLIENT, 80, 40000, 5000, 101, SYN | ACK))
     for _ in range(7):
         e._on_record(rec, e.now)
     e._on_frame(frame(ACK, 101), 14)
     assert e.c.internal_errors == 8 and e.c.records_received == 7
     assert sum("internal error" in r.getMessage() for r in caplog.records) == 5
-    e.table = table
+    del e.table.sessions[key]
     e._on_frame(frame(SYN, 100), 14)
     e._emit()
     assert [tcpip.parse(p).flags for p in sender.sent] == [SYN]
