@@ -232,7 +232,7 @@ class Session:
         # The client's first packet had no valid checksum (TX checksum offload on a sender
         # that shares the capture): every packet of the session leaves with full ones.
         self.csum_fix = False
-        self.sched = INF  # the table's: when this session's live timer entry fires
+        self.sched = INF  # the table's: the timer slot of this session's live entry
         counters.sessions_opened += 1
         counters.sessions_live += 1
 

@@ -2,6 +2,7 @@
 GRO-sized captures split to the MTU, no sessions while no control connection is up."""
 
 from nfreplay.engine.online import OnlineEngine
+from nfreplay.session.table import TIMER_GRAIN
 from nfreplay.proto import channel, checksum, tcpip
 from nfreplay.proto.tcpip import ACK, PSH, SYN, ip2int
 from nfreplay.session.machine import Params
@@ -165,7 +166,7 @@ def test_a_syn_whose_announcement_failed_waits_for_the_next_try() -> None:
     e._emit()
     assert sender.sent == [] and e.c.syns_unannounced == 1 and e.announces_failed == 1
     assistant.up = True  # type: ignore[attr-defined]
-    e.now += 1.0
+    e.now += 1.0 + TIMER_GRAIN  # the SYN's 1 s timer (timers fire up to a grain late)
     e.table.tick(e.now, e.out)
     e._emit()
     assert len(assistant.announced) == 1  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ import pytest
 from nfreplay.proto import channel, checksum, tcpip
 from nfreplay.proto.tcpip import ACK, FIN, PSH, RST, SYN, ip2int
 from nfreplay.session.machine import Announce, Counters, Params
-from nfreplay.session.table import SessionTable
+from nfreplay.session.table import TIMER_GRAIN, SessionTable
 
 CLIENT = ip2int("198.18.1.10")
 CPORT = 40000
@@ -228,6 +228,42 @@ def test_syn_retransmitted_then_handshake_fails() -> None:
     assert out[0] == Announce(CLIENT, CPORT) and [view(p)[2:4] for p in out[1:]] == [(SYN, ISN)]
     lab.advance(4.0)
     assert lab.c.sessions_handshake_failed == 1 and lab.c.syn_retransmits == 2
+
+
+def test_timers_fire_at_their_time_or_within_a_grain_never_before() -> None:
+    """Timers live in slots of TIMER_GRAIN: the SYN's 1 s retry, armed at a time that is no
+    whole millisecond, is not due a moment before 1 s and runs within a grain after."""
+    lab = Lab()
+    lab.now = 100.0004
+    lab.cl(SYN, ISN)
+    assert lab.advance(0.9999) == []
+    assert 101.0004 <= lab.t.next_wake() <= 101.0004 + TIMER_GRAIN
+    lab.now = lab.t.next_wake() - 1e-9
+    assert lab.advance(0.0) == []
+    lab.now = lab.t.next_wake()
+    out = lab.advance(0.0)
+    assert [view(p)[2:4] for p in out[1:]] == [(SYN, ISN)] and lab.c.syn_retransmits == 1
+
+
+def test_superseded_timer_entries_are_dropped_when_they_dominate() -> None:
+    """A session moved to an earlier slot leaves its old entry behind; the lists are swept
+    once the superseded entries outnumber the live ones 4 to 1 (plus 1024), so a session
+    rescheduled over and over holds no growing memory, and still fires once."""
+    lab = Lab()
+    lab.cl(SYN, ISN)  # its retry is due at 101.0
+    s = lab.t.sessions[(CLIENT << 16) | CPORT]
+    wake = s.wake
+    most = 0
+    for i in range(5000):
+        s.wake = 100.999 - i * 0.001  # each one earlier than the last, in a slot of its own
+        lab.t._schedule(s)
+        most = max(most, lab.t._queued)
+    assert lab.t._entries == 1 and most <= 4 * 1 + 1024 + 1
+    assert len(lab.t._slot_heap) == len(lab.t._slots) <= lab.t._queued
+    s.wake = wake
+    assert lab.advance(0.0) == []  # the live entry (long due) finds nothing to do yet
+    out = lab.advance(1.0 + TIMER_GRAIN)
+    assert [view(p)[2:4] for p in out[1:]] == [(SYN, ISN)] and lab.c.syn_retransmits == 1
 
 
 def test_unacked_data_retransmitted_with_backoff() -> None:
