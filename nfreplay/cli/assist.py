@@ -162,6 +162,7 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
             started = True
             log.info("up: queue %d bound, %d rule(s) installed, listening on %s:%d",
                      a.queue, len(plan.rules), a.listen_ip, a.listen_port)
+            common.settle_gc()
             common.notify("READY=1")
             if not a.online:
                 log.warning("control channel: only loopback may connect: set assist.online "

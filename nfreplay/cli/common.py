@@ -352,6 +352,20 @@ def process_usage() -> dict[str, float]:
             "max_rss_kib": ru.ru_maxrss}
 
 
+def settle_gc() -> None:
+    """Once a daemon is set up, before its loop: what the imports and the setup made is moved
+    out of the collector's reach (gc.freeze: full collections no longer walk it), and the
+    young generation may grow to 20 000 objects before it is collected. The loops make little
+    cyclic garbage but many short-lived containers (packets, segments, sessions); with the
+    default 700, nfreplay-online spent 3.5 % of its CPU in 220 collections at 5 000 short
+    sessions/s (gc.callbacks, 8 s), with these 0.4 %."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def notify(state: str) -> None:
     """sd_notify(3) without libsystemd: `state` ("READY=1", "STOPPING=1") to the datagram
     socket systemd names in NOTIFY_SOCKET (Type=notify units); nothing without one."""

@@ -369,6 +369,7 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                     o.reconnect_interval)
     log.info("up: replaying %s to %s:%d (%s)", where, o.target_ip, o.target_port,
              "compiled hot path" if common.compiled() else "pure Python")
+    common.settle_gc()
     if share is None:
         common.notify("READY=1")  # the capture is open (workers: the supervisor says it)
     next_publish = 0.0
