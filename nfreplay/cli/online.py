@@ -441,7 +441,6 @@ def replay(cfg: Config, share: tuple[int, int] | None,
         finally:
             source.close()
             sender.close()
-            sender.close()
             if record_capture is not None and recorder is not None and recording is not None:
                 end_recording(record_capture, recorder, recording)
     if last_extra is not None:

@@ -414,8 +414,10 @@ class SessionTable:
         s.timer(now, out)
         if s.ack_due:
             s.flush_ack(now, out)
-        if s.wake <= now and not s.done:
-            # Nothing a timer can do before the next event: never spin on it.
+        if s.wake < now + TIMER_GRAIN and not s.done:
+            # Never spin: a session that still wants to wake before a grain has passed (its
+            # time came, or it lies within a rounding error of the slot just run) goes into
+            # a later slot than this tick reaches.
             s.wake = now + TIMER_GRAIN
         self._after(s, key, now, out)
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import signal
+import time
 
 import pytest
 
 from nfreplay.proto import channel, checksum, tcpip
 from nfreplay.proto.tcpip import ACK, FIN, PSH, RST, SYN, ip2int
 from nfreplay.session.machine import Announce, Counters, Params
-from nfreplay.session.table import TIMER_GRAIN, SessionTable
+from nfreplay.session.table import SLOTS_PER_SECOND, TIMER_GRAIN, SessionTable
 
 CLIENT = ip2int("198.18.1.10")
 CPORT = 40000
@@ -243,6 +247,42 @@ def test_timers_fire_at_their_time_or_within_a_grain_never_before() -> None:
     lab.now = lab.t.next_wake()
     out = lab.advance(0.0)
     assert [view(p)[2:4] for p in out[1:]] == [(SYN, ISN)] and lab.c.syn_retransmits == 1
+
+
+def test_a_timer_a_rounding_error_early_never_spins() -> None:
+    """A tick at a time that is a hair (one float step) before a timer's own, yet in its
+    slot: the session finds nothing to do and must go to a later slot, not back into the one
+    being run (which would loop forever). Run in a child process, so a regression fails the
+    test instead of hanging it."""
+    wake = 100.058  # wake * 1000 is a whole number, and so is the step below it times 1000
+    early = math.nextafter(wake, 0.0)
+    assert early < wake and early * SLOTS_PER_SECOND == wake * SLOTS_PER_SECOND
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if all went as it should
+        ok = False
+        try:
+            lab = Lab()
+            lab.cl(SYN, ISN)
+            session = lab.t.sessions[(CLIENT << 16) | CPORT]
+            session.syn_deadline = session.wake = wake  # the SYN's retry is due at `wake`
+            lab.t._schedule(session)
+            lab.now = early
+            quiet = lab.advance(0.0) == []
+            lab.now = wake + TIMER_GRAIN
+            again = lab.advance(0.0)
+            ok = quiet and [view(p)[2:4] for p in again[1:]] == [(SYN, ISN)]
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("the tick never returned: a timer spins in its own slot")
 
 
 def test_superseded_timer_entries_are_dropped_when_they_dominate() -> None:
