@@ -1,5 +1,6 @@
 """Where an IPv4 packet goes at the link layer: the next hop's Ethernet header, decided from
-the kernel's own route, link and neighbour facts (pure; `adapters.rawsock` asks the kernel).
+the kernel's own route, link and neighbour facts, and the rtnetlink messages that ask for them
+(pure; `adapters.rawsock` sends them).
 
 nfreplay-online can put its packets on the wire itself (an AF_PACKET socket) instead of
 handing them to the kernel's IP output (a raw IP socket). That skips, for every packet, the
@@ -25,7 +26,7 @@ RTN_UNICAST = 1
 RTN_LOCAL = 2
 IFF_UP = 0x1
 
-# Neighbour states (linux/neighbour.h): a usable address in each of these.
+# Neighbour states (linux/neighbour.h); NUD_USABLE: those that hold an address to use.
 NUD_INCOMPLETE = 0x01
 NUD_REACHABLE = 0x02
 NUD_STALE = 0x04
