@@ -26,7 +26,7 @@ from nfreplay.proto.checksum import fill_checksums
 __all__ = [
     "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "IPPROTO_TCP",
     "OPT_EOL", "OPT_NOP", "OPT_MSS", "OPT_WSCALE", "OPT_SACK_PERM", "OPT_SACK", "OPT_TS",
-    "OPT_TOA", "nop_option",
+    "OPT_TOA", "nop_option", "clamp_mss",
     "ip2int", "int2ip", "Segment", "parse", "complete", "options", "find_option_offset",
     "ts_offset",
     "syn_options", "timestamps", "build", "rewrite", "set_tsval", "set_tsecr", "trim_front",
@@ -563,6 +563,29 @@ def nop_option(pkt: bytearray, opt_off: int, off: int = 0) -> None:
         pkt[i] = OPT_NOP
     c = tcp + 16
     _pack_u16(pkt, c, ((pkt[c] << 8 | pkt[c + 1]) - delta) % 0xFFFF)
+
+
+def clamp_mss(pkt: bytearray, max_mss: int, off: int = 0) -> bool:
+    """Lower the MSS option of the SYN in ``pkt`` to ``max_mss`` if it announces more, with
+    the TCP checksum updated incrementally; True if it did. ``off`` is where the IPv4 header
+    starts. A packet without an MSS option (or with a malformed option list) is left as is."""
+    tcp = off + ((pkt[off] & 0x0F) << 2)
+    doff = (pkt[tcp + 12] >> 4) << 2
+    pos = find_option_offset(pkt, tcp, doff, OPT_MSS)
+    if pos < 0 or pkt[pos + 1] != 4:
+        return False
+    old = pkt[pos + 2] << 8 | pkt[pos + 3]
+    if old <= max_mss:
+        return False
+    _pack_u16(pkt, pos + 2, max_mss)
+    delta = max_mss - old
+    # As with the timestamp fields: an option at an odd offset from the TCP header puts the
+    # value's bytes in the swapped halves of two checksum words (checksum.odd_delta).
+    if (pos - tcp) & 1:
+        delta <<= 8
+    c = tcp + 16
+    _pack_u16(pkt, c, ((pkt[c] << 8 | pkt[c + 1]) - delta) % 0xFFFF)
+    return True
 
 
 def set_tsval(pkt: bytearray, ts_off: int, tsval: int, off: int = 0) -> None:

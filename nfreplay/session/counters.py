@@ -48,6 +48,7 @@ class Counters(BaseCounters):
     sessions_rejected_memory: int  # refused while bytes_buffered >= max_buffered_bytes
     packets_split: int
     checksums_fixed: int  # captured with an unfinished checksum (offload): sent recomputed
+    mss_clamped: int  # replayed SYNs whose MSS was lowered to fit the tunnel (max_mss)
     sack_stripped: int  # client packets whose SACK blocks were taken out (NOPs) before replay
     client_syns: int
     client_data_packets: int

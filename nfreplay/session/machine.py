@@ -86,6 +86,9 @@ class Params:
     keepalive_timeout: float = 600.0  # idle sessions that did send requests live this long
     gap_timeout: float = 5.0  # a hole in the captured client stream ends the session
     fake_mss: int = 1460  # MSS option of faked SYNs
+    # Largest MSS a replayed SYN may announce (0 = as captured): a tunnel's outer header
+    # must never push the target's full-size segments past the path MTU (mss_clamped).
+    max_mss: int = 0
     no_wait: bool = False  # send requests as soon as they are in order (tcpcopy -W)
     max_pending_bytes: int = 4 << 20  # client bytes buffered per session before giving up
     dupack_threshold: int = 3  # duplicate target ACKs that trigger a fast retransmit
@@ -327,8 +330,12 @@ class Session:
         self.ts_ok = False
         self.syn_pkt = tcpip.build(self.client_ip, self.t_ip, self.client_port,
                                    self.t_port, seq, 0, SYN, window=65535,
-                                   options=b"\x02\x04" + self.p.fake_mss.to_bytes(2, "big"))
+                                   options=b"\x02\x04" + self._fake_mss().to_bytes(2, "big"))
         self._offer_syn(now, out)
+
+    def _fake_mss(self) -> int:
+        mss = self.p.fake_mss
+        return min(mss, self.p.max_mss) if self.p.max_mss else mss
 
     def _send_syn(self, seg: tcpip.Segment, pkt: bytearray, now: float, out: Out) -> None:
         self.isn = seg.seq
@@ -338,6 +345,8 @@ class Session:
             self.c_tsval = ts[0]
         self.csum_fix = not checksum.verify(pkt)
         self._retarget(pkt, seg)
+        if self.p.max_mss and tcpip.clamp_mss(pkt, self.p.max_mss):
+            self.c.mss_clamped += 1
         if self.csum_fix:
             checksum.fill_checksums(pkt)
             self.c.checksums_fixed += 1

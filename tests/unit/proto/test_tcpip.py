@@ -462,3 +462,18 @@ def test_trim_front_rejects_incomplete_packet() -> None:
     pkt = build(1, 2, 3, 4, 5, 6, ACK, payload=b"0123456789")
     with pytest.raises(ValueError):
         trim_front(pkt[:45], 0, parse(pkt[:45]), 1)
+
+
+# --- MSS clamping ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lead", [b"", b"\x01", b"\x01\x01\x01"])
+def test_clamp_mss_lowers_it_with_a_right_checksum_at_any_alignment(lead: bytes) -> None:
+    from nfreplay.proto.tcpip import clamp_mss
+
+    pkt = build(SRC, DST, 40000, 80, 1, 0, SYN, options=lead + b"\x02\x04\x23\x28")  # 9000
+    assert clamp_mss(pkt, 1410)
+    assert verify(pkt) and syn_options(parse(pkt))[0] == 1410
+    assert not clamp_mss(pkt, 1410) and not clamp_mss(pkt, 1460)  # already small enough
+    bare = build(SRC, DST, 40000, 80, 1, 0, SYN)
+    assert not clamp_mss(bare, 536) and verify(bare)

@@ -906,3 +906,29 @@ def test_unfinished_checksums_are_sent_computed_in_full() -> None:
     # A session whose packets were right stays on the incremental path.
     lab.cl(SYN, ISN, port=CPORT + 1)
     assert lab.c.checksums_fixed == 2
+
+
+def test_max_mss_clamps_the_replayed_syn_and_a_faked_one() -> None:
+    lab = Lab(dataclasses.replace(PARAMS, max_mss=1410))
+    mss = b"\x02\x04\x05\xb4"  # 1460
+    out = lab.cl(SYN, ISN, opts=mss + b"\x01\x01\x04\x02")
+    syn = out[1]
+    assert view(syn)[2] == SYN  # checksum still right after the incremental update
+    assert tcpip.syn_options(tcpip.parse(syn))[0] == 1410
+    assert lab.c.mss_clamped == 1
+    # A smaller MSS is left alone, and not counted.
+    out = lab.cl(SYN, ISN, opts=b"\x02\x04\x04\x00", port=CPORT + 1)
+    assert tcpip.syn_options(tcpip.parse(out[1]))[0] == 1024
+    assert lab.c.mss_clamped == 1
+    # The handshake faked for a mid-stream join announces at most max_mss too.
+    assert lab.cl(ACK | PSH, ISN + 1, OSEQ + 1, b"GET /mid HTTP/1.1\r\n\r\n",
+                  port=CPORT + 2) == []
+    out = lab.cl(ACK, ISN + 22, OSEQ + 101, port=CPORT + 2)
+    syns = [p for p in out if isinstance(p, bytearray) and tcpip.parse(p).flags & SYN]
+    assert syns and tcpip.syn_options(tcpip.parse(syns[0]))[0] == 1410
+
+
+def test_no_max_mss_leaves_the_syn_as_captured() -> None:
+    lab = Lab()
+    out = lab.cl(SYN, ISN, opts=b"\x02\x04\x05\xb4")
+    assert tcpip.syn_options(tcpip.parse(out[1]))[0] == 1460 and lab.c.mss_clamped == 0
