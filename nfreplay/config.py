@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from nfreplay.engine.assist import Limits
 from nfreplay.errors import ConfigError
+from nfreplay.proto import tunnel as _TUNNEL
 from nfreplay.session.machine import Params
 
 # The defaults of the settings the session machine and the assist loop take are theirs:
@@ -114,7 +115,11 @@ class Online(_Daemon):
     interface: str = "any"
     connections: int = 2
     mtu: int = 1500
-    inject: Literal["link", "ip"] = "link"  # how replayed packets leave (see adapters.rawsock)
+    # How replayed packets leave (adapters.rawsock): on the link to the next hop, through the
+    # kernel's IP output, or inside a tunnel to the target host (proto.tunnel).
+    deliver: Literal["link", "ip", "tunnel"] = "link"
+    tunnel: str = _TUNNEL.DEFAULT  # deliver = "tunnel": the encapsulation
+    tunnel_port: int = _TUNNEL.DEFAULT_PORT  # its UDP port on the target (vxlan, fou)
     fake_mss: int = _SESSION.fake_mss
     session_timeout: float = _SESSION.session_timeout
     response_timeout: float = _SESSION.response_timeout
@@ -167,10 +172,14 @@ class Assist(_Daemon):
 
 @dataclass(frozen=True)
 class Target:
-    """``[target]``: the route on the target host that sends replies to the assistant."""
+    """``[target]``: the route on the target host that sends replies to the assistant, and the
+    tunnel device that takes replayed packets in (``tunnel``)."""
 
     clients: tuple[str, ...] = ()  # required for role "target"
-    via: str | None = None  # required for role "target"
+    via: str | None = None  # required for role "target" unless `tunnel` is set
+    tunnel: str = ""  # "": no tunnel; else the encapsulation nfreplay-online sends with
+    tunnel_peers: tuple[str, ...] = ()  # the online hosts allowed to send into the tunnel
+    tunnel_port: int = _TUNNEL.DEFAULT_PORT
     resident: bool = False  # stay running: put the route back when the kernel drops it
 
 
@@ -532,7 +541,10 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "interface": _k(_interface, "interface"),
         "connections": _k(_integer(1, 11), "connections"),
         "mtu": _k(_integer(576, 65535), "mtu"),
-        "inject": _k(_choice("link", "ip"), "inject"),
+        "deliver": _k(_choice("link", "ip", "tunnel"), "deliver"),
+        "inject": _k(_choice("link", "ip"), "deliver"),  # deliver's first spelling (ALIASES)
+        "tunnel": _k(_choice(*_TUNNEL.ENCAPSULATIONS), "tunnel"),
+        "tunnel_port": _k(_integer(1, 65535), "tunnel_port"),
         "fake_mss": _k(_integer(536, 65495), "fake_mss"),
         "session_timeout": _k(_seconds, "session_timeout"),
         "response_timeout": _k(_seconds, "response_timeout"),
@@ -580,18 +592,30 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
     },
     "target": {
         "clients": _k(_list(_network, min_len=1), "clients", required=True),
-        "via": _k(_ip, "via", required=True),
+        "via": _k(_ip, "via"),
         "resident": _k(_boolean, "resident"),
+        "tunnel": _k(_choice("", *_TUNNEL.ENCAPSULATIONS), "tunnel"),
+        "tunnel_peers": _k(_list(_ip, max_len=64), "tunnel_peers"),
+        "tunnel_port": _k(_integer(1, 65535), "tunnel_port"),
     },
 }
+
+
+ALIASES: Mapping[str, str] = {"online.inject": "online.deliver"}
+"""Keys that are another spelling of a key (they fill its field); setting both in one place
+is an error."""
 
 
 def _check_schema() -> None:
     """Import-time invariant: schema and dataclasses describe the same fields."""
     for section, cls in _SECTIONS.items():
         names = [f.name for f in dataclasses.fields(cls)]
-        filled = [name for key in _SCHEMA[section].values() for name in key.fields]
+        filled = [name for key, spec in _SCHEMA[section].items()
+                  if f"{section}.{key}" not in ALIASES for name in spec.fields]
         assert sorted(filled) == sorted(names), (section, filled, names)
+    for alias, key in ALIASES.items():
+        (a_section, a_key), (section, key) = alias.split("."), key.split(".")
+        assert _SCHEMA[a_section][a_key].fields == _SCHEMA[section][key].fields, alias
 
 
 _check_schema()
@@ -599,7 +623,8 @@ _check_schema()
 
 def keys() -> list[str]:
     """Every valid dotted key ("online.target", ...), in schema order (for CLIs and docs)."""
-    return [f"{s}.{k}" for s, table in _SCHEMA.items() for k in table]
+    return [f"{s}.{k}" for s, table in _SCHEMA.items() for k in table
+            if f"{s}.{k}" not in ALIASES]
 
 
 # --------------------------------------------------------------------------------------------
@@ -650,6 +675,13 @@ def _apply(
             values[section][name] = part
 
 
+def _check_aliases(given: Mapping[str, set[str]]) -> None:
+    for alias, key in ALIASES.items():
+        (a_section, a_key), (section, name) = alias.split("."), key.split(".")
+        if a_key in given[a_section] and name in given[section]:
+            raise _fail(alias, f"and {key} are one setting: keep {key}")
+
+
 def load(
     path: str | None,
     overrides: Mapping[str, object] = {},
@@ -690,6 +722,7 @@ def load(
                 raise _fail(f"{section}.{_name(key)}", "unknown key")
             _apply(values, section, key, raw, cli=False)
             given[section].add(key)
+    _check_aliases(given)
 
     for dotted, raw in overrides.items():
         if raw is None:
@@ -701,6 +734,8 @@ def load(
             raise _fail(dotted, "unknown key")
         _apply(values, section, key, raw, cli=True)
         given[section].add(key)
+    _check_aliases({s: {k for k in given[s] if f"{s}.{k}" in overrides
+                        and overrides[f"{s}.{k}"] is not None} for s in given})
 
     if role in _SECTIONS:
         for key, spec in _SCHEMA[role].items():
@@ -709,6 +744,10 @@ def load(
                 hint = FLAG_HINTS.get(f"{role}.{key}")
                 how = f"set it in {where}" + (f" or pass {hint}" if hint else "")
                 raise _fail(f"{role}.{key}", f"required ({how})")
+    if role == "target" and "via" not in given["target"] and not values["target"].get("tunnel"):
+        where = source if source is not None else DEFAULT_PATH
+        raise _fail("target.via", f"required (set it in {where} or pass --via), unless "
+                                  "target.tunnel is set (--tunnel)")
 
     sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
     return Config(**sections, source=source)

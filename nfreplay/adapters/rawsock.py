@@ -15,6 +15,7 @@ from typing import Protocol
 from nfreplay.errors import HostError
 from nfreplay.proto import nexthop
 from nfreplay.proto.nexthop import Path, choose, hop
+from nfreplay.proto.tunnel import Encapsulation
 
 log = logging.getLogger("nfreplay.online")
 
@@ -52,6 +53,58 @@ class RawSender:
 
     def stats(self) -> dict[str, object]:
         return {"mode": "ip"}
+
+    def close(self) -> None:
+        self._s.close()
+
+
+# Linux: never fragment what we send, fail it with EMSGSIZE instead (counted as a send error).
+_IP_MTU_DISCOVER, _IP_PMTUDISC_DO = 10, 2
+
+
+class TunnelSender:
+    """Sends each packet inside a tunnel to the target host (`nfreplay.proto.tunnel`): the
+    kernel writes the outer header from this host's own address and routes it like any other
+    traffic of this host, so a network that drops foreign source addresses (a cloud VPC)
+    carries it. One socket for every target; nothing per packet but the send."""
+
+    def __init__(self, encap: Encapsulation, port: int) -> None:
+        self.encap, self.port = encap, port
+        kind = socket.SOCK_DGRAM if encap.udp else socket.SOCK_RAW
+        try:
+            self._s = socket.socket(socket.AF_INET, kind, 0 if encap.udp else encap.ip_proto)
+        except PermissionError:
+            raise HostError(f"{encap.name} tunnel socket: permission denied (run as root or "
+                            "with CAP_NET_RAW)") from None
+        self._s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
+        self._s.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
+        if not encap.udp:
+            # A raw socket of protocol 47 or 4 also receives a copy of every such packet
+            # this host gets: keep that queue as small as the kernel allows; nothing reads it.
+            self._s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        self._prefix = encap.prefix
+        self._addr_port = port if encap.udp else 0
+        self.errors: dict[str, int] = {}
+        self.sent_bytes = 0  # inner bytes, for the overhead figure
+
+    def send(self, pkt: bytes | bytearray, dst: str) -> bool:
+        try:
+            self._s.sendto(self._prefix + pkt if self._prefix else pkt,
+                           (dst, self._addr_port))
+            return True
+        except OSError as exc:
+            # EMSGSIZE (an inner packet too large for the path: online.mtu is set too high),
+            # ENOBUFS, EPERM (this host's firewall), ECONNREFUSED: count, keep going.
+            _count(self.errors, exc)
+            return False
+
+    def refresh(self) -> None:
+        """Nothing to look up again (the kernel routes the outer packets)."""
+
+    def stats(self) -> dict[str, object]:
+        return {"mode": "tunnel", "tunnel": self.encap.name,
+                "port": self.port if self.encap.udp else None,
+                "overhead": self.encap.overhead}
 
     def close(self) -> None:
         self._s.close()

@@ -546,6 +546,7 @@ def rule_manager(cfg: config_mod.Config, role: str) -> Any:
     """The rule manager of `role` for this instance, on the host's backends."""
     from nfreplay.rules import iptables
     from nfreplay.rules.journal import Journal
+    from nfreplay.rules.links import IpLinkBackend
     from nfreplay.rules.manager import RuleManager
     from nfreplay.rules.model import owner_tag
     from nfreplay.rules.routes import RtnetlinkRouteBackend
@@ -556,4 +557,5 @@ def rule_manager(cfg: config_mod.Config, role: str) -> Any:
     backend.probe()
     return RuleManager(owner_tag(role, cfg.general.instance), Journal(paths.journal), backend,
                        RtnetlinkRouteBackend(), ProcSysctlBackend(),
-                       sweep=iptables.sweep_backends(backend))
+                       sweep=iptables.sweep_backends(backend),
+                       links=IpLinkBackend() if role == "target" else None)

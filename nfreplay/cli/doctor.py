@@ -222,7 +222,7 @@ def _route_get(ip: str) -> tuple[dict[str, str] | None, str]:
 def online_checks(cfg: Config) -> list[Check]:
     o = cfg.online
     checks = [_root(), *_interface(o.interface), _raw_socket()]
-    if o.inject == "link" and o.target_ip:
+    if o.deliver == "link" and o.target_ip:
         checks += _link_path(o.target_ip)
     checks += [_reachable(ip, port) for ip, port in o.assistants]
     if not o.assistants:

@@ -15,13 +15,16 @@ from nfreplay.cli import common
 from nfreplay.cli.status import role_status
 from nfreplay.cli import workers as workers_mod
 from nfreplay.config import Config
+from nfreplay.config import Online
 from nfreplay.config import Online as D
 from nfreplay.errors import ConfigError
 from nfreplay.proto.tcpip import ip2int
+from nfreplay.proto.tunnel import ENCAPSULATIONS
 
 if TYPE_CHECKING:
     from nfreplay.adapters.capture import Capture
     from nfreplay.adapters.pcapsource import FileSource
+    from nfreplay.adapters.rawsock import LinkSender, RawSender, TunnelSender
     from nfreplay.adapters.recordfiles import RecordingDirectory
     from nfreplay.engine.recorder import OnlineRecorder
     from nfreplay.engine.online import OnlineEngine
@@ -38,6 +41,9 @@ FLAGS = {
     "connections": "online.connections",
     "mtu": "online.mtu",
     "inject": "online.inject",
+    "deliver": "online.deliver",
+    "tunnel": "online.tunnel",
+    "tunnel_port": "online.tunnel_port",
     "session_timeout": "online.session_timeout",
     "response_timeout": "online.response_timeout",
     "keepalive_timeout": "online.keepalive_timeout",
@@ -111,12 +117,22 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--mtu", "-M", metavar="BYTES",
                    help="larger captured segments (GRO/TSO) are split to this size "
                         f"(default {D.mtu})")
-    g.add_argument("--inject", choices=("link", "ip"),
+    g.add_argument("--deliver", choices=("link", "ip", "tunnel"),
                    help="how replayed packets leave: link = straight onto the link to the next "
                         "hop the kernel's route and neighbour tables name (no netfilter or "
                         "conntrack on this host per packet), where the kernel would send "
                         "through the kernel; ip = always through the kernel's IP output (a raw "
-                        f"socket, like tcpcopy) (default {D.inject})")
+                        "socket, like tcpcopy); tunnel = inside a packet from this host's own "
+                        "address to the target host's (for networks that drop foreign source "
+                        "addresses, a cloud VPC: the target runs `nfreplay target up --tunnel` "
+                        f"and a colocated nfreplay-assist) (default {D.deliver})")
+    g.add_argument("--inject", choices=("link", "ip"), help="the older spelling of --deliver")
+    g.add_argument("--tunnel", choices=tuple(ENCAPSULATIONS),
+                   help="--deliver tunnel: the encapsulation, as on the target: vxlan (UDP, "
+                        "50 bytes of overhead), fou (UDP, 28), gre (24), ipip (20) "
+                        f"(default {D.tunnel})")
+    g.add_argument("--tunnel-port", metavar="PORT",
+                   help=f"the tunnel's UDP port on the target (vxlan, fou; default {D.tunnel_port})")
     g = p.add_argument_group("how sessions are replayed")
     g.add_argument("--session-timeout", "-t", metavar="SECONDS",
                    help=f"end a session after this long without a reply (default {D.session_timeout:g})")
@@ -300,6 +316,24 @@ STATS_LINE = (
 )
 
 
+def delivery(o: Online) -> tuple[RawSender | LinkSender | TunnelSender, int, int]:
+    """How replayed packets leave (`online.deliver`): the sender, the largest packet it may
+    send (captured segments are split to it) and the largest MSS a replayed SYN may announce
+    (0: as captured). A tunnel's outer headers come out of the path's MTU."""
+    from nfreplay.adapters.rawsock import LinkSender, NetlinkLookup, RawSender, TunnelSender
+    from nfreplay.proto import tunnel
+
+    if o.deliver == "tunnel":
+        encap = tunnel.encapsulation(o.tunnel)
+        if tunnel.max_mss(o.mtu, encap) < 536:
+            raise ConfigError(f"online.mtu: {o.mtu} leaves no room for a {o.tunnel} tunnel's "
+                              f"{encap.overhead} bytes and a 536-byte segment")
+        return (TunnelSender(encap, o.tunnel_port), tunnel.inner_mtu(o.mtu, encap),
+                tunnel.max_mss(o.mtu, encap))
+    raw = RawSender()
+    return (LinkSender(raw, NetlinkLookup()) if o.deliver == "link" else raw), o.mtu, 0
+
+
 def replay(cfg: Config, share: tuple[int, int] | None,
            report: Callable[[Counters, dict[str, Any]], None], stop: common.Stop) -> int:
     """One capture + replay loop until `stop`: the whole instance, or worker `share` = (i, n)
@@ -309,19 +343,19 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     from nfreplay.adapters.capture import Capture
     from nfreplay.adapters.channel import Assistant
     from nfreplay.adapters.pcapsource import FileSource
-    from nfreplay.adapters.rawsock import LinkSender, NetlinkLookup, RawSender
     from nfreplay.engine.online import OnlineEngine
     from nfreplay.session.machine import Params
 
     o = cfg.online
     assert o.target_ip is not None and o.target_port is not None  # required (config.load)
     n = share[1] if share else 1
+    sender, mtu, max_mss = delivery(o)
     params = Params(target_ip=ip2int(o.target_ip), target_port=o.target_port,
                     session_timeout=o.session_timeout, response_timeout=o.response_timeout,
                     keepalive_timeout=o.keepalive_timeout, fake_mss=o.fake_mss,
                     no_wait=o.no_wait, syn_only=o.syn_only,
                     max_sessions=max(1, o.max_sessions // n),
-                    max_buffered_bytes=max(1, o.max_buffered_bytes // n))
+                    max_buffered_bytes=max(1, o.max_buffered_bytes // n), max_mss=max_mss)
     chosen = selection(cfg, n)
     engine_clock = time.monotonic
     source: FileSource | Capture
@@ -335,11 +369,8 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     else:
         source = Capture(o.interface, bpf(cfg, share), snaplen=o.snaplen)
         where = f"{bpf(cfg, share)!r} on {o.interface}"
-    sender: RawSender | LinkSender = RawSender()
-    if o.inject == "link":
-        sender = LinkSender(sender, NetlinkLookup())
     assistants = [Assistant(ip, port, o.connections) for ip, port in o.assistants]
-    engine = OnlineEngine(params, source, sender, assistants, mtu=o.mtu,
+    engine = OnlineEngine(params, source, sender, assistants, mtu=mtu,
                           reconnect_interval=o.reconnect_interval, clock=engine_clock,
                           selection=chosen, shed_lag=o.shed_lag / 1000)
     recording = recorder = record_capture = None

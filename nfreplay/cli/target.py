@@ -48,12 +48,26 @@ def target_main(argv: Sequence[str]) -> int:
                     "id and is journaled.",
         epilog="examples:\n"
                "  nfreplay target up --clients 198.18.1.0/24 --via 198.18.0.4\n"
+               "  nfreplay target up --clients 198.18.1.0/24 --tunnel --tunnel-peers 198.18.0.2\n"
+               "      (tunnelled delivery: no assistant; run nfreplay-assist --mode colocated "
+               "here)\n"
                "  nfreplay target up --resident   (stay running; what the systemd unit does)\n"
                "  nfreplay target down\n\n" + common.EPILOG_CONFIG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("up", "down"))
     p.add_argument("--clients", metavar="CIDR[,CIDR]", help="client networks (target.clients)")
-    p.add_argument("--via", metavar="IP", help="the assistant's address (target.via)")
+    p.add_argument("--via", metavar="IP", help="the assistant's address (target.via); with "
+                                              "--tunnel and no --via the replies go into the "
+                                              "tunnel device, for a colocated nfreplay-assist")
+    p.add_argument("--tunnel", nargs="?", const="vxlan", metavar="vxlan",
+                   help="take replayed packets in through a kernel tunnel device (target.tunnel; "
+                        "the online hosts run --deliver tunnel with the same --tunnel): a VXLAN "
+                        "device on UDP --tunnel-port, accepting only --tunnel-peers (a raw "
+                        "PREROUTING rule drops the rest); down removes it")
+    p.add_argument("--tunnel-peers", metavar="IP[,IP]",
+                   help="the online hosts allowed to send into the tunnel (target.tunnel_peers)")
+    p.add_argument("--tunnel-port", metavar="PORT",
+                   help="the tunnel's UDP port (target.tunnel_port, default 36525)")
     p.add_argument("--resident", action="store_const", const=True, default=None,
                    help="stay in the foreground and put the route back whenever the kernel "
                         "drops it (rtnetlink); stopping it (SIGTERM, Ctrl-C) removes the "
@@ -63,7 +77,10 @@ def target_main(argv: Sequence[str]) -> int:
     if args.action == "up":
         cfg = common.load_config(args, "target", {"clients": "target.clients",
                                                   "via": "target.via",
-                                                  "resident": "target.resident"})
+                                                  "resident": "target.resident",
+                                                  "tunnel": "target.tunnel",
+                                                  "tunnel_peers": "target.tunnel_peers",
+                                                  "tunnel_port": "target.tunnel_port"})
         common.setup_logging(cfg.general.log_level)
     else:
         cfg = common.config_for_down(args, "nfreplay target down")
@@ -75,9 +92,11 @@ def target_main(argv: Sequence[str]) -> int:
         if pid:
             print(f"nfreplay target: stopped pid {pid}")
         return common.teardown(manager, "nfreplay target down")
-    from nfreplay.rules.model import target_plan
+    from nfreplay.rules.model import Tunnel, target_plan
+    t = cfg.target
+    tunnel = Tunnel(t.tunnel, t.tunnel_peers, t.tunnel_port) if t.tunnel else None
     try:
-        plan = target_plan(cfg.general.instance, cfg.target.clients, cfg.target.via or "")
+        plan = target_plan(cfg.general.instance, t.clients, t.via or "", tunnel)
     except ValueError as exc:
         raise ConfigError(f"target: {exc}") from None
     if not cfg.target.resident:

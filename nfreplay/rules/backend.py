@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from nfreplay.rules.model import PolicyRule, Route, Rule
+from nfreplay.rules.model import Link, PolicyRule, Route, Rule
 
-__all__ = ["RuleBackend", "RouteBackend", "SysctlBackend"]
+__all__ = ["RuleBackend", "RouteBackend", "SysctlBackend", "LinkBackend"]
 
 
 class RuleBackend(Protocol):
@@ -82,3 +82,19 @@ class SysctlBackend(Protocol):
 
     def write(self, key: str, value: str) -> None:
         """Set `key` to `value`; RulesError on failure."""
+
+
+class LinkBackend(Protocol):
+    """Network devices nfreplay creates, found again by their alias (the owner tag)."""
+
+    def add(self, link: Link) -> None:
+        """Create the device, set its alias to `link.owner` and bring it up."""
+
+    def delete(self, link: Link) -> None:
+        """Delete the device; already gone = success."""
+
+    def exists(self, link: Link) -> bool:
+        """True if a device of that name, kind and owner is there."""
+
+    def list_owned(self, owner: str) -> list[str]:
+        """The names of the devices whose alias is exactly `owner`."""

@@ -6,7 +6,8 @@ order could leave something installed that nobody knows about.
 
 Format (JSON, one object): `{"version": 1, "entries": [...]}`, entries in install order, each
 `{"kind": "rule", "backend": "nft", "table", "chain", "match", "target", "owner"}`,
-`{"kind": "route", "dst", "via", "proto", "table", "metric"}` (via "" = blackhole),
+`{"kind": "route", "dst", "via", "proto", "table", "metric", "dev"}` (via and dev "" =
+blackhole), `{"kind": "link", "name", "link_kind", "args", "owner", "address"}`,
 `{"kind": "policy", "dst", "table", "priority", "proto"}` or
 `{"kind": "sysctl", "key", "old", "new"}`. Writes are atomic (temp file, fsync, rename, fsync
 of the directory), so a crash mid-write leaves the previous version, never half a file.
@@ -23,10 +24,10 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 from nfreplay.errors import RulesError
-from nfreplay.rules.model import PolicyRule, Route, Rule
+from nfreplay.rules.model import Link, PolicyRule, Route, Rule
 
 __all__ = ["Journal", "RuleEntry", "RouteEntry", "PolicyEntry", "SysctlEntry", "TableEntry",
-           "Entry"]
+           "LinkEntry", "Entry"]
 
 VERSION = 1
 
@@ -41,6 +42,17 @@ class RuleEntry:
     def describe(self) -> str:
         """One line, naming the backend."""
         return f"[{self.backend}] {self.rule.describe()}"
+
+
+@dataclass(frozen=True)
+class LinkEntry:
+    """A device created."""
+
+    link: Link
+
+    def describe(self) -> str:
+        """One line."""
+        return self.link.describe()
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,7 @@ class TableEntry:
         return f"[{self.backend}] table {self.table} (created by nfreplay)"
 
 
-Entry = Union[RuleEntry, RouteEntry, PolicyEntry, SysctlEntry, TableEntry]
+Entry = Union[RuleEntry, RouteEntry, PolicyEntry, SysctlEntry, TableEntry, LinkEntry]
 
 
 def _encode(entry: Entry) -> dict[str, Any]:
@@ -102,7 +114,11 @@ def _encode(entry: Entry) -> dict[str, Any]:
     if isinstance(entry, RouteEntry):
         t = entry.route
         return {"kind": "route", "dst": t.dst, "via": t.via, "proto": t.proto, "table": t.table,
-                "metric": t.metric}
+                "metric": t.metric, "dev": t.dev}
+    if isinstance(entry, LinkEntry):
+        k = entry.link
+        return {"kind": "link", "name": k.name, "link_kind": k.kind, "args": list(k.args),
+                "owner": k.owner, "address": k.address}
     if isinstance(entry, PolicyEntry):
         q = entry.rule
         return {"kind": "policy", "dst": q.dst, "table": q.table, "priority": q.priority,
@@ -120,7 +136,12 @@ def _decode(obj: Any) -> Entry:
         return RuleEntry(backend=str(obj["backend"]), rule=rule)
     if kind == "route":
         return RouteEntry(Route(dst=obj["dst"], via=obj["via"], proto=int(obj["proto"]),
-                                table=int(obj["table"]), metric=int(obj.get("metric", 0))))
+                                table=int(obj["table"]), metric=int(obj.get("metric", 0)),
+                                dev=str(obj.get("dev", ""))))
+    if kind == "link":
+        return LinkEntry(Link(name=str(obj["name"]), kind=str(obj["link_kind"]),
+                              args=tuple(str(a) for a in obj["args"]), owner=str(obj["owner"]),
+                              address=str(obj.get("address", ""))))
     if kind == "policy":
         return PolicyEntry(PolicyRule(dst=obj["dst"], table=int(obj["table"]),
                                       priority=int(obj["priority"]), proto=int(obj["proto"])))

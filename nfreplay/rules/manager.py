@@ -12,17 +12,18 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from nfreplay.errors import HostError, NfreplayError, RulesError
-from nfreplay.rules.backend import RouteBackend, RuleBackend, SysctlBackend
+from nfreplay.rules.backend import LinkBackend, RouteBackend, RuleBackend, SysctlBackend
 from nfreplay.rules.journal import (
     Entry,
     Journal,
+    LinkEntry,
     PolicyEntry,
     RouteEntry,
     RuleEntry,
     SysctlEntry,
     TableEntry,
 )
-from nfreplay.rules.model import Plan, Rule, SysctlCheck
+from nfreplay.rules.model import Link, Plan, Rule, SysctlCheck
 
 __all__ = ["RuleManager"]
 
@@ -54,12 +55,14 @@ class RuleManager:
     """
 
     def __init__(self, owner: str, journal: Journal, rules: RuleBackend, routes: RouteBackend,
-                 sysctl: SysctlBackend, *, sweep: Sequence[RuleBackend] = ()) -> None:
+                 sysctl: SysctlBackend, *, sweep: Sequence[RuleBackend] = (),
+                 links: LinkBackend | None = None) -> None:
         self.owner = owner
         self.journal = journal
         self.rules = rules
         self.routes = routes
         self.sysctl = sysctl
+        self.links = links
         self._backends: dict[str, RuleBackend] = {rules.name: rules}
         for backend in sweep:
             self._backends.setdefault(backend.name, backend)
@@ -87,7 +90,9 @@ class RuleManager:
         leftovers = self.down()
         if leftovers:
             raise RulesError(f"{self.owner}: cannot remove leftovers: {_summary(leftovers)}")
-        fixes = self._check_sysctls(plan.sysctls)
+        if plan.links and self.links is None:
+            raise ValueError("a plan with devices needs a LinkBackend")
+        fixes = self._check_sysctls(plan.sysctls, plan.links)
         for route in plan.routes:
             if self.routes.exists(route):
                 # Our journal was just emptied, so this route is someone else's record: another
@@ -97,6 +102,10 @@ class RuleManager:
                     f"another nfreplay instance owns it, or its journal was lost (remove it "
                     f"with: ip route del {route.dst} proto {route.proto} table {route.table})")
         try:
+            for link in plan.links:
+                assert self.links is not None
+                self.journal.append(LinkEntry(link))
+                self.links.add(link)
             for check, old in fixes:
                 self.journal.append(SysctlEntry(check.key, old, check.want))
                 self.sysctl.write(check.key, check.want)
@@ -123,10 +132,16 @@ class RuleManager:
                                  f"{_summary(problems)}") from exc
             raise RulesError(f"{self.owner}: up failed, rolled back: {_line(exc)}") from exc
 
-    def _check_sysctls(self, checks: Sequence[SysctlCheck]) -> list[tuple[SysctlCheck, str]]:
-        """The checks that need a fix, with the current value; raise if one may not be fixed."""
+    def _check_sysctls(self, checks: Sequence[SysctlCheck], links: Sequence[Link] = ()
+                       ) -> list[tuple[SysctlCheck, str]]:
+        """The checks that need a fix, with the current value; raise if one may not be fixed.
+        A setting of a device the plan creates is a fix with nothing to restore ("")."""
         fixes = []
+        ours = tuple(f"net.ipv4.conf.{link.name}." for link in links)
         for check in checks:
+            if ours and check.key.startswith(ours):
+                fixes.append((check, ""))
+                continue
             current = self.sysctl.read(check.key)
             if current == check.want:
                 continue
@@ -140,6 +155,8 @@ class RuleManager:
         missing = [r.describe() for r in plan.rules if not self.rules.exists(r)]
         missing += [t.describe() for t in plan.routes if not self.routes.exists(t)]
         missing += [q.describe() for q in plan.policy if not self.routes.policy_exists(q)]
+        missing += [k.describe() for k in plan.links
+                    if self.links is not None and not self.links.exists(k)]
         for check in plan.sysctls:
             value = self.sysctl.read(check.key)
             if value != check.want:
@@ -204,11 +221,27 @@ class RuleManager:
             backend = self._backends.get(entry.backend)
             if backend is not None:
                 backend.drop_table_if_empty(entry.table)
-        else:
+        elif isinstance(entry, LinkEntry):
+            if self.links is None:
+                raise RulesError("a device to delete, and no way to: run `down` as the role "
+                                 "that created it")
+            self.links.delete(entry.link)
+        elif entry.old:  # "": a setting of a device of ours, gone with it
             self.sysctl.write(entry.key, entry.old)
 
     def _sweep(self, skip: set[tuple[str, Rule]]) -> list[str]:
         problems = []
+        if self.links is not None:
+            names: list[str] = []
+            try:
+                names = self.links.list_owned(self.owner)
+            except Exception as exc:
+                problems.append(f"cannot list the devices of {self.owner}: {_line(exc)}")
+            for name in names:
+                try:
+                    self.links.delete(Link(name, "vxlan", (), self.owner))
+                except Exception as exc:
+                    problems.append(f"ip link del {name}: {_line(exc)}")
         for backend in self._backends.values():
             try:
                 owned = [r for r in backend.list_owned(self.owner) if r.owner == self.owner]
@@ -288,6 +321,10 @@ class RuleManager:
                            else self.routes.policy_exists(entry.rule))
                 # The kernel deletes a route whose interface went down: say so.
                 lines.append(entry.describe() if present else f"MISSING: {entry.describe()}")
-            elif isinstance(entry, SysctlEntry) and self.sysctl.read(entry.key) == entry.new:
+            elif isinstance(entry, LinkEntry) and self.links is not None:
+                lines.append(entry.describe() if self.links.exists(entry.link)
+                             else f"MISSING: {entry.describe()}")
+            elif isinstance(entry, SysctlEntry) and entry.old \
+                    and self.sysctl.read(entry.key) == entry.new:
                 lines.append(entry.describe())
         return lines

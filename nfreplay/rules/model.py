@@ -29,6 +29,9 @@ __all__ = [
     "Route",
     "PolicyRule",
     "SysctlCheck",
+    "Link",
+    "Tunnel",
+    "tunnel_device",
     "Plan",
     "owner_tag",
     "assist_plan",
@@ -65,6 +68,7 @@ BLACKHOLE_METRIC = 0xFFFFFFFF
 _ROLE_RE = re.compile(r"[a-z][a-z0-9-]{0,15}")
 _CHAIN_RE = re.compile(r"[A-Za-z0-9_.-]{1,28}")  # XT_EXTENSION_MAXNAMELEN - 1, no spaces
 _SYSCTL_RE = re.compile(r"[A-Za-z0-9_.:/-]+")
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # IFNAMSIZ - 1
 
 # --- canonical match form -------------------------------------------------------------------
 # iptables-save prints the generic part of a rule in this fixed order (print_rule4 in legacy,
@@ -281,14 +285,16 @@ def _check_proto(proto: int) -> None:
 
 @dataclass(frozen=True)
 class Route:
-    """A route for `dst` (CIDR) via the gateway `via`, tagged with protocol `proto`; with
-    `via=""` a blackhole route (packets to `dst` are dropped, whatever interface is up)."""
+    """A route for `dst` (CIDR) via the gateway `via`, or out of the device `dev` (no
+    gateway), tagged with protocol `proto`; with neither a blackhole route (packets to `dst`
+    are dropped, whatever interface is up)."""
 
     dst: str
     via: str
     proto: int = RTPROT_NFREPLAY
     table: int = MAIN_TABLE
     metric: int = 0
+    dev: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dst", _address(self.dst))
@@ -301,14 +307,18 @@ class Route:
         _check_table(self.table)
         if not 0 <= self.metric <= 0xFFFFFFFF:
             raise ValueError(f"bad route metric {self.metric}")
+        if self.dev and (self.via or not _IFNAME_RE.fullmatch(self.dev)):
+            raise ValueError(f"a route has a gateway or a device name, got {self.via!r} and "
+                             f"{self.dev!r}")
 
     @property
     def blackhole(self) -> bool:
-        return not self.via
+        return not self.via and not self.dev
 
     def describe(self) -> str:
         """One line an operator can paste: `ip route add ... proto 156 table 254`."""
-        what = f"{self.dst} via {self.via}" if self.via else f"blackhole {self.dst}"
+        what = (f"{self.dst} via {self.via}" if self.via else f"{self.dst} dev {self.dev}"
+                if self.dev else f"blackhole {self.dst}")
         metric = f" metric {self.metric}" if self.metric else ""
         return f"ip route add {what}{metric} proto {self.proto} table {self.table}"
 
@@ -363,6 +373,30 @@ class SysctlCheck:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A network device nfreplay creates (`ip link add NAME address MAC type KIND ARGS...`),
+    its alias set to the owner tag (how a fresh process finds a device a killed one left),
+    up."""
+
+    name: str
+    kind: str
+    args: tuple[str, ...]
+    owner: str
+    address: str = ""
+
+    def __post_init__(self) -> None:
+        if not _IFNAME_RE.fullmatch(self.name):
+            raise ValueError(f"bad device name {self.name!r}")
+        if self.kind not in ("vxlan",):
+            raise ValueError(f"unsupported device kind {self.kind!r}")
+
+    def describe(self) -> str:
+        """One line an operator can paste."""
+        address = f" address {self.address}" if self.address else ""
+        return f"ip link add {self.name}{address} type {self.kind} {' '.join(self.args)}"
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything one owner wants. Rules are listed in the order they must appear in their
     chain; routes and sysctls in install order."""
@@ -373,6 +407,8 @@ class Plan:
     sysctls: tuple[SysctlCheck, ...] = field(default=())
     #: Installed after the routes (the table they select is complete when they go live).
     policy: tuple[PolicyRule, ...] = ()
+    #: Devices, installed first (rules, routes and sysctls may name them), removed last.
+    links: tuple[Link, ...] = ()
 
     def __post_init__(self) -> None:
         for rule in self.rules:
@@ -466,9 +502,64 @@ def assist_plan(
     return Plan(owner=owner, rules=tuple(rules), sysctls=sysctls)
 
 
-def target_plan(instance: str, clients: Sequence[str], via: str) -> Plan:
+@dataclass(frozen=True)
+class Tunnel:
+    """The target's end of tunnelled delivery (`nfreplay target up --tunnel`): a kernel device
+    of `kind` that takes in, on UDP `port`, what the online hosts `peers` (IPv4 addresses)
+    send; everything else sent to that port is dropped by a firewall rule."""
+
+    kind: str
+    peers: tuple[str, ...]
+    port: int
+
+
+#: The encapsulations whose device the rule manager builds (the online side sends all four
+#: of `proto.tunnel`; a fou, gre or ipip device is the operator's to make for now).
+TUNNEL_DEVICES = ("vxlan",)
+
+
+def tunnel_device(instance: str) -> str:
+    """The tunnel device's name: `nfr` + 8 hex digits of the instance + `t` (15 bytes at
+    most, stable, one per instance)."""
+    import hashlib
+
+    return "nfr" + hashlib.sha256(instance.encode()).hexdigest()[:8] + "t"
+
+
+def _tunnel_items(owner: str, instance: str, tunnel: Tunnel) -> tuple[Link, list[Rule]]:
+    from nfreplay.proto import tunnel as encap
+
+    if tunnel.kind not in TUNNEL_DEVICES:
+        raise ValueError(f"tunnel: nfreplay builds a {' or '.join(TUNNEL_DEVICES)} device; a "
+                         f"{tunnel.kind!r} device is yours to create (ip link / ip fou), or "
+                         "use vxlan on both sides")
+    if not _int_in(tunnel.port, 1, 65535):
+        raise ValueError(f"tunnel port must be 1-65535, got {tunnel.port!r}")
+    peers = [_ipv4(p, "tunnel peer") for p in tunnel.peers]
+    if not peers:
+        raise ValueError("tunnel_peers: at least one online host is needed (--tunnel-peers)")
+    mac = ":".join(f"{b:02x}" for b in encap.TARGET_MAC)
+    # nolearning: the device never learns where the online host is, so what is routed into
+    # it (the replies, when no assist queues them) has no way out and is discarded.
+    link = Link(tunnel_device(instance), "vxlan",
+                ("id", str(encap.VNI), "dstport", str(tunnel.port), "nolearning"), owner,
+                address=mac)
+    port = ("-p", "udp")
+    # raw PREROUTING, before anything else sees them: the listed peers' packets to the
+    # tunnel port are accepted, the others dropped (a VXLAN device takes them from anyone).
+    rules = [Rule("raw", "PREROUTING", (*port, "-s", f"{p}/32", "--dport", str(tunnel.port)),
+                  ("ACCEPT",), owner) for p in dict.fromkeys(peers)]
+    rules.append(Rule("raw", "PREROUTING", (*port, "--dport", str(tunnel.port)), ("DROP",),
+                      owner))
+    return link, rules
+
+
+def target_plan(instance: str, clients: Sequence[str], via: str,
+                tunnel: Tunnel | None = None) -> Plan:
     """The target role: send replies for each client network to the assistant at `via`, and
-    fail closed when that route disappears.
+    fail closed when that route disappears; with `tunnel`, also the device that takes
+    replayed packets in, and without `via` the replies go into that device instead (a
+    colocated nfreplay-assist queues them in OUTPUT, before the device discards them).
 
     The routes live in their own table (`TARGET_TABLE`), selected by a policy rule per client
     network ahead of the main table: in it, the route via the assistant, and behind it (a
@@ -480,16 +571,30 @@ def target_plan(instance: str, clients: Sequence[str], via: str) -> Plan:
     no longer routes: only deleting our rules opens the way to the main table.
     """
     owner = owner_tag("target", instance)
-    gateway = _ipv4(via, "assistant address (via)")
+    gateway = _ipv4(via, "assistant address (via)") if via or tunnel is None else ""
     nets = _networks(clients, "clients")
     if not nets:
         raise ValueError("clients: at least one client network is needed")
+    links: tuple[Link, ...] = ()
+    rules: list[Rule] = []
+    sysctls: tuple[SysctlCheck, ...] = ()
+    if tunnel is not None:
+        link, rules = _tunnel_items(owner, instance, tunnel)
+        links = (link,)
+        if gateway:
+            # Replies routed via an assistant leave by another interface than the tunnel:
+            # strict reverse-path filtering would drop every replayed packet (loose keeps
+            # the check that some route to the client exists). Without a gateway the route
+            # back is the tunnel itself, which strict filtering accepts.
+            sysctls = (SysctlCheck(f"net.ipv4.conf.{link.name}.rp_filter", "2", fix=True),)
     routes = []
     for net in nets:
         # The blackhole first: at no moment does the table hold the via route alone.
         routes.append(Route(net, "", table=TARGET_TABLE, metric=BLACKHOLE_METRIC))
-        routes.append(Route(net, gateway, table=TARGET_TABLE))
-    return Plan(owner=owner, routes=tuple(routes),
+        routes.append(Route(net, gateway, table=TARGET_TABLE, dev="" if gateway
+                            else links[0].name))
+    return Plan(owner=owner, rules=tuple(rules), routes=tuple(routes), links=links,
+                sysctls=sysctls,
                 policy=tuple(rule for net in nets for rule in (
                     PolicyRule(net, TARGET_TABLE, TARGET_RULE_PRIORITY),
                     PolicyRule(net, 0, TARGET_BLACKHOLE_PRIORITY))))

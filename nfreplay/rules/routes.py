@@ -51,17 +51,25 @@ class RtnetlinkRouteBackend:
 
     def _dump(self, ipr: Any, **filters: Any) -> list[Route]:
         out = []
+        names: dict[int, str] | None = None
         for msg in ipr.route("dump", family=socket.AF_INET, **filters):
             gateway = msg.get("gateway")
+            dev = ""
             if msg.get("dst") is None:
                 continue
             if msg["type"] == _RTN_BLACKHOLE:
                 gateway = ""
-            elif gateway is None or msg["type"] != _RTN_UNICAST:
-                continue  # not a plain "dst via gw" or blackhole route: never one of ours
+            elif msg["type"] != _RTN_UNICAST:
+                continue  # not a plain "dst via gw", "dst dev D" or blackhole route
+            elif gateway is None:
+                if names is None:
+                    names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+                dev, gateway = names.get(msg.get("oif"), "") or "", ""
+                if not dev:
+                    continue
             out.append(Route(dst=f"{msg.get('dst')}/{msg['dst_len']}", via=gateway,
                              proto=msg["proto"], table=msg.get("table") or msg["table"],
-                             metric=msg.get("priority") or 0))
+                             metric=msg.get("priority") or 0, dev=dev))
         return out
 
     @staticmethod
@@ -70,17 +78,27 @@ class RtnetlinkRouteBackend:
                                 "priority": route.metric}
         if route.via:
             spec["gateway"] = route.via
+        elif route.dev:
+            try:
+                spec["oif"] = socket.if_nametoindex(route.dev)
+            except OSError:
+                raise RulesError(f"{route.describe()}: no device {route.dev}") from None
         else:
             spec["type"] = "blackhole"
         return spec
 
     def add(self, route: Route) -> None:
-        """`ip route add {dst via gw | blackhole dst} metric M proto P table T`."""
+        """`ip route add {dst via gw | dst dev D | blackhole dst} metric M proto P table T`."""
         _change(route.describe(), "route", "add", self._spec(route))
 
     def delete(self, route: Route) -> None:
-        """`ip route del ...` of exactly this route; already gone = success."""
-        _change(route.describe(), "route", "del", self._spec(route))
+        """`ip route del ...` of exactly this route; already gone = success (a route out of a
+        device goes with the device)."""
+        try:
+            spec = self._spec(route)
+        except RulesError:
+            return  # its device is gone, and the route with it
+        _change(route.describe(), "route", "del", spec)
 
     def exists(self, route: Route) -> bool:
         """True if exactly this route (dst, gateway, proto, table, metric) is installed."""

@@ -234,6 +234,9 @@ BAD = [
     ("online", "mtu", "575", "online.mtu: must be 576-65535, got 575"),
     ("online", "mtu", "65536", "online.mtu: must be 576-65535, got 65536"),
     ("online", "inject", '"raw"', 'online.inject: must be "link" or "ip", got "raw"'),
+    ("online", "deliver", '"gre"', 'online.deliver: must be one of "link", "ip", "tunnel", got "gre"'),
+    ("online", "tunnel", '"l2tp"', 'online.tunnel: must be one of "vxlan", "fou", "gre", "ipip", got "l2tp"'),
+    ("online", "tunnel_port", "0", "online.tunnel_port: must be 1-65535, got 0"),
     ("online", "fake_mss", "535", "online.fake_mss: must be 536-65495, got 535"),
     ("online", "fake_mss", "65496", "online.fake_mss: must be 536-65495, got 65496"),
     ("online", "session_timeout", "0", "online.session_timeout: must be a finite number of seconds > 0, got 0"),
@@ -313,6 +316,9 @@ BAD = [
     ("target", "via", '"198.18.0"', 'target.via: "198.18.0" is not an IPv4 address'),
     ("target", "via", '["198.18.0.4"]', "target.via: must be a string, got a list"),
     ("target", "resident", '"yes"', 'target.resident: must be true or false, got "yes"'),
+    ("target", "tunnel", "true", 'target.tunnel: must be one of "", "vxlan", "fou", "gre", "ipip", got true'),
+    ("target", "tunnel_peers", '["198.18.0"]', 'target.tunnel_peers[0]: "198.18.0" is not an IPv4 address'),
+    ("target", "tunnel_port", "65536", "target.tunnel_port: must be 1-65535, got 65536"),
 ]
 
 
@@ -324,7 +330,7 @@ def test_bad_value(tmp_path: pathlib.Path, section: str, key: str, value: str, p
 
 def test_every_key_has_a_bad_value_case() -> None:
     covered = {f"{s}.{k}" for s, k, _, _ in BAD}
-    assert covered == set(config.keys())
+    assert covered == set(config.keys()) | set(config.ALIASES)
 
 
 # ------------------------------------------------------------------------------ structure
@@ -352,7 +358,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 38 + 20 + 3
+    assert len(config.keys()) == 4 + 40 + 20 + 6
 
 
 # ------------------------------------------------------------------------------ overrides
@@ -442,6 +448,27 @@ ASSIST_OK = '[assist]\ntarget = "198.18.0.3:80"\nclients = ["198.18.1.0/24"]\n'
 TARGET_OK = '[target]\nclients = ["198.18.1.0/24"]\nvia = "198.18.0.4"\n'
 
 
+def test_via_is_required_unless_the_target_takes_a_tunnel(tmp_path: pathlib.Path) -> None:
+    text = '[target]\nclients = ["198.18.1.0/24"]\n'
+    path = write(tmp_path, text)
+    assert error_of(tmp_path, text, role="target") == (
+        f"target.via: required (set it in {path} or pass --via), unless target.tunnel is set "
+        "(--tunnel)")
+    cfg = config.load(str(path), {"target.tunnel": "vxlan", "target.tunnel_peers": "198.18.0.2"},
+                      role="target")
+    assert (cfg.target.tunnel, cfg.target.tunnel_peers, cfg.target.via) == (
+        "vxlan", ("198.18.0.2",), None)
+
+
+def test_inject_is_deliver_spelled_the_old_way(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, ONLINE_OK + 'inject = "ip"\n')
+    assert config.load(str(path), role="online").online.deliver == "ip"
+    assert config.load(str(path), {"online.deliver": "tunnel"}, role="online").online.deliver \
+        == "tunnel"
+    assert error_of(tmp_path, ONLINE_OK + 'inject = "ip"\ndeliver = "link"\n', role="online") \
+        == "online.inject: and online.deliver are one setting: keep online.deliver"
+
+
 @pytest.mark.parametrize(
     ("role", "text", "key", "flag"),
     [
@@ -451,7 +478,6 @@ TARGET_OK = '[target]\nclients = ["198.18.1.0/24"]\nvia = "198.18.0.4"\n'
         ("assist", ONLINE_OK + TARGET_OK, "assist.target", "--target"),
         ("assist", '[assist]\ntarget = "198.18.0.3:80"\n', "assist.clients", "--clients"),
         ("target", ONLINE_OK + ASSIST_OK, "target.clients", "--clients"),
-        ("target", '[target]\nclients = ["198.18.1.0/24"]\n', "target.via", "--via"),
     ],
 )
 def test_missing_required(tmp_path: pathlib.Path, role: str, text: str, key: str, flag: str) -> None:

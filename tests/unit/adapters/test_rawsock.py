@@ -156,3 +156,28 @@ def test_close_closes_sockets_look_up_and_fallback() -> None:
     s.send(PKT, DST)
     s.close()
     assert socks[0].closed and lookup.closed and kernel.closed
+
+
+# --- TunnelSender: a real UDP socket on loopback (no root needed) ------------------------------
+
+
+def test_tunnel_sender_puts_the_prefix_in_front_and_counts_what_the_kernel_refuses() -> None:
+    from nfreplay.adapters.rawsock import TunnelSender
+    from nfreplay.proto.tunnel import encapsulation
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    port = rx.getsockname()[1]
+    for name in ("vxlan", "fou"):
+        sender = TunnelSender(encapsulation(name), port)
+        try:
+            assert sender.send(PKT, "127.0.0.1")
+            assert rx.recv(65536) == encapsulation(name).prefix + PKT
+            assert not sender.send(bytes(70000), "127.0.0.1")  # more than a datagram holds
+            assert sender.errors == {"EMSGSIZE": 1}
+            assert sender.stats() == {"mode": "tunnel", "tunnel": name, "port": port,
+                                      "overhead": encapsulation(name).overhead}
+        finally:
+            sender.close()
+    rx.close()

@@ -1,0 +1,203 @@
+"""Tunnelled delivery in a lab that checks source addresses the way a cloud VPC does.
+
+The bridge drops every frame whose IPv4 source is not the sending port's own address (an nft
+bridge-family filter, like AWS's source/destination check), and the target has no route to
+any assistant: its replies can only be swallowed by a colocated nfreplay-assist. Plain
+delivery (the clients' addresses on the wire) then replays nothing, which the first test
+asserts so that the lab is known to block spoofing; `--deliver tunnel` replays everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from nfreplay.proto import tcpip, tunnel
+from tests.lab.servers import REDIS_PORT, Redis
+from tests.lab.test_protocols import (
+    HTTP_CLIENT, access_log, fidelity, nonzero, redis_cli, run_script, servers, settled_counters,
+    wait_target_log, wait_until,
+)  # fmt: skip
+from tests.lab.test_replay import count_captured, paths, run_load, start_capture, wait_for
+from tests.lab.topology import ADDR, BIN, CLIENT_NET, CLIENTS, Lab
+
+__all__ = ["servers"]  # the fixture, used by name
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)"),
+]
+
+PORTS = {"client": CLIENTS, "online": [ADDR["online"]], "target": [ADDR["target"]],
+         "assist": [ADDR["assist"]]}
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with Lab() as lab:
+        vpc_source_check(lab)
+        yield lab
+
+
+def vpc_source_check(lab: Lab) -> None:
+    """Each bridge port may only send IPv4 from its own addresses (ARP passes)."""
+    rules = ["table bridge vpc {", " chain forward {",
+             "  type filter hook forward priority 0; policy accept;"]
+    for role, own in PORTS.items():
+        rules.append(f"  iifname \"p{role[0]}\" ip saddr != {{ {', '.join(own)} }} "
+                     "counter drop")
+    rules += [" }", "}"]
+    netns_nft(lab, "\n".join(rules))
+
+
+def netns_nft(lab: Lab, script: str) -> None:
+    subprocess.run(["ip", "netns", "exec", lab.switch, "nft", "-f", "-"], input=script,
+                   text=True, check=True)
+
+
+def spoofed_drops(lab: Lab) -> int:
+    out = lab.sh("switch", "nft", "-j", "list", "table", "bridge", "vpc").stdout
+    return sum(item["counter"]["packets"] for rule in json.loads(out)["nftables"]
+               if "rule" in rule for item in rule["rule"]["expr"] if "counter" in item)
+
+
+def host_state(lab: Lab) -> dict[str, object]:
+    """What `down` must restore on both hosts: firewall, routes, rules, devices, sysctls."""
+    links = {role: lab.sh(role, "ip", "-o", "link", "show").stdout.count(": nfr")
+             for role in ("online", "target")}
+    return {"firewall": lab.firewall_and_routes(), "links": links}
+
+
+def start_tunnel_replay(lab: Lab, port: int, deliver: str = "tunnel",
+                        ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """The cloud deployment: the target's tunnel end and a colocated assist on the target;
+    nfreplay-online delivering with `deliver`, its assistant the target itself."""
+    lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET, "--tunnel",
+                 "--tunnel-peers", ADDR["online"])
+    argv = [str(BIN / "nfreplay-assist"), "up", "--mode", "colocated",
+            "--target", f"{ADDR['target']}:{port}", "--clients", CLIENT_NET,
+            "--online", ADDR["online"], "--instance", lab.prefix,
+            "--state-dir", lab.state_dir("target")]
+    assist = lab.spawn("target", argv, "assist.log")
+    lab.wait_stats("target-assist", assist.pid)
+    online = lab.start_online("--assistant", ADDR["target"], "--service",
+                              f"{ADDR['online']}:{port}", "--target",
+                              f"{ADDR['target']}:{port}", "--deliver", deliver)
+    return assist, online
+
+
+def stop_tunnel_replay(lab: Lab, assist: subprocess.Popen[bytes],
+                       online: subprocess.Popen[bytes]) -> None:
+    assert lab.stop(online) == 0, lab.log("online")
+    assert lab.stop(assist) == 0, lab.log("assist")
+    lab.nfreplay("target", "nfreplay", "target", "down")
+
+
+def test_plain_delivery_replays_nothing_where_sources_are_checked(lab: Lab) -> None:
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    assist, online = start_tunnel_replay(lab, 80, deliver="link")
+    run_load(lab, "plain", short=50, keepalive=0)
+    assert len(paths(online_log, "plain")) == 50
+    # Every SYN nfreplay-online sent was dropped by the bridge: none reached the target.
+    assert wait_until(lambda: settled_counters(lab, 2).get("syns_sent", 0) >= 50, 20)
+    assert wait_until(lambda: spoofed_drops(lab) >= 50, 10), spoofed_drops(lab)
+    assert paths(target_log, "plain") == []
+    stop_tunnel_replay(lab, assist, online)
+
+
+def test_tunnel_replays_http_redis_and_large_bodies(lab: Lab, servers: Callable) -> None:
+    before = host_state(lab)
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    assist, online = start_tunnel_replay(lab, 80)
+    sniffer = start_capture(lab)
+    run_load(lab, "tun", short=400, keepalive=60, per_conn=5)
+    want = set(paths(online_log, "tun"))
+    got = wait_for(target_log, "tun", want, timeout=30)
+    c = settled_counters(lab)
+    share = fidelity("http over a vxlan tunnel, short and keep-alive", len(got & want),
+                     len(want))
+    assert len(want) == 700 and share >= 99.9, nonzero(c)
+    assert c["mss_clamped"] >= 400 and c["packets_sent"] > 0, nonzero(c)
+    assert c["sessions_established"] == c["sessions_opened"] == 460, nonzero(c)
+    inject = lab.online_status()["extra"]["inject"]
+    assert inject["mode"] == "tunnel" and inject["tunnel"] == "vxlan", inject
+    assert spoofed_drops(lab) == 0  # nothing foreign on the wire: the tunnel's outer packets
+
+    # A VXLAN datagram from a host that is not a tunnel peer (the assistant host) is dropped
+    # by the target's firewall: its inner SYN never reaches the service.
+    syn = tcpip.build(tcpip.ip2int(CLIENTS[0]), tcpip.ip2int(ADDR["target"]), 41000, 80, 7, 0,
+                      tcpip.SYN, options=b"\x02\x04\x05\xb4")
+    datagram = tunnel.encapsulation("vxlan").prefix + syn
+    lab.sh("assist", sys.executable, "-c",
+           "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+           "[s.sendto(bytes.fromhex(sys.argv[1]), (sys.argv[2], int(sys.argv[3]))) "
+           "for _ in range(5)]", datagram.hex(), ADDR["target"], str(tunnel.DEFAULT_PORT))
+    assert wait_until(lambda: "DROP" in dropped_by_target(lab), 10), dropped_by_target(lab)
+    assert f"{CLIENTS[0]}:41000" not in lab.sh("target", "ss", "-tan").stdout
+
+    seen = count_captured(lab, sniffer)
+    assert seen["target"] == 0 and seen["online"] > 0, seen
+    stop_tunnel_replay(lab, assist, online)
+
+    assert host_state(lab) == before
+
+
+def test_tunnel_replays_redis_and_1mib_bodies_and_sigkill_leaves_nothing(
+        lab: Lab, servers: Callable) -> None:
+    before = host_state(lab)
+    online_db = servers(Redis, "online")
+    target_db = servers(Redis, "target")
+    assist, online = start_tunnel_replay(lab, REDIS_PORT)
+    want = {}
+    for i in range(30):
+        done = redis_cli(lab, f"SET t:{i} v{i}\nGET t:{i}\n")
+        assert done.returncode == 0 and done.stdout.split() == ["OK", f"v{i}"], done
+        want[f"t:{i}"] = f"v{i}"
+    data = "".join(f"*3\r\n$3\r\nSET\r\n${len(f'p:{i}')}\r\np:{i}\r\n$3\r\nval\r\n"
+                   for i in range(100))
+    assert "errors: 0, replies: 100" in redis_cli(lab, data, "--pipe").stdout
+    want.update({f"p:{i}": "val" for i in range(100)})
+    assert online_db.mget(sorted(want)) == want
+    assert wait_until(lambda: target_db.mget(sorted(want)) == want, 15), \
+        nonzero(settled_counters(lab))
+    stop_tunnel_replay(lab, assist, online)
+
+    # 1 MiB downloads and uploads (more than a 256 KiB body) through the tunnel: every
+    # full-size client segment is split to fit inside it.
+    online_log = lab.start_nginx_files("online")
+    target_log = lab.start_nginx_files("target")
+    assist, online = start_tunnel_replay(lab, 80)
+    summary = run_script(lab, HTTP_CLIENT, "--server", ADDR["online"], "--sources",
+                         ",".join(CLIENTS), "--tag", "tb", "--download", "2", "--upload", "2",
+                         "--deadline", "60")
+    assert len(summary["ok"]) == 8 and not summary["failed"], summary
+    seen_online = {u: e for u, e in access_log(online_log).items() if "/tb/" in u}
+    got = wait_target_log(target_log, seen_online, timeout=20)
+    c = settled_counters(lab)
+    assert got == seen_online, (got, seen_online, nonzero(c))
+    assert c.get("packets_split", 0) > 0 and not lab.online_status()["extra"]["send_errors"], \
+        nonzero(c)
+
+    # SIGKILL on both hosts, then down: nothing of nfreplay is left.
+    lab.stop(online, signal.SIGKILL)
+    lab.stop(assist, signal.SIGKILL)
+    assert host_state(lab) != before  # the tunnel device, its rules and routes are there
+    lab.nfreplay("online", "nfreplay-online", "down")
+    lab.nfreplay("target", "nfreplay-assist", "down")
+    lab.nfreplay("target", "nfreplay", "target", "down")
+    assert host_state(lab) == before
+
+
+def dropped_by_target(lab: Lab) -> str:
+    """The target's raw PREROUTING rules with a packet count above zero."""
+    out = lab.sh("target", "iptables-nft", "-t", "raw", "-L", "PREROUTING", "-v", "-n",
+                 "-x").stdout
+    return "\n".join(line for line in out.splitlines()[2:] if line.split()[0] != "0")
