@@ -102,9 +102,11 @@ class TunnelSender:
         """Nothing to look up again (the kernel routes the outer packets)."""
 
     def stats(self) -> dict[str, object]:
-        return {"mode": "tunnel", "tunnel": self.encap.name,
-                "port": self.port if self.encap.udp else None,
-                "overhead": self.encap.overhead}
+        # Text, not numbers: `--workers` sums the numbers of its workers' stats.
+        e = self.encap
+        outer = f"UDP port {self.port}" if e.udp else f"IP protocol {e.ip_proto}"
+        return {"mode": "tunnel", "tunnel": e.name,
+                "outer": f"{outer}, {e.overhead} bytes per packet"}
 
     def close(self) -> None:
         self._s.close()

@@ -176,8 +176,9 @@ def test_tunnel_sender_puts_the_prefix_in_front_and_counts_what_the_kernel_refus
             assert rx.recv(65536) == encapsulation(name).prefix + PKT
             assert not sender.send(bytes(70000), "127.0.0.1")  # more than a datagram holds
             assert sender.errors == {"EMSGSIZE": 1}
-            assert sender.stats() == {"mode": "tunnel", "tunnel": name, "port": port,
-                                      "overhead": encapsulation(name).overhead}
+            assert sender.stats() == {
+                "mode": "tunnel", "tunnel": name,
+                "outer": f"UDP port {port}, {encapsulation(name).overhead} bytes per packet"}
         finally:
             sender.close()
     rx.close()

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import Counter
 
 from nfreplay.errors import HostError, RulesError
-from nfreplay.rules.model import PolicyRule, Route, Rule
+from nfreplay.rules.model import Link, PolicyRule, Route, Rule
 
-__all__ = ["FakeRuleBackend", "FakeRouteBackend", "FakeSysctlBackend"]
+__all__ = ["FakeRuleBackend", "FakeRouteBackend", "FakeSysctlBackend", "FakeLinkBackend"]
 
 
 class _Failures:
@@ -160,3 +160,27 @@ class FakeSysctlBackend(_Failures):
         """Set the value."""
         self._call("write", (key, value))
         self.values[key] = value
+
+
+class FakeLinkBackend(_Failures):
+    """Devices by name: (kind, owner)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.devices: dict[str, tuple[str, str]] = {}
+
+    def add(self, link: Link) -> None:
+        self._call("add", link)
+        if link.name in self.devices:
+            raise RulesError(f"ip link add {link.name}: File exists")
+        self.devices[link.name] = (link.kind, link.owner)
+
+    def delete(self, link: Link) -> None:
+        self._call("delete", link)
+        self.devices.pop(link.name, None)
+
+    def exists(self, link: Link) -> bool:
+        return self.devices.get(link.name) == (link.kind, link.owner)
+
+    def list_owned(self, owner: str) -> list[str]:
+        return [name for name, (_, o) in self.devices.items() if o == owner]

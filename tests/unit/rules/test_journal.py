@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from nfreplay.errors import RulesError
-from nfreplay.rules.journal import Entry, Journal, PolicyEntry, RouteEntry, RuleEntry, SysctlEntry
-from nfreplay.rules.model import PolicyRule, Route, assist_plan
+from nfreplay.rules.journal import (
+    Entry, Journal, LinkEntry, PolicyEntry, RouteEntry, RuleEntry, SysctlEntry,
+)  # fmt: skip
+from nfreplay.rules.model import Link, PolicyRule, Route, assist_plan
 
 RULE = assist_plan("lab1", "198.18.0.3", 80, ["198.18.1.0/24"], "assistant", 0).rules[0]
 
@@ -26,7 +28,10 @@ def test_round_trip_in_order(tmp_path: Path) -> None:
     entries: list[Entry] = [SysctlEntry("net.ipv4.ip_forward", "1", "0"), RuleEntry("legacy", RULE),
                RouteEntry(Route("198.18.1.0/24", "198.18.0.2", table=1000)),
                RouteEntry(Route("198.18.1.0/24", "", table=156, metric=0xFFFFFFFF)),
-               PolicyEntry(PolicyRule("198.18.1.0/24", 156, 156))]
+               PolicyEntry(PolicyRule("198.18.1.0/24", 156, 156)),
+               LinkEntry(Link("nfr0t", "vxlan", ("id", "1", "nolearning"), "nfreplay:target:x",
+                              address="02:6e:66:72:00:01")),
+               RouteEntry(Route("198.18.1.0/24", "", table=156, dev="nfr0t"))]
     for entry in entries:
         journal.append(entry)
     assert Journal(journal.path).load() == entries

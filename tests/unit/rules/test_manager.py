@@ -3,15 +3,22 @@ a "crash" is simply a new manager over the same fakes and journal file."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from nfreplay.errors import HostError, RulesError
-from tests.unit.rules.fakes import FakeRouteBackend, FakeRuleBackend, FakeSysctlBackend
-from nfreplay.rules.journal import Journal, PolicyEntry, RouteEntry, RuleEntry, SysctlEntry
+from tests.unit.rules.fakes import (
+    FakeLinkBackend, FakeRouteBackend, FakeRuleBackend, FakeSysctlBackend,
+)  # fmt: skip
+from nfreplay.rules.journal import (
+    Journal, LinkEntry, PolicyEntry, RouteEntry, RuleEntry, SysctlEntry,
+)  # fmt: skip
 from nfreplay.rules.manager import RuleManager
-from nfreplay.rules.model import TARGET_TABLE, Plan, Route, Rule, assist_plan, target_plan
+from nfreplay.rules.model import (
+    TARGET_TABLE, Plan, Route, Rule, Tunnel, assist_plan, target_plan,
+)  # fmt: skip
 
 OWNER = "nfreplay:assist:lab1"
 OPERATOR = Rule("raw", "PREROUTING", ("-s", "198.18.9.9"), ("ACCEPT",), "operator")
@@ -321,3 +328,60 @@ def test_table_created_by_up_is_dropped_by_down_and_an_existing_one_kept(tmp_pat
     m.up(plan)
     assert m.down() == []
     assert rules.chain("raw", "OUTPUT") == [mine]
+
+
+# --- the target's tunnel device --------------------------------------------------------------
+
+
+def tunnel_host(tmp_path: Path) -> tuple[Host, FakeLinkBackend, Callable[[], RuleManager]]:
+    host = Host(tmp_path)
+    links = FakeLinkBackend()
+    host.sysctl.values["net.ipv4.conf.nfr0t.rp_filter"] = "1"
+
+    def manager() -> RuleManager:
+        return RuleManager("nfreplay:target:lab1", Journal(host.journal_path), host.nft,
+                           host.routes, host.sysctl, sweep=[host.legacy], links=links)
+    return host, links, manager
+
+
+def test_tunnel_device_goes_in_first_and_out_last_also_after_a_crash(tmp_path: Path) -> None:
+    host, links, manager = tunnel_host(tmp_path)
+    p = target_plan("lab1", ["198.18.1.0/24"], "198.18.0.4",
+                    Tunnel("vxlan", ("198.18.0.2",), 36525))
+    name = p.links[0].name
+    manager().up(p)
+    entries = Journal(host.journal_path).load()
+    assert entries[0] == LinkEntry(p.links[0])
+    # With a gateway the replies leave by another device: loose rp_filter on the tunnel's,
+    # journaled with nothing to restore (the device goes away).
+    assert entries[1] == SysctlEntry(f"net.ipv4.conf.{name}.rp_filter", "", "2")
+    assert links.list_owned("nfreplay:target:lab1") == [name]
+    assert [r.target for r in host.nft.chain("raw", "PREROUTING")[:2]] == [("ACCEPT",),
+                                                                             ("DROP",)]
+    assert any(f"ip link add {name}" in line for line in manager().installed())
+    # A "crash": a fresh manager removes everything, the device last.
+    assert manager().down() == []
+    assert links.devices == {} and host.routes.list_owned(156) == []
+    assert host.nft.chain("raw", "PREROUTING") == [OPERATOR]
+    deletes = [op for op, _ in links.calls if op == "delete"]
+    assert deletes and links.calls[-1][0] == "delete"
+
+
+def test_a_device_left_without_its_journal_is_swept_by_its_alias(tmp_path: Path) -> None:
+    host, links, manager = tunnel_host(tmp_path)
+    p = target_plan("lab1", ["198.18.1.0/24"], "", Tunnel("vxlan", ("198.18.0.2",), 36525))
+    manager().up(p)
+    host.journal_path.unlink()  # lost
+    links.devices["someone-else"] = ("vxlan", "operator")
+    assert manager().down() == []
+    assert list(links.devices) == ["someone-else"]
+
+
+def test_a_device_that_cannot_be_made_rolls_everything_back(tmp_path: Path) -> None:
+    host, links, manager = tunnel_host(tmp_path)
+    links.fail_always["add"] = "ip link add: Unknown device type"
+    p = target_plan("lab1", ["198.18.1.0/24"], "", Tunnel("vxlan", ("198.18.0.2",), 36525))
+    with pytest.raises(RulesError, match="rolled back: ip link add: Unknown device type"):
+        manager().up(p)
+    assert links.devices == {} and host.nft.chain("raw", "PREROUTING") == [OPERATOR]
+    assert not host.journal_path.exists()

@@ -230,3 +230,51 @@ def test_target_plan_fails_closed() -> None:
 def test_plan_refuses_foreign_rules() -> None:
     with pytest.raises(ValueError):
         Plan(owner="nfreplay:assist:other", rules=(_rule(("-p", "tcp")),))
+
+
+# --- the target's tunnel -----------------------------------------------------------------------
+
+
+def test_tunnel_plan_without_a_gateway_routes_replies_into_the_device() -> None:
+    from nfreplay.rules.model import Tunnel, tunnel_device
+
+    plan = target_plan("lab1", ["198.18.1.0/24"], "",
+                       Tunnel("vxlan", ("198.18.0.2", "198.18.0.5", "198.18.0.2"), 36525))
+    name = tunnel_device("lab1")
+    assert len(name) <= 15 and name == tunnel_device("lab1") != tunnel_device("lab2")
+    (link,) = plan.links
+    assert link.describe() == (f"ip link add {name} address 02:6e:66:72:00:01 type vxlan id "
+                               "5129810 dstport 36525 nolearning")
+    assert link.owner == "nfreplay:target:lab1"
+    # Peers accepted once each, in order, ahead of the drop of everything else on the port.
+    assert [(r.chain, r.match, r.target) for r in plan.rules] == [
+        ("PREROUTING", ("-s", "198.18.0.2/32", "-p", "udp", "-m", "udp", "--dport", "36525"),
+         ("ACCEPT",)),
+        ("PREROUTING", ("-s", "198.18.0.5/32", "-p", "udp", "-m", "udp", "--dport", "36525"),
+         ("ACCEPT",)),
+        ("PREROUTING", ("-p", "udp", "-m", "udp", "--dport", "36525"), ("DROP",))]
+    assert plan.routes == (Route("198.18.1.0/24", "", table=TARGET_TABLE, metric=0xFFFFFFFF),
+                           Route("198.18.1.0/24", "", table=TARGET_TABLE, dev=name))
+    assert plan.routes[1].describe() == f"ip route add 198.18.1.0/24 dev {name} proto 156 table 156"
+    assert plan.sysctls == ()  # the route back to the clients is the tunnel: strict passes
+
+
+@pytest.mark.parametrize(("kind", "peers", "message"), [
+    ("fou", ("198.18.0.2",), "a 'fou' device is yours to create"),
+    ("vxlan", (), "at least one online host"),
+    ("vxlan", ("198.18.0",), "tunnel peer is not an IPv4 address"),
+])
+def test_tunnel_plan_refuses_what_it_cannot_build(kind: str, peers: tuple[str, ...],
+                                                  message: str) -> None:
+    from nfreplay.rules.model import Tunnel
+
+    with pytest.raises(ValueError, match=message):
+        target_plan("lab1", ["198.18.1.0/24"], "", Tunnel(kind, peers, 36525))
+
+
+def test_a_route_has_a_gateway_or_a_device() -> None:
+    with pytest.raises(ValueError):
+        Route("198.18.1.0/24", "198.18.0.4", dev="eth0")
+    with pytest.raises(ValueError):
+        Route("198.18.1.0/24", "", dev="a-name-far-too-long")
+    assert not Route("198.18.1.0/24", "", dev="eth0").blackhole
