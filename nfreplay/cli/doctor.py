@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nfreplay.cli import common
-from nfreplay.config import Config
+from nfreplay.config import Config, Online
 from nfreplay.errors import NfreplayError
 
 OK, WARN, FIX = "ok", "warn", "FIX"
@@ -59,20 +59,46 @@ def offload_check(iface: str, features: dict[str, bool]) -> Check:
     return Check(OK, f"receive offloads on {iface}", "off")
 
 
-def route_check(net: str, via: str, route: dict[str, str] | None, error: str = "") -> Check:
+def route_check(net: str, via: str, route: dict[str, str] | None, error: str = "",
+                dev: str = "") -> Check:
     """How the kernel routes a reply to a host of client network `net` (`ip route get`):
-    it must go via the assistant `via`, or not at all (a blackhole fails closed)."""
-    what = f"replies to {net} go via the assistant {via}"
+    it must go via the assistant `via` (or, with a tunnel and no assistant, into the tunnel
+    device `dev`, where a colocated assist queues it), or not at all (a blackhole fails
+    closed)."""
+    what = (f"replies to {net} go via the assistant {via}" if via else
+            f"replies to {net} go into the tunnel device {dev} (a colocated assist takes them)")
     if route is None:
         if "nreachable" in error or "nvalid argument" in error:
             return Check(FIX, what, f"no route ({error}): nothing reaches the assistant; "
                                     "run `nfreplay target up`")
         return Check(FIX, what, f"cannot ask the kernel: {error}")
-    if route.get("gateway") == via:
+    if via and route.get("gateway") == via:
         return Check(OK, what, f"dev {route.get('dev', '?')}")
+    if not via and not route.get("gateway") and route.get("dev") == dev:
+        return Check(OK, what)
     where = f"via {route['gateway']}" if route.get("gateway") else f"out of {route.get('dev')}"
+    how = f"--via {via}" if via else "--tunnel"
     return Check(FIX, what, f"they go {where}, to the real clients: run `nfreplay target up "
-                            f"--clients {net} --via {via}`")
+                            f"--clients {net} {how}`")
+
+
+def tunnel_size_check(path_mtu: int, kind: str) -> Check:
+    """What the tunnel's outer headers cost: segments split, SYNs' MSS clamped."""
+    from nfreplay.proto import tunnel
+
+    encap = tunnel.encapsulation(kind)
+    inner, mss = tunnel.inner_mtu(path_mtu, encap), tunnel.max_mss(path_mtu, encap)
+    what = f"{kind} tunnel in a path MTU of {path_mtu} (online.mtu)"
+    detail = (f"{encap.overhead} bytes of outer headers: inner packets of at most {inner} bytes "
+              f"(larger ones are split, packets_split), replayed SYNs announce an MSS of at "
+              f"most {mss} (mss_clamped)")
+    if mss < 536:
+        return Check(FIX, what, f"{detail}: too small, raise online.mtu")
+    if path_mtu <= 1500:
+        return Check(WARN, what, f"{detail}; full-size client segments are sent in two: if "
+                                 "the path takes larger packets (9001 inside an AWS VPC), "
+                                 "set online.mtu to it")
+    return Check(OK, what, detail)
 
 
 def rp_filter_check(values: dict[str, str]) -> Check:
@@ -219,11 +245,46 @@ def _route_get(ip: str) -> tuple[dict[str, str] | None, str]:
 # -------------------------------------------------------------------- per role
 
 
+def _tunnel_path(o: Online) -> list[Check]:
+    """`online.deliver = "tunnel"`: the socket, the way to the target host, the sizes."""
+    from nfreplay.adapters.rawsock import TunnelSender
+    from nfreplay.proto import tunnel
+
+    checks = []
+    try:
+        TunnelSender(tunnel.encapsulation(o.tunnel), o.tunnel_port).close()
+        checks.append(Check(OK, f"{o.tunnel} tunnel socket"))
+    except (OSError, NfreplayError) as exc:
+        checks.append(Check(FIX, f"{o.tunnel} tunnel socket", str(exc)))
+    for ip in dict.fromkeys([o.target_ip or "", *(t for _, _, t, _ in o.more_services)]):
+        what = f"tunnel peer (the target host) {ip}"
+        route, error = _route_get(ip)
+        if route is None:
+            checks.append(Check(FIX, what, f"no route: {error}"))
+        else:
+            via = f"via {route['gateway']} " if route.get("gateway") else ""
+            checks.append(Check(OK, what, f"{via}dev {route.get('dev', '?')}; the target "
+                                          f"must accept {describe_outer(o)} from this host"))
+    checks.append(tunnel_size_check(o.mtu, o.tunnel))
+    return checks
+
+
+def describe_outer(o: Online) -> str:
+    from nfreplay.proto import tunnel
+
+    encap = tunnel.encapsulation(o.tunnel)
+    return f"UDP {o.tunnel_port}" if encap.udp else f"IP protocol {encap.ip_proto}"
+
+
 def online_checks(cfg: Config) -> list[Check]:
     o = cfg.online
-    checks = [_root(), *_interface(o.interface), _raw_socket()]
+    checks = [_root(), *_interface(o.interface)]
+    if o.deliver != "tunnel":
+        checks.append(_raw_socket())
     if o.deliver == "link" and o.target_ip:
         checks += _link_path(o.target_ip)
+    if o.deliver == "tunnel" and o.target_ip:
+        checks += _tunnel_path(o)
     checks += [_reachable(ip, port) for ip, port in o.assistants]
     if not o.assistants:
         checks.append(Check(FIX, "online.assistants", "not set (--assistant)"))
@@ -247,17 +308,66 @@ def assist_checks(cfg: Config) -> list[Check]:
     return checks
 
 
+def _tunnel_end(cfg: Config) -> list[Check]:
+    """`target.tunnel`: the peers, the device (after `up`), the port (before it)."""
+    from nfreplay.rules.model import TUNNEL_DEVICES, tunnel_device
+
+    t = cfg.target
+    dev = tunnel_device(cfg.general.instance)
+    checks = []
+    if t.tunnel not in TUNNEL_DEVICES:
+        checks.append(Check(FIX, f"{t.tunnel} tunnel device", "nfreplay builds vxlan devices "
+                                                              "only: use vxlan on both sides"))
+    if not t.tunnel_peers:
+        checks.append(Check(FIX, "target.tunnel_peers", "not set (--tunnel-peers): no online "
+                                                        "host may send into the tunnel"))
+    else:
+        checks.append(Check(OK, "target.tunnel_peers", ", ".join(t.tunnel_peers)))
+    try:
+        socket.if_nametoindex(dev)
+    except OSError:
+        checks.append(Check(FIX, f"tunnel device {dev}", "not there: `nfreplay target up "
+                                                          "--tunnel` creates it"))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("0.0.0.0", t.tunnel_port))
+                checks.append(Check(OK, f"tunnel port UDP {t.tunnel_port}", "free"))
+            except OSError as exc:
+                checks.append(Check(FIX, f"tunnel port UDP {t.tunnel_port}",
+                                    f"{exc.strerror or exc}: taken (target.tunnel_port)"))
+        return checks
+    checks.append(Check(OK, f"tunnel device {dev}", f"{t.tunnel}, UDP {t.tunnel_port}"))
+    try:
+        values = {k: _sysctl(f"net.ipv4.conf.{k}.rp_filter") for k in ("all", dev)}
+    except NfreplayError as exc:
+        return checks + [Check(WARN, f"rp_filter on {dev}", str(exc))]
+    effective = max(values.values())
+    if effective == "1" and t.via:
+        checks.append(Check(FIX, f"rp_filter on {dev}", "strict (1): replayed packets arrive "
+                                                        "here while the route back leaves via "
+                                                        "the assistant: 2 (loose) is needed"))
+    else:
+        checks.append(Check(OK, f"rp_filter on {dev}", f"{effective} (the larger of all="
+                                                       f"{values['all']} and {values[dev]})"))
+    return checks
+
+
 def target_checks(cfg: Config) -> list[Check]:
     t = cfg.target
     checks = [_root()]
-    if not t.clients or not t.via:
+    if not t.clients or not (t.via or t.tunnel):
         return checks + [Check(FIX, "target.clients and target.via", "not set (--clients, "
-                                                                   "--via)")]
-    via = t.via
+                                                                   "--via or --tunnel)")]
+    via = t.via or ""
+    if t.tunnel:
+        checks += _tunnel_end(cfg)
+    from nfreplay.rules.model import tunnel_device
+
+    dev = "" if via else tunnel_device(cfg.general.instance)
     for net in t.clients:
         host = str(next(ipaddress.IPv4Network(net).hosts(), ipaddress.IPv4Network(net)[0]))
         route, error = _route_get(host)
-        checks.append(route_check(net, via, route, error))
+        checks.append(route_check(net, via, route, error, dev))
     keys = {"all": "net.ipv4.conf.all.rp_filter", "default": "net.ipv4.conf.default.rp_filter"}
     values = {}
     for name, key in keys.items():
@@ -270,8 +380,9 @@ def target_checks(cfg: Config) -> list[Check]:
 
 
 FLAGS = {"--interface": "online.interface", "--assistant": "online.assistants",
-         "--listen": "assist.listen", "--mode": "assist.mode", "--clients": "target.clients",
-         "--via": "target.via"}
+         "--target": "online.target", "--deliver": "online.deliver", "--listen": "assist.listen", "--mode": "assist.mode",
+         "--clients": "target.clients", "--via": "target.via", "--tunnel": "target.tunnel",
+         "--tunnel-peers": "target.tunnel_peers"}
 
 ROLES: dict[str, Callable[[Config], list[Check]]] = {
     "online": online_checks, "assist": assist_checks, "target": target_checks}

@@ -129,6 +129,22 @@ def test_tunnel_replays_http_redis_and_large_bodies(lab: Lab, servers: Callable)
     assert c["sessions_established"] == c["sessions_opened"] == 460, nonzero(c)
     inject = lab.online_status()["extra"]["inject"]
     assert inject["mode"] == "tunnel" and inject["tunnel"] == "vxlan", inject
+    # doctor on both hosts, with the replay running.
+    online_doc = lab.nfreplay("online", "nfreplay", "doctor", "online", "--deliver", "tunnel",
+                              "--assistant", ADDR["target"], "--target",
+                              f"{ADDR['target']}:80", check=False)
+    assert online_doc.returncode == 0, online_doc.stdout
+    assert "ok   vxlan tunnel socket" in online_doc.stdout
+    assert f"ok   tunnel peer (the target host) {ADDR['target']}" in online_doc.stdout
+    assert "warn vxlan tunnel in a path MTU of 1500 (online.mtu): 50 bytes of outer headers: " \
+        "inner packets of at most 1450 bytes" in online_doc.stdout
+    target_doc = lab.nfreplay("target", "nfreplay", "doctor", "target", "--clients", CLIENT_NET,
+                              "--tunnel", "vxlan", "--tunnel-peers", ADDR["online"],
+                              check=False)
+    assert target_doc.returncode == 0, target_doc.stdout
+    assert "ok   tunnel device nfr" in target_doc.stdout
+    assert "ok   rp_filter on nfr" in target_doc.stdout
+    assert f"ok   replies to {CLIENT_NET} go into the tunnel device" in target_doc.stdout
     assert spoofed_drops(lab) == 0  # nothing foreign on the wire: the tunnel's outer packets
 
     # A VXLAN datagram from a host that is not a tunnel peer (the assistant host) is dropped

@@ -43,3 +43,20 @@ def test_strict_rp_filter_is_a_warning() -> None:
     assert rp_filter_check({"all": "0", "default": "2"}).status == OK
     check = rp_filter_check({"all": "1", "default": "0"})
     assert check.status == WARN and check.detail.startswith("strict (1) on all:")
+
+
+def test_with_a_tunnel_and_no_assistant_replies_must_go_into_the_tunnel_device() -> None:
+    net = "198.18.1.0/24"
+    assert route_check(net, "", {"gateway": "", "dev": "nfr1t"}, dev="nfr1t").status == OK
+    leak = route_check(net, "", {"gateway": "198.18.0.1", "dev": "eth0"}, dev="nfr1t")
+    assert leak.status == FIX and "--tunnel" in leak.detail
+
+
+def test_tunnel_sizes_say_what_is_split_and_clamped() -> None:
+    from nfreplay.cli.doctor import tunnel_size_check
+
+    check = tunnel_size_check(1500, "vxlan")
+    assert check.status == WARN and "at most 1450 bytes" in check.detail \
+        and "MSS of at most 1410" in check.detail
+    assert tunnel_size_check(9001, "fou").status == OK
+    assert tunnel_size_check(600, "vxlan").status == FIX
