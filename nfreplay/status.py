@@ -258,7 +258,7 @@ GROUPS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("packets", ("packets_", "client_", "syns_sent", "syn_retransmits", "data_packets_sent",
                      "fins_sent", "acks_sent", "resets_sent", "stale_resets", "retransmits",
                      "fast_retransmits", "window_probes", "resends_withheld", "checksums_fixed",
-                     "sack_stripped", "send_errors")),
+                     "sack_stripped", "mss_clamped", "send_errors")),
         ("channel", ("records_", "reconnects", "syns_unannounced", "channel")),
         ("capture", ("capture",)),
         ("recording", ("recording",)),
