@@ -4,13 +4,17 @@
         [--ka-rates 20000,0] [--online-args "--workers 2"] [--assist-args ARGS]
         [--tcpcopy BIN --intercept BIN [--rounds N]]
     .venv/bin/python -m tests.bench.hey_bench --quick ...   # short 2000/s, ka 20000/s, 5 s each
+    .venv/bin/python -m tests.bench.hey_bench --paths link,tunnel ...   # nfreplay's deliveries
 
 Builds the four-namespace lab (tests/lab/topology.py) with nginx on online and target; per tool
 sets up its replay path, runs the ladder, and tears the path down before the next tool. nfreplay:
 Lab.start_replay. tcpcopy: the same `nfreplay target up` route on the target; on the assistant
 `iptables -t raw -I PREROUTING -p tcp -s 198.18.0.3 --sport 80 -d 198.18.1.0/24 -j NFQUEUE
 --queue-num 0` and intercept (:36524); on online `tcpcopy -x 198.18.0.2:80-198.18.0.3:80 -s
-198.18.0.4` (the clients' addresses kept, as nfreplay keeps them).
+198.18.0.4` (the clients' addresses kept, as nfreplay keeps them). `--paths` adds nfreplay's
+other deliveries as tools of their own: tunnel (Lab.start_tunnel_replay: `--deliver tunnel`,
+VXLAN to the target, the colocated assist there), compared with link (tool "nfreplay") in a
+last block.
 
 A step is `hey -z <duration>s` from the client namespace to the online nginx, short connections
 (`-disable-keepalive`) or keep-alive; throttled: 50 workers at rate/50 q/s each (hey's -q is per
@@ -176,6 +180,31 @@ def start_nfreplay(lab: Lab, a: argparse.Namespace) -> Replay:
     return online, assist, down
 
 
+def start_nf_tunnel(lab: Lab, a: argparse.Namespace) -> Replay:
+    """nfreplay with tunnelled delivery and the assist colocated on the target."""
+    try:
+        assist, online = lab.start_tunnel_replay(80, *shlex.split(a.online_args),
+                                                 assist_extra=shlex.split(a.assist_args))
+    except BaseException:
+        for proc in lab.procs:
+            if "nfreplay-" in " ".join(map(str, proc.args)):
+                lab.stop(proc, timeout=10.0)
+        lab.nfreplay("target", "nfreplay", "target", "down", check=False)
+        raise
+
+    def down() -> list[str]:
+        rcs = dict(zip(("online", "assist"), lab.stop_tunnel_replay(assist, online),
+                       strict=True))
+        return [f"nfreplay-{n} exited {rc}" for n, rc in rcs.items() if rc]
+    return online, assist, down
+
+
+#: The replay paths, by tool name: how each is set up and torn down.
+STARTS: dict[str, Callable[[Lab, argparse.Namespace], Replay]] = {
+    "nfreplay": start_nfreplay, "nf-tunnel": start_nf_tunnel}
+PATHS = {"link": "nfreplay", "tunnel": "nf-tunnel"}
+
+
 def start_tcpcopy(lab: Lab, a: argparse.Namespace) -> Replay:
     state: dict[str, Popen | bool] = {}
     logs = {n: lab.dir / f"{n}.daemon.log" for n in ("tcpcopy", "intercept")}
@@ -260,7 +289,7 @@ def step(lab: Lab, a: argparse.Namespace, tool: str, kind: str, n: int, rate: in
 
     def shed() -> int | None:
         return (lab.online_status().get("counters", {}).get("sessions_shed")
-                if tool == "nfreplay" else None)
+                if tool.startswith("nf") else None)
     shed0, box0 = shed(), box_jiffies()
     cpu0 = (tree_cpu(online_p.pid), tree_cpu(assist_p.pid))
     row.hey_req, problems = run_hey(lab, f"http://{ADDR['online']}{prefix}", a.duration, rate,
@@ -293,7 +322,7 @@ def run_tool(lab: Lab, a: argparse.Namespace, tool: str, logs: dict[str, Path],
     ladder = [("short", r) for r in a.short_rates] + [("ka", r) for r in a.ka_rates]
     print(f"\n== {tool}" + (f", round {rnd} of {a.rounds}" if a.rounds > 1 else ""), flush=True)
     try:
-        online_p, assist_p, down = (start_nfreplay if tool == "nfreplay" else start_tcpcopy)(lab, a)
+        online_p, assist_p, down = STARTS.get(tool, start_tcpcopy)(lab, a)
     except Exception as exc:  # reported; the next tool still runs
         print(f"   !! {tool}: setup failed: {exc}", flush=True)
         return False
@@ -357,6 +386,29 @@ def compare(rows: list[Row]) -> None:
               f"{med([y.per10k(y.cpu_online_sys) for y in tc]):7.3f}{spread}")
 
 
+def compare_paths(rows: list[Row]) -> None:
+    """nfreplay's deliveries side by side (medians over rounds): CPU s per 10k online
+    requests of nfreplay-online and of the assist, and fidelity, per step."""
+    tools = list(dict.fromkeys(r.tool for r in rows if r.tool.startswith("nf")))
+    steps: dict[tuple[str, int], dict[str, list[Row]]] = {}
+    for r in rows:
+        steps.setdefault((r.kind, r.rate), {}).setdefault(r.tool, []).append(r)
+    print("\nnfreplay's deliveries: CPU s per 10k online requests (online / assist), fidelity"
+          + "\n" + f"{'kind':>5} {'offer/s':>7} " + " ".join(f"{t:>26}" for t in tools))
+    for (kind, rate), by_tool in steps.items():
+        cells = []
+        for t in tools:
+            rs = by_tool.get(t, [])
+            if not rs:
+                cells.append(f"{'-':>26}")
+                continue
+            onl = statistics.median(r.per10k(r.cpu_online) for r in rs)
+            ast = statistics.median(r.per10k(r.cpu_assist) for r in rs)
+            fid = statistics.median(r.fidelity for r in rs)
+            cells.append(f"{onl:8.3f} / {ast:6.3f}  {fid:7.4f}")
+        print(f"{kind:>5} {str(rate or 'max'):>7} " + " ".join(cells))
+
+
 def rates(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x.strip()]
 
@@ -376,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--online-args", default="", help="extra nfreplay-online flags, one string")
     p.add_argument("--assist-args", default="", help="extra nfreplay-assist flags, one string "
                    "(e.g. \"--record-responses /tmp/rec-target\")")
+    p.add_argument("--paths", default="link",
+                   help="nfreplay's deliveries to bench, comma list of " + ", ".join(PATHS)
+                   + " (link)")
     p.add_argument("--tcpcopy", help="tcpcopy binary: also bench tcpcopy + intercept")
     p.add_argument("--intercept", help="intercept binary (NFQUEUE build), with --tcpcopy")
     a = p.parse_args(argv)
@@ -391,7 +446,11 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["apt-get", "install", "-y", "hey"], check=False, timeout=600)
         if shutil.which("hey") is None:
             return 1
-    tools = ["nfreplay"] + (["tcpcopy"] if a.tcpcopy else [])
+    unknown = [x for x in a.paths.split(",") if x not in PATHS]
+    if unknown:
+        p.error(f"--paths: unknown {', '.join(unknown)} (choose from {', '.join(PATHS)})")
+    tools = [PATHS[x] for x in dict.fromkeys(a.paths.split(","))] + (
+        ["tcpcopy"] if a.tcpcopy else [])
 
     def terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -414,8 +473,10 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(1, a.rounds + 1):
             for tool in tools:
                 ok = run_tool(lab, a, tool, logs, rows, rnd) and ok
-        if len(tools) == 2:
+        if "tcpcopy" in tools and "nfreplay" in tools:
             compare(rows)
+        if sum(t.startswith("nf") for t in tools) > 1:
+            compare_paths(rows)
     except KeyboardInterrupt as exc:
         print(f"\n!! interrupted: {exc}", flush=True)
         ok = False

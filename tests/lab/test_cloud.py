@@ -25,7 +25,7 @@ from tests.lab.test_protocols import (
     wait_target_log, wait_until,
 )  # fmt: skip
 from tests.lab.test_replay import count_captured, paths, run_load, start_capture, wait_for
-from tests.lab.topology import ADDR, BIN, CLIENT_NET, CLIENTS, Lab
+from tests.lab.topology import ADDR, CLIENT_NET, CLIENTS, Lab
 
 __all__ = ["servers"]  # the fixture, used by name
 
@@ -76,27 +76,12 @@ def host_state(lab: Lab) -> dict[str, object]:
 
 def start_tunnel_replay(lab: Lab, port: int, deliver: str = "tunnel",
                         ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
-    """The cloud deployment: the target's tunnel end and a colocated assist on the target;
-    nfreplay-online delivering with `deliver`, its assistant the target itself."""
-    lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET, "--tunnel",
-                 "--tunnel-peers", ADDR["online"])
-    argv = [str(BIN / "nfreplay-assist"), "up", "--mode", "colocated",
-            "--target", f"{ADDR['target']}:{port}", "--clients", CLIENT_NET,
-            "--online", ADDR["online"], "--instance", lab.prefix,
-            "--state-dir", lab.state_dir("target")]
-    assist = lab.spawn("target", argv, "assist.log")
-    lab.wait_stats("target-assist", assist.pid)
-    online = lab.start_online("--assistant", ADDR["target"], "--service",
-                              f"{ADDR['online']}:{port}", "--target",
-                              f"{ADDR['target']}:{port}", "--deliver", deliver)
-    return assist, online
+    return lab.start_tunnel_replay(port, deliver=deliver)
 
 
 def stop_tunnel_replay(lab: Lab, assist: subprocess.Popen[bytes],
                        online: subprocess.Popen[bytes]) -> None:
-    assert lab.stop(online) == 0, lab.log("online")
-    assert lab.stop(assist) == 0, lab.log("assist")
-    lab.nfreplay("target", "nfreplay", "target", "down")
+    assert lab.stop_tunnel_replay(assist, online) == (0, 0), lab.log("online") + lab.log("assist")
 
 
 def test_plain_delivery_replays_nothing_where_sources_are_checked(lab: Lab) -> None:

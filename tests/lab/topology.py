@@ -258,6 +258,36 @@ class Lab:
                                    "--target", f"{ADDR['target']}:{port}", *online_extra)
         return assist, online
 
+    def start_tunnel_replay(self, port: int = 80, *online_extra: str, deliver: str = "tunnel",
+                            assist_extra: Sequence[str] = ()
+                            ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+        """The cloud deployment (README, Running in a cloud): the target's tunnel end
+        (`nfreplay target up --tunnel`, no route to an assistant) and a colocated
+        nfreplay-assist on the target; nfreplay-online delivering with `deliver`, its
+        assistant the target itself. Returns (assist, online); `stop_tunnel_replay` undoes it,
+        and so does `close()`."""
+        self.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                      "--tunnel", "--tunnel-peers", ADDR["online"])
+        argv = [str(BIN / "nfreplay-assist"), "up", "--mode", "colocated",
+                "--target", f"{ADDR['target']}:{port}", "--clients", CLIENT_NET,
+                "--online", ADDR["online"], "--instance", self.prefix,
+                "--state-dir", self.state_dir("target"), *assist_extra]
+        assist = self.spawn("target", self._padded(argv), "assist.log")
+        self.wait_stats("target-assist", assist.pid)
+        online = self.start_online("--assistant", ADDR["target"], "--service",
+                                   f"{ADDR['online']}:{port}", "--target",
+                                   f"{ADDR['target']}:{port}", "--deliver", deliver,
+                                   *online_extra)
+        return assist, online
+
+    def stop_tunnel_replay(self, assist: subprocess.Popen[bytes],
+                           online: subprocess.Popen[bytes]) -> tuple[int, int]:
+        """nfreplay-online, then the colocated nfreplay-assist, then `target down`."""
+        rc_online = self.stop(online)
+        rc_assist = self.stop(assist)
+        self.nfreplay("target", "nfreplay", "target", "down", check=False)
+        return rc_online, rc_assist
+
     def stop_replay(self, assist: subprocess.Popen[bytes],
                     online: subprocess.Popen[bytes]) -> tuple[int, int]:
         """nfreplay-online, then nfreplay-assist, then `target down`; the two exit codes."""
