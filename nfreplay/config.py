@@ -744,6 +744,13 @@ def load(
                 hint = FLAG_HINTS.get(f"{role}.{key}")
                 how = f"set it in {where}" + (f" or pass {hint}" if hint else "")
                 raise _fail(f"{role}.{key}", f"required ({how})")
+    online = values["online"]
+    if role == "online" and online.get("deliver") == "tunnel":
+        encap = _TUNNEL.encapsulation(online.get("tunnel", Online.tunnel))
+        mtu = online.get("mtu", Online.mtu)
+        if _TUNNEL.max_mss(mtu, encap) < 536:
+            raise _fail("online.mtu", f"{mtu} leaves no room for a {encap.name} tunnel's "
+                                      f"{encap.overhead} bytes and a 536-byte segment")
     if role == "target" and "via" not in given["target"] and not values["target"].get("tunnel"):
         where = source if source is not None else DEFAULT_PATH
         raise _fail("target.via", f"required (set it in {where} or pass --via), unless "

@@ -14,8 +14,7 @@ from nfreplay import stats
 from nfreplay.cli import common
 from nfreplay.cli.status import role_status
 from nfreplay.cli import workers as workers_mod
-from nfreplay.config import Config
-from nfreplay.config import Online
+from nfreplay.config import Config, Online
 from nfreplay.config import Online as D
 from nfreplay.errors import ConfigError
 from nfreplay.proto.tcpip import ip2int
@@ -323,11 +322,8 @@ def delivery(o: Online) -> tuple[RawSender | LinkSender | TunnelSender, int, int
     from nfreplay.adapters.rawsock import LinkSender, NetlinkLookup, RawSender, TunnelSender
     from nfreplay.proto import tunnel
 
-    if o.deliver == "tunnel":
+    if o.deliver == "tunnel":  # config.load checked that the sizes leave room
         encap = tunnel.encapsulation(o.tunnel)
-        if tunnel.max_mss(o.mtu, encap) < 536:
-            raise ConfigError(f"online.mtu: {o.mtu} leaves no room for a {o.tunnel} tunnel's "
-                              f"{encap.overhead} bytes and a 536-byte segment")
         return (TunnelSender(encap, o.tunnel_port), tunnel.inner_mtu(o.mtu, encap),
                 tunnel.max_mss(o.mtu, encap))
     raw = RawSender()

@@ -460,6 +460,14 @@ def test_via_is_required_unless_the_target_takes_a_tunnel(tmp_path: pathlib.Path
         "vxlan", ("198.18.0.2",), None)
 
 
+def test_a_tunnel_needs_room_in_the_mtu(tmp_path: pathlib.Path) -> None:
+    text = ONLINE_OK + 'deliver = "tunnel"\nmtu = 600\n'
+    assert error_of(tmp_path, text, role="online") == (
+        "online.mtu: 600 leaves no room for a vxlan tunnel's 50 bytes and a 536-byte segment")
+    path = write(tmp_path, ONLINE_OK + 'deliver = "tunnel"\ntunnel = "ipip"\nmtu = 600\n')
+    assert config.load(path, role="online").online.tunnel == "ipip"
+
+
 def test_inject_is_deliver_spelled_the_old_way(tmp_path: pathlib.Path) -> None:
     path = write(tmp_path, ONLINE_OK + 'inject = "ip"\n')
     assert config.load(str(path), role="online").online.deliver == "ip"
