@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nfreplay.engine.assist import Limits
 from nfreplay.errors import ConfigError
+from nfreplay.limits import Limits
 from nfreplay.proto import tunnel as _TUNNEL
 from nfreplay.session.machine import Params
 

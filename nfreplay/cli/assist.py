@@ -107,7 +107,8 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
 
     from nfreplay.adapters.channel import Listener
     from nfreplay.adapters.nfqueue import COPY_RANGE, Queue
-    from nfreplay.engine.assist import LOOPBACK, AssistCounters, AssistEngine, Limits
+    from nfreplay.engine.assist import LOOPBACK, AssistCounters, AssistEngine
+    from nfreplay.limits import Limits
     from nfreplay.engine.recorder import AssistRecorder
     from nfreplay.proto.recording import TARGET_KINDS
     from nfreplay.rules.model import assist_plan

@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import shutil
 import socket
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -129,12 +127,12 @@ def _sysctl(key: str) -> str:
 
 
 def _ethtool(iface: str) -> Check:
-    if shutil.which("ethtool") is None:
-        return Check(WARN, f"receive offloads on {iface}", "ethtool is not installed")
-    done = subprocess.run(["ethtool", "-k", iface], capture_output=True, text=True)
-    if done.returncode:
-        return Check(WARN, f"receive offloads on {iface}", done.stderr.strip() or "ethtool -k failed")
-    return offload_check(iface, offloads(done.stdout))
+    from nfreplay.adapters.probes import ethtool_features
+
+    out, why = ethtool_features(iface)
+    if out is None:
+        return Check(WARN, f"receive offloads on {iface}", why)
+    return offload_check(iface, offloads(out))
 
 
 def _interface(iface: str) -> list[Check]:
@@ -205,15 +203,11 @@ def _backend(cfg: Config) -> Check:
 def _nfqueue() -> Check:
     if os.path.exists("/proc/net/netfilter/nfnetlink_queue"):
         return Check(OK, "NFQUEUE support", "nfnetlink_queue loaded")
-    if os.path.isdir("/sys/module/nfnetlink_queue") or _module_available("nfnetlink_queue"):
+    from nfreplay.adapters.probes import module_available
+
+    if os.path.isdir("/sys/module/nfnetlink_queue") or module_available("nfnetlink_queue"):
         return Check(OK, "NFQUEUE support", "nfnetlink_queue available (loaded on first use)")
     return Check(FIX, "NFQUEUE support", "no nfnetlink_queue module: the kernel cannot queue")
-
-
-def _module_available(name: str) -> bool:
-    if shutil.which("modinfo") is None:
-        return False
-    return subprocess.run(["modinfo", name], capture_output=True).returncode == 0
 
 
 def _port_free(ip: str, port: int) -> Check:

@@ -14,7 +14,6 @@ import logging
 import selectors
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 from nfreplay.adapters.channel import Conn, Listener
@@ -23,25 +22,11 @@ from nfreplay.proto import channel, tcpip
 from nfreplay.proto.tcpip import RST, SYN
 from nfreplay.engine.routing import Router, route_key
 from nfreplay.counters import Counters
+from nfreplay.limits import Limits
 
 log = logging.getLogger("nfreplay.assist")
 
 LOOPBACK = (ipaddress.IPv4Network("127.0.0.0/8"),)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one peer, or all of them, may hold on the control channel (assist.max_*)."""
-
-    connections: int = 64
-    connections_per_peer: int = 16
-    routes: int = 1_000_000
-    routes_per_connection: int = 262_144
-    parked: int = 65_536
-    backlog: int = 8 << 20  # bytes queued for a connection that does not read, at most
-    # A connection that has not sent its version message, or that has sent part of a
-    # message and nothing more, this long after is closed: it holds a descriptor for nothing.
-    stall: float = 5.0
 
 
 class AssistCounters(Counters):
