@@ -14,20 +14,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from nfreplay.proto import tcpip, tunnel
-from tests.lab.servers import REDIS_PORT, Redis
-from tests.lab.test_protocols import (
-    HTTP_CLIENT, access_log, fidelity, nonzero, redis_cli, run_script, servers, settled_counters,
-    wait_target_log, wait_until,
+from tests.lab.helpers import (
+    HTTP_CLIENT, access_log, count_captured, fidelity, nonzero, paths, redis_cli, run_load,
+    run_script, settled_counters, start_capture, wait_for, wait_target_log, wait_until,
 )  # fmt: skip
-from tests.lab.test_replay import count_captured, paths, run_load, start_capture, wait_for
+from tests.lab.servers import REDIS_PORT, Redis
 from tests.lab.topology import ADDR, CLIENT_NET, CLIENTS, Lab
-
-__all__ = ["servers"]  # the fixture, used by name
 
 pytestmark = [
     pytest.mark.lab,
@@ -39,10 +36,10 @@ PORTS = {"client": CLIENTS, "online": [ADDR["online"]], "target": [ADDR["target"
 
 
 @pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Lab() as lab:
-        vpc_source_check(lab)
-        yield lab
+def lab(lab: Lab) -> Lab:
+    """The lab, its bridge checking sources like a VPC."""
+    vpc_source_check(lab)
+    return lab
 
 
 def vpc_source_check(lab: Lab) -> None:

@@ -63,3 +63,19 @@ def test_the_check_sees_a_lazy_import() -> None:
     """The checks above would pass on nothing: make sure they see what they look for."""
     assert "nfreplay.engine.assist" in imports(PACKAGE / "cli" / "assist.py")
     assert "subprocess" in imports(PACKAGE / "adapters" / "probes.py")
+
+
+def test_no_test_module_imports_another() -> None:
+    """What tests share lives in helper modules (tests/lab/helpers.py, conftest.py, ...):
+    importing a test module runs its collection-time code and couples the two."""
+    tests = PACKAGE.parent / "tests"
+    offenders = []
+    for path in sorted(tests.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] + [a.name for a in node.names]
+                     if isinstance(node, ast.ImportFrom) else [])
+            if any(part.startswith("test_") for n in names for part in n.split(".")):
+                offenders.append(str(path.relative_to(tests)))
+    assert not offenders, offenders

@@ -24,7 +24,7 @@ from nfreplay.proto import channel, tcpip
 from nfreplay.proto.tcpip import ACK, PSH, SYN, ip2int
 
 CLIENT, TARGET = ip2int("198.18.1.10"), ip2int("198.18.0.3")
-WAIT = 2.0  # seconds any poll below may take before the test fails
+from tests.unit.sockets import WAIT, nothing_pending, recv_exact
 
 
 # ------------------------------------------------------------------ helpers
@@ -47,21 +47,6 @@ def readable(sock: socket.socket | Conn, what: str) -> None:
 def writable(sock: socket.socket | Conn, what: str) -> None:
     _, w, _ = select.select([], [sock], [], WAIT)
     assert w, f"not writable within {WAIT} s: {what}"
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    sock.settimeout(WAIT)
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, f"peer closed after {len(data)} of {n} bytes"
-        data += chunk
-    return data
-
-
-def nothing_pending(sock: socket.socket) -> bool:
-    r, _, _ = select.select([sock], [], [], 0)
-    return not r
 
 
 def accept_queue_len(listener: socket.socket) -> int:

@@ -26,7 +26,7 @@ from nfreplay.engine.online import OnlineEngine
 from nfreplay.proto import channel, tcpip
 from nfreplay.proto.tcpip import ACK, PSH, SYN, ip2int
 from nfreplay.session.machine import Params
-from tests.unit.adapters.test_channel import nothing_pending, recv_exact
+from tests.unit.sockets import nothing_pending, recv_exact
 
 CLIENT, ONLINE, TARGET = ip2int("198.18.1.10"), ip2int("198.18.0.2"), ip2int("198.18.0.3")
 CPORT = 40000
