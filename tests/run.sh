@@ -19,6 +19,6 @@ clean_compiled
 # replay lab run against it, then the tree is pure Python again.
 trap clean_compiled EXIT
 NFREPLAY_COMPILE=1 .venv/bin/python setup.py -q build_ext --inplace
-.venv/bin/python -c 'from nfreplay.cli.common import compiled; assert compiled(), "not compiled"'
+.venv/bin/python -c 'from nfreplay.cli.reporting import compiled; assert compiled(), "not compiled"'
 .venv/bin/python -m pytest -p no:cacheprovider -ra tests/unit tests/lab/test_replay.py \
     tests/lab/test_protocols.py

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from nfreplay.cli import common
+from nfreplay.cli import options
 from nfreplay.config import Config, Online
 from nfreplay.errors import NfreplayError
 
@@ -389,16 +389,16 @@ def doctor_main(argv: Sequence[str]) -> int:
                     "configuration: one line per check (ok, warn, FIX with what to do). "
                     "Changes nothing. Exit code 1 if anything needs a fix.",
         epilog="examples:\n  nfreplay doctor target\n  nfreplay doctor online --config "
-               "/etc/nfreplay/nfreplay.toml\n\n" + common.EPILOG_CONFIG,
+               "/etc/nfreplay/nfreplay.toml\n\n" + options.EPILOG_CONFIG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("role", choices=sorted(ROLES))
     g = p.add_argument_group("settings (override the config file)")
     for flag, key in FLAGS.items():
         g.add_argument(flag, metavar=key.split(".")[1].upper(), help=key)
-    common.add_common(p)
+    options.add_common(p)
     args = p.parse_args(argv)
     # Loaded like `status` does: a key this role would require is reported, not refused.
-    cfg = common.load_config(args, "status", {f[2:].replace("-", "_"): k
+    cfg = options.load_config(args, "status", {f[2:].replace("-", "_"): k
                                               for f, k in FLAGS.items()})
     checks = ROLES[args.role](cfg)
     for check in checks:

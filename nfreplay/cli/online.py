@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from nfreplay import stats
-from nfreplay.cli import common
+from nfreplay.cli import lifecycle, options, recording_options, reporting
 from nfreplay.cli.status import role_status
 from nfreplay.cli import workers as workers_mod
 from nfreplay.config import Config, Online
@@ -55,7 +55,7 @@ FLAGS = {
     "shed_lag": "online.shed_lag",
     "stats_interval": "online.stats_interval",
     "metrics_listen": "online.metrics_listen",
-    **{flag: f"online.{flag}" for flag in common.RECORD_FLAGS},
+    **{flag: f"online.{flag}" for flag in recording_options.RECORD_FLAGS},
     "workers": "online.workers",
     "more_services": "online.more_services",
     "client_pool": "online.client_pool",
@@ -99,7 +99,7 @@ examples:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nfreplay-online", description=DESCRIPTION,
-                                epilog=EXAMPLES + "\n" + common.EPILOG_CONFIG,
+                                epilog=EXAMPLES + "\n" + options.EPILOG_CONFIG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("up", "down", "status"), help="what to do")
     g = p.add_argument_group("what to copy, where to (override [online] in the config file)")
@@ -172,9 +172,9 @@ def parser() -> argparse.ArgumentParser:
                    help="when the capture runs more than MS behind the wire, refuse new sessions "
                         "(counted as sessions_shed) so that admitted ones complete; 0 = never "
                         f"(default {D.shed_lag:g})")
-    common.add_stats_interval(g, D.stats_interval)
-    common.add_metrics_listen(g)
-    common.add_record_options(g, D, "production's traffic and what is sent to the target")
+    reporting.add_stats_interval(g, D.stats_interval)
+    reporting.add_metrics_listen(g)
+    recording_options.add_record_options(g, D, "production's traffic and what is sent to the target")
     g = p.add_argument_group("offline replay")
     g.add_argument("--pcap", "-i", metavar="FILE", help="replay this pcap/pcapng file")
     g.add_argument("--speed", "-a", metavar="X", help=f"replay X times faster (0.01-1000, default {D.speed:g})")
@@ -182,8 +182,8 @@ def parser() -> argparse.ArgumentParser:
                    help="compress idle gaps longer than MS milliseconds to MS (a corrupt "
                         f"timestamp too); 0 = keep every gap (default {D.max_gap:g})")
     g.add_argument("--loop", "-T", dest="loops", metavar="N", help=f"play the file N times (default {D.loops})")
-    common.add_daemon_options(p)
-    common.add_common(p)
+    lifecycle.add_daemon_options(p)
+    options.add_common(p)
     return p
 
 
@@ -207,7 +207,7 @@ def main(argv: Sequence[str]) -> int:
     tcpcopy_x(args)
     if args.action == "status":
         return role_status(args, "online")
-    return common.role_main(args, "online", FLAGS, up)
+    return lifecycle.role_main(args, "online", FLAGS, up)
 
 
 def services(cfg: Config) -> list[tuple[str | None, int, str, int]]:
@@ -279,19 +279,19 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     if o.record_responses and (workers > 1 or o.pcap):
         raise ConfigError("online.record_responses: recording needs a live capture in one "
                           "worker (not online.pcap, online.workers 1)")
-    common.check_recording(o, "online")
+    recording_options.check_recording(o, "online")
     stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance,
                                  levels=counters_mod.Counters.levels)
-    server = common.bind_metrics(o.metrics_ip, o.metrics_port, "online.metrics_listen",
+    server = reporting.bind_metrics(o.metrics_ip, o.metrics_port, "online.metrics_listen",
                                  stats_file)
-    common.output(args, paths)
-    stop = common.Stop()
-    line = common.StatsLine(STATS_LINE, o.stats_interval, time.monotonic())
-    with common.pid_file(paths, "online", cfg.general.instance, args.pid_file), \
-            common.serving(server):
+    lifecycle.output(args, paths)
+    stop = lifecycle.Stop()
+    line = reporting.StatsLine(STATS_LINE, o.stats_interval, time.monotonic())
+    with lifecycle.pid_file(paths, "online", cfg.general.instance, args.pid_file), \
+            reporting.serving(server):
         if workers == 1:
             def report(c: Counters, extra: dict[str, Any]) -> None:
-                common.publish(stats_file, c, extra)
+                reporting.publish(stats_file, c, extra)
                 line.feed(c.snapshot(), time.monotonic())
 
             rc = replay(cfg, None, report, stop)
@@ -331,7 +331,7 @@ def delivery(o: Online) -> tuple[RawSender | LinkSender | TunnelSender, int, int
 
 
 def replay(cfg: Config, share: tuple[int, int] | None,
-           report: Callable[[Counters, dict[str, Any]], None], stop: common.Stop) -> int:
+           report: Callable[[Counters, dict[str, Any]], None], stop: lifecycle.Stop) -> int:
     """One capture + replay loop until `stop`: the whole instance, or worker `share` = (i, n)
     of n, which replays the client ports p with (p >> 1) % n == i (split in the capture filter, so
     the kernel hands each packet to exactly one worker). `report(counters, extra)` is called
@@ -374,14 +374,14 @@ def replay(cfg: Config, share: tuple[int, int] | None,
         from nfreplay.engine.recorder import OnlineRecorder
         from nfreplay.proto.recording import ONLINE_KINDS
 
-        recording = common.recording_directory(o, "online", ONLINE_KINDS)
+        recording = recording_options.recording_directory(o, "online", ONLINE_KINDS)
         # The service's own answers are captured before segmentation (TSO/GSO: up to 64 KiB
         # and more per packet): libpcap's largest snaplen, so that none is cut.
         record_capture = Capture("any", record_bpf(cfg), snaplen=262144, inbound_only=False)
         recorder = OnlineRecorder(
             [(ip2int(sip) if sip else None, sport, ip2int(tip), tport)
              for sip, sport, tip, tport in services(cfg)], recording,
-            common.recording_sampler(o.record_percent))
+            recording_options.recording_sampler(o.record_percent))
         engine.record(recorder, record_capture)
         log.info("recording %.4g %% of the sessions in %s", o.record_percent, recording.path)
     progress = Progress(source, engine, sys.stderr) if isinstance(source, FileSource) else None
@@ -395,14 +395,14 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                     "start once one answers", ", ".join(a.name for a in assistants),
                     o.reconnect_interval)
     log.info("up: replaying %s to %s:%d (%s)", where, o.target_ip, o.target_port,
-             "compiled hot path" if common.compiled() else "pure Python")
-    common.settle_gc()
+             "compiled hot path" if reporting.compiled() else "pure Python")
+    lifecycle.settle_gc()
     if share is None:
-        common.notify("READY=1")  # the capture is open (workers: the supervisor says it)
+        lifecycle.notify("READY=1")  # the capture is open (workers: the supervisor says it)
     next_publish = 0.0
     next_check = engine.now + CHECK_EVERY
     handshakes = HandshakeWatch()
-    capture_drops = common.DropWatch(
+    capture_drops = reporting.DropWatch(
         "the capture", "nfreplay-online fell behind the traffic, their sessions lose data "
         "(sessions_capture_gap): replay a share (--percent), add --workers, or keep other "
         "work off this core")
@@ -561,7 +561,7 @@ class Progress:
               flush=True)
 
 
-CHECK_EVERY = common.CHECK_EVERY
+CHECK_EVERY = reporting.CHECK_EVERY
 
 
 class HandshakeWatch:
@@ -586,4 +586,4 @@ class HandshakeWatch:
 
 
 def entry() -> None:
-    raise SystemExit(common.run_main(main))
+    raise SystemExit(options.run_main(main))

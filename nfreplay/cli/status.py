@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nfreplay import stats, status
-from nfreplay.cli import common
+from nfreplay.cli import options, teardown
 
 
 def status_main(argv: Sequence[str]) -> int:
@@ -34,9 +34,9 @@ def status_main(argv: Sequence[str]) -> int:
     p.add_argument("--role", choices=("online", "assist", "target"), help="only this role")
     p.add_argument("--no-rules", action="store_true",
                    help="skip reading iptables and routes (works without root)")
-    common.add_common(p)
+    options.add_common(p)
     args = p.parse_args(argv)
-    cfg = common.load_config(args, "status", {})
+    cfg = options.load_config(args, "status", {})
     instance = args.instance
     installed = None
     if not args.no_rules and os.geteuid() == 0:
@@ -46,7 +46,7 @@ def status_main(argv: Sequence[str]) -> int:
             _, role, inst = tag.split(":", 2)
             c = dataclasses.replace(cfg, general=dataclasses.replace(cfg.general, instance=inst))
             if tag not in managers:
-                managers[tag] = common.rule_manager(c, role)
+                managers[tag] = teardown.rule_manager(c, role)
             return managers[tag].installed()  # type: ignore[attr-defined]
 
     def look() -> tuple[int, str]:

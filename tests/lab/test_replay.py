@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from nfreplay import __version__ as nfreplay_version
-from nfreplay.cli.common import compiled
+from nfreplay.cli.reporting import compiled
 from nfreplay.stats import pid_alive
 from tests.lab.helpers import (
     count_captured, fresh_status, paths, run_load, start_capture, status_json,
@@ -547,7 +547,7 @@ STRAY = r'''
 import random, socket, sys
 sys.path.insert(0, sys.argv[3])
 from nfreplay import __version__ as nfreplay_version
-from nfreplay.cli.common import compiled
+from nfreplay.cli.reporting import compiled
 from nfreplay.proto import tcpip
 rng = random.Random(7)
 server, n = tcpip.ip2int(sys.argv[1]), int(sys.argv[2])

@@ -13,7 +13,7 @@ PURE = ["proto", "session", "config.py", "rules", "limits.py", "counters.py", "e
 IO_LAYERS = ("nfreplay.engine", "nfreplay.adapters", "nfreplay.cli")
 # What may run programs or fork: the adapters, the rule manager's backends, and the daemon
 # lifecycle (detaching with --daemon; the --workers supervisor's processes).
-MAY_SPAWN = ["adapters", "rules", "cli/common.py", "cli/workers.py"]
+MAY_SPAWN = ["adapters", "rules", "cli/lifecycle.py", "cli/workers.py"]
 
 
 def modules(*names: str) -> list[Path]:
