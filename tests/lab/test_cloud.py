@@ -111,6 +111,9 @@ def test_tunnel_replays_http_redis_and_large_bodies(lab: Lab, servers: Callable)
     assert c["sessions_established"] == c["sessions_opened"] == 460, nonzero(c)
     inject = lab.online_status()["extra"]["inject"]
     assert inject["mode"] == "tunnel" and inject["tunnel"] == "vxlan", inject
+    # status on the target lists the tunnel device with the rules and routes.
+    shown = lab.nfreplay("target", "nfreplay", "status", check=False).stdout
+    assert "ip link add nfr" in shown and "--dport 36525" in shown, shown
     # doctor on both hosts, with the replay running.
     online_doc = lab.nfreplay("online", "nfreplay", "doctor", "online", "--deliver", "tunnel",
                               "--assistant", ADDR["target"], "--target",
@@ -199,3 +202,43 @@ def dropped_by_target(lab: Lab) -> str:
     out = lab.sh("target", "iptables-nft", "-t", "raw", "-L", "PREROUTING", "-v", "-n",
                  "-x").stdout
     return "\n".join(line for line in out.splitlines()[2:] if line.split()[0] != "0")
+
+
+@pytest.mark.parametrize("kind", ["fou", "gre", "ipip"])
+def test_other_encapsulations_on_the_wire(lab: Lab, kind: str) -> None:
+    """FOU, GRE and IPIP leave the online host as the target's kernel expects them (this
+    lab's kernel has no such devices, so the target does not take them in: the capture on
+    its interface reads them)."""
+    from nfreplay.proto.pcapfile import open_capture
+    from tests.lab.topology import MARKER_PORT
+
+    encap = tunnel.encapsulation(kind)
+    online_log = lab.start_nginx("online")
+    lab.start_nginx("target")
+    td = lab.start_tcpdump("target", f"outer-{kind}", f"ip proto 47 or ip proto 4 or udp port "
+                           f"{tunnel.DEFAULT_PORT} or udp port {MARKER_PORT}",
+                           marker_from="online")
+    assist, online = lab.start_tunnel_replay(80, "--tunnel", kind, "--mtu", "1400",
+                                             tunnel_end=False)
+    run_load(lab, f"o{kind}", short=5, keepalive=0)
+    assert len(paths(online_log, f"o{kind}")) == 5
+    assert wait_until(lambda: settled_counters(lab, 2).get("syns_sent", 0) >= 5, 10)
+    lab.stop_tcpdump(td)
+    syns = []
+    with open_capture(td.pcap) as f:
+        for frame in f:
+            outer = bytes(frame.ip)
+            if outer[9] not in (4, 17, 47) or (outer[9] == 17 and outer[22:24] == b"\x00\x09"):
+                continue  # the capture's end marker
+            assert tcpip.int2ip(int.from_bytes(outer[12:16], "big")) == ADDR["online"]
+            assert outer[9] == encap.ip_proto
+            payload = outer[20 + (8 if encap.udp else 0):]
+            assert payload.startswith(encap.prefix)
+            inner = tcpip.parse(bytearray(payload[len(encap.prefix):]))
+            assert tcpip.int2ip(inner.src) in CLIENTS and inner.dport == 80
+            if inner.flags & tcpip.SYN:
+                syns.append(inner)
+    assert len(syns) >= 5
+    # The SYN's MSS leaves room for the outer headers in the 1400-byte path.
+    assert {tcpip.syn_options(s)[0] for s in syns} == {1400 - encap.overhead - 40}
+    assert lab.stop_tunnel_replay(assist, online) == (0, 0)

@@ -259,15 +259,17 @@ class Lab:
         return assist, online
 
     def start_tunnel_replay(self, port: int = 80, *online_extra: str, deliver: str = "tunnel",
-                            assist_extra: Sequence[str] = ()
+                            assist_extra: Sequence[str] = (), tunnel_end: bool = True
                             ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
         """The cloud deployment (README, Running in a cloud): the target's tunnel end
         (`nfreplay target up --tunnel`, no route to an assistant) and a colocated
         nfreplay-assist on the target; nfreplay-online delivering with `deliver`, its
         assistant the target itself. Returns (assist, online); `stop_tunnel_replay` undoes it,
-        and so does `close()`."""
-        self.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
-                      "--tunnel", "--tunnel-peers", ADDR["online"])
+        and so does `close()`. `tunnel_end` False: no `target up` (what the online host sends
+        is then only seen on the target's wire)."""
+        if tunnel_end:
+            self.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                          "--tunnel", "--tunnel-peers", ADDR["online"])
         argv = [str(BIN / "nfreplay-assist"), "up", "--mode", "colocated",
                 "--target", f"{ADDR['target']}:{port}", "--clients", CLIENT_NET,
                 "--online", ADDR["online"], "--instance", self.prefix,
