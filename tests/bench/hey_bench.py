@@ -163,10 +163,12 @@ def wait_ss(lab: Lab, role: str, argv: list[str], proc: Popen, what: str) -> Non
     raise RuntimeError(f"{what}: not ready after 10 s")
 
 
-def start_nfreplay(lab: Lab, a: argparse.Namespace) -> Replay:
+def _start_nf(lab: Lab, start: Callable[..., tuple[Popen, Popen]], a: argparse.Namespace
+              ) -> Replay:
+    """nfreplay's path as `start` (a Lab method) sets it up, with the bench's extra flags."""
     try:
-        assist, online = lab.start_replay(80, *shlex.split(a.online_args),
-                                          assist_extra=shlex.split(a.assist_args))
+        assist, online = start(80, *shlex.split(a.online_args),
+                               assist_extra=shlex.split(a.assist_args))
     except BaseException:  # stop what did start, so the next tool meets a clean lab
         for proc in lab.procs:
             if "nfreplay-" in " ".join(map(str, proc.args)):
@@ -180,23 +182,13 @@ def start_nfreplay(lab: Lab, a: argparse.Namespace) -> Replay:
     return online, assist, down
 
 
+def start_nfreplay(lab: Lab, a: argparse.Namespace) -> Replay:
+    return _start_nf(lab, lab.start_replay, a)
+
+
 def start_nf_tunnel(lab: Lab, a: argparse.Namespace) -> Replay:
     """nfreplay with tunnelled delivery and the assist colocated on the target."""
-    try:
-        assist, online = lab.start_tunnel_replay(80, *shlex.split(a.online_args),
-                                                 assist_extra=shlex.split(a.assist_args))
-    except BaseException:
-        for proc in lab.procs:
-            if "nfreplay-" in " ".join(map(str, proc.args)):
-                lab.stop(proc, timeout=10.0)
-        lab.nfreplay("target", "nfreplay", "target", "down", check=False)
-        raise
-
-    def down() -> list[str]:
-        rcs = dict(zip(("online", "assist"), lab.stop_tunnel_replay(assist, online),
-                       strict=True))
-        return [f"nfreplay-{n} exited {rc}" for n, rc in rcs.items() if rc]
-    return online, assist, down
+    return _start_nf(lab, lab.start_tunnel_replay, a)
 
 
 #: The replay paths, by tool name: how each is set up and torn down.

@@ -78,7 +78,7 @@ def start_tunnel_replay(lab: Lab, port: int, deliver: str = "tunnel",
 
 def stop_tunnel_replay(lab: Lab, assist: subprocess.Popen[bytes],
                        online: subprocess.Popen[bytes]) -> None:
-    assert lab.stop_tunnel_replay(assist, online) == (0, 0), lab.log("online") + lab.log("assist")
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("online") + lab.log("assist")
 
 
 def test_plain_delivery_replays_nothing_where_sources_are_checked(lab: Lab) -> None:
@@ -241,4 +241,4 @@ def test_other_encapsulations_on_the_wire(lab: Lab, kind: str) -> None:
     assert len(syns) >= 5
     # The SYN's MSS leaves room for the outer headers in the 1400-byte path.
     assert {tcpip.syn_options(s)[0] for s in syns} == {1400 - encap.overhead - 40}
-    assert lab.stop_tunnel_replay(assist, online) == (0, 0)
+    assert lab.stop_replay(assist, online) == (0, 0)

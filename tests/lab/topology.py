@@ -264,8 +264,8 @@ class Lab:
         """The cloud deployment (README, Running in a cloud): the target's tunnel end
         (`nfreplay target up --tunnel`, no route to an assistant) and a colocated
         nfreplay-assist on the target; nfreplay-online delivering with `deliver`, its
-        assistant the target itself. Returns (assist, online); `stop_tunnel_replay` undoes it,
-        and so does `close()`. `tunnel_end` False: no `target up` (what the online host sends
+        assistant the target itself. Returns (assist, online); `stop_replay` undoes it, and so
+        does `close()`. `tunnel_end` False: no `target up` (what the online host sends
         is then only seen on the target's wire)."""
         if tunnel_end:
             self.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
@@ -282,17 +282,10 @@ class Lab:
                                    *online_extra)
         return assist, online
 
-    def stop_tunnel_replay(self, assist: subprocess.Popen[bytes],
-                           online: subprocess.Popen[bytes]) -> tuple[int, int]:
-        """nfreplay-online, then the colocated nfreplay-assist, then `target down`."""
-        rc_online = self.stop(online)
-        rc_assist = self.stop(assist)
-        self.nfreplay("target", "nfreplay", "target", "down", check=False)
-        return rc_online, rc_assist
-
     def stop_replay(self, assist: subprocess.Popen[bytes],
                     online: subprocess.Popen[bytes]) -> tuple[int, int]:
-        """nfreplay-online, then nfreplay-assist, then `target down`; the two exit codes."""
+        """nfreplay-online, then nfreplay-assist, then `target down` (of either replay path);
+        the two exit codes."""
         rc_online = self.stop(online)
         rc_assist = self.stop(assist)
         self.nfreplay("target", "nfreplay", "target", "down", check=False)
