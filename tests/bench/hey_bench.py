@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.bench.hey_bench [--short-rates 2000,5000,10000,0] [--duration 10]
         [--ka-rates 20000,0] [--online-args "--workers 2"] [--assist-args ARGS]
-        [--tcpcopy BIN --intercept BIN [--rounds N]]
+        [--tcpcopy BIN --intercept BIN [--rounds N]] [--mirror]
     .venv/bin/python -m tests.bench.hey_bench --quick ...   # short 2000/s, ka 20000/s, 5 s each
 
 Builds the four-namespace lab (tests/lab/topology.py) with nginx on online and target; per tool
@@ -10,7 +10,11 @@ sets up its replay path, runs the ladder, and tears the path down before the nex
 Lab.start_replay. tcpcopy: the same `nfreplay target up` route on the target; on the assistant
 `iptables -t raw -I PREROUTING -p tcp -s 198.18.0.3 --sport 80 -d 198.18.1.0/24 -j NFQUEUE
 --queue-num 0` and intercept (:36524); on online `tcpcopy -x 198.18.0.2:80-198.18.0.3:80 -s
-198.18.0.4` (the clients' addresses kept, as nfreplay keeps them).
+198.18.0.4` (the clients' addresses kept, as nfreplay keeps them). `--mirror` adds the tool
+"mirror": nfreplay-online on the mirror input in a collector namespace (Lab(collector=True)),
+fed by the kernel's VXLAN copies of the online host's eth0 (Lab.mirror, only while that tool
+runs), replaying through the same assistant; its CPU per 10k is set next to nfreplay's (link
+delivery from the online host) in a last block.
 
 A step is `hey -z <duration>s` from the client namespace to the online nginx, short connections
 (`-disable-keepalive`) or keep-alive; throttled: 50 workers at rate/50 q/s each (hey's -q is per
@@ -51,7 +55,7 @@ from pathlib import Path
 from typing import Callable
 
 from tests.lab import netns
-from tests.lab.topology import ADDR, CLIENT_NET, Lab
+from tests.lab.topology import ADDR, CLIENT_NET, COLLECTOR, Lab
 
 TICK = os.sysconf("SC_CLK_TCK")
 CTL_PORT = 36524
@@ -176,6 +180,33 @@ def start_nfreplay(lab: Lab, a: argparse.Namespace) -> Replay:
     return online, assist, down
 
 
+def start_mirror(lab: Lab, a: argparse.Namespace) -> Replay:
+    """nfreplay-online on the mirror input in the collector, the online host's eth0 mirrored
+    to it as VXLAN, the same assistant and target route as nfreplay's."""
+    started: list[Popen] = []
+
+    def down() -> list[str]:
+        problems = [f"nfreplay-{n} exited {rc}" for n, p in zip(("online", "assist"), started)
+                    if (rc := lab.stop(p, timeout=10.0))]
+        lab.nfreplay("target", "nfreplay", "target", "down", check=False)
+        lab.unmirror()
+        return problems
+
+    try:
+        lab.mirror()
+        lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                     "--via", ADDR["assist"])
+        assist = lab.start_assist("--online", COLLECTOR, *shlex.split(a.assist_args))
+        started.append(assist)
+        online = lab.start_online("--input", "vxlan", *shlex.split(a.online_args),
+                                  host="collector")
+        started.insert(0, online)
+    except BaseException:
+        down()
+        raise
+    return online, assist, down
+
+
 def start_tcpcopy(lab: Lab, a: argparse.Namespace) -> Replay:
     state: dict[str, Popen | bool] = {}
     logs = {n: lab.dir / f"{n}.daemon.log" for n in ("tcpcopy", "intercept")}
@@ -259,8 +290,9 @@ def step(lab: Lab, a: argparse.Namespace, tool: str, kind: str, n: int, rate: in
     start = {k: p.stat().st_size for k, p in logs.items()}
 
     def shed() -> int | None:
-        return (lab.online_status().get("counters", {}).get("sessions_shed")
-                if tool == "nfreplay" else None)
+        if tool not in HOSTS:
+            return None
+        return lab.online_status(HOSTS[tool]).get("counters", {}).get("sessions_shed")
     shed0, box0 = shed(), box_jiffies()
     cpu0 = (tree_cpu(online_p.pid), tree_cpu(assist_p.pid))
     row.hey_req, problems = run_hey(lab, f"http://{ADDR['online']}{prefix}", a.duration, rate,
@@ -293,7 +325,7 @@ def run_tool(lab: Lab, a: argparse.Namespace, tool: str, logs: dict[str, Path],
     ladder = [("short", r) for r in a.short_rates] + [("ka", r) for r in a.ka_rates]
     print(f"\n== {tool}" + (f", round {rnd} of {a.rounds}" if a.rounds > 1 else ""), flush=True)
     try:
-        online_p, assist_p, down = (start_nfreplay if tool == "nfreplay" else start_tcpcopy)(lab, a)
+        online_p, assist_p, down = STARTERS[tool](lab, a)
     except Exception as exc:  # reported; the next tool still runs
         print(f"   !! {tool}: setup failed: {exc}", flush=True)
         return False
@@ -321,21 +353,26 @@ def run_tool(lab: Lab, a: argparse.Namespace, tool: str, logs: dict[str, Path],
     return ok and not problems
 
 
-def compare(rows: list[Row]) -> None:
-    """Per step: nfreplay's and tcpcopy's figures side by side. With several rounds, the
-    medians, and the ratio as the median of each round's own ratio (both tools measured
+STARTERS: dict[str, Callable[[Lab, argparse.Namespace], Replay]] = {
+    "nfreplay": start_nfreplay, "mirror": start_mirror, "tcpcopy": start_tcpcopy}
+HOSTS = {"nfreplay": "online", "mirror": "collector"}  # where each nfreplay-online runs
+
+
+def compare(rows: list[Row], one: str = "nfreplay", other: str = "tcpcopy") -> None:
+    """Per step: `one`'s and `other`'s figures side by side (nf, tc). With several rounds,
+    the medians, and the ratio as the median of each round's own ratio (both tools measured
     minutes apart, so slow drifts of the machine cancel) with its range."""
     steps: dict[tuple[str, int], dict[str, list[Row]]] = {}
     for r in rows:
         steps.setdefault((r.kind, r.rate), {}).setdefault(r.tool, []).append(r)
     rounds = max((r.round for r in rows), default=1)
-    print("\nnfreplay vs tcpcopy: CPU s per 10k online requests, ratio = nfreplay / tcpcopy"
+    print(f"\n{one} (nf) vs {other} (tc): CPU s per 10k online requests, ratio = {one} / {other}"
           + (f" (medians of {rounds} rounds; the ratio's range in brackets)" if rounds > 1 else "")
           + f"\n{'kind':>5} {'offer/s':>7} {'nf onl':>8} {'tc onl':>8} {'ratio':>6} "
           f"{'nf ast':>8} {'tc ast':>8} {'ratio':>6} {'nf fid':>7} {'tc fid':>7} "
           f"{'nf sys':>7} {'tc sys':>7}" + ("  onl ratio range" if rounds > 1 else ""))
     for (kind, rate), by_tool in steps.items():
-        nf, tc = by_tool.get("nfreplay", []), by_tool.get("tcpcopy", [])
+        nf, tc = by_tool.get(one, []), by_tool.get(other, [])
         if not nf or not tc:
             continue
         pairs = [(x, y) for x in nf for y in tc if x.round == y.round]
@@ -378,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(e.g. \"--record-responses /tmp/rec-target\")")
     p.add_argument("--tcpcopy", help="tcpcopy binary: also bench tcpcopy + intercept")
     p.add_argument("--intercept", help="intercept binary (NFQUEUE build), with --tcpcopy")
+    p.add_argument("--mirror", action="store_true",
+                   help="also bench nfreplay-online on the mirror input (a collector namespace "
+                        "fed by tc mirred VXLAN copies of the online host's eth0)")
     a = p.parse_args(argv)
     if a.quick:
         a.short_rates, a.ka_rates, a.duration = [2000], [20000], 5.0
@@ -391,14 +431,14 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["apt-get", "install", "-y", "hey"], check=False, timeout=600)
         if shutil.which("hey") is None:
             return 1
-    tools = ["nfreplay"] + (["tcpcopy"] if a.tcpcopy else [])
+    tools = ["nfreplay"] + (["mirror"] if a.mirror else []) + (["tcpcopy"] if a.tcpcopy else [])
 
     def terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
     t0, root_fw = time.monotonic(), iptables_root()
-    lab = Lab(prefix=f"hb{os.getpid() % 100000}")
+    lab = Lab(prefix=f"hb{os.getpid() % 100000}", collector=a.mirror)
     rows: list[Row] = []
     ok = True
     try:
@@ -414,8 +454,10 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(1, a.rounds + 1):
             for tool in tools:
                 ok = run_tool(lab, a, tool, logs, rows, rnd) and ok
-        if len(tools) == 2:
+        if "tcpcopy" in tools:
             compare(rows)
+        if "mirror" in tools:
+            compare(rows, "mirror", "nfreplay")
     except KeyboardInterrupt as exc:
         print(f"\n!! interrupted: {exc}", flush=True)
         ok = False
