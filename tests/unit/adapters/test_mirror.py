@@ -175,3 +175,26 @@ def test_a_late_copy_of_a_syn_opens_no_second_session(window: int) -> None:
         assert c.syns_sent == 1 and c.mirror_duplicates == 1
     else:  # what the window is for
         assert c.syns_sent == 2 and sum(tcpip.parse(p).flags == SYN for p in sent) == 2
+
+
+def test_data_a_mirror_delivered_before_its_syn_follows_the_syn() -> None:
+    """Reordered by the mirror: the request arrives before its connection's SYN. It waits
+    as a mid-stream candidate, then follows the SYN into its session: replayed once, after
+    the handshake, nothing lost to a capture gap."""
+    sender = FakeSender()
+    e = OnlineEngine(Params(target_ip=TARGET, target_port=80), capture=None, sender=sender,
+                     assistants=[FakeAssistant()])  # type: ignore[list-item]
+    e.channel_up = 1
+    request = b"GET /late-syn HTTP/1.1\r\n\r\n"
+    for p in (client(ACK | PSH, 101, request, ack=9001, ip_id=2), client(SYN, 100, ip_id=1)):
+        e._on_frame(ETH + p, 14)
+    e._emit()
+    assert [tcpip.parse(p).flags for p in sender.sent] == [SYN]
+    e._on_record(channel.make_record(tcpip.build(TARGET, CLIENT, 80, 40000, 5000, 101,
+                                                 SYN | ACK)), e.now)
+    e.table.flush(e.now, e.out)
+    e._emit()
+    data = [p for p in sender.sent if tcpip.parse(p).payload_len]
+    assert len(data) == 1 and request in data[0] and tcpip.parse(data[0]).seq == 101
+    assert e.c.midstream_unconfirmed == 0 and e.c.sessions_midstream == 0
+    assert not e.table._unconfirmed
