@@ -363,7 +363,7 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     source: FileSource | Capture | VxlanMirror
     if o.input == "vxlan":
         source = mirror_source(cfg, counters)
-        where = f"{source.describe()}, what {bpf(cfg)!r} would capture"
+        where = f"what {bpf(cfg)!r} would capture, from the {source.describe()},"
     elif o.pcap:
         # Absolute: --daemon changes directory.
         source = FileSource(os.path.abspath(o.pcap), [(ip2int(sip) if sip else None, sport)
