@@ -198,3 +198,32 @@ def test_data_a_mirror_delivered_before_its_syn_follows_the_syn() -> None:
     assert len(data) == 1 and request in data[0] and tcpip.parse(data[0]).seq == 101
     assert e.c.midstream_unconfirmed == 0 and e.c.sessions_midstream == 0
     assert not e.table._unconfirmed
+
+
+def test_the_mirror_counters_in_status_and_metrics() -> None:
+    """The issue's names, spelt exactly: a group of their own in `nfreplay status`, Prometheus
+    counters `nfreplay_online_mirror_<name>_total`, and the stats line of the log."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from nfreplay import status
+    from nfreplay.cli.online import MIRROR_STATS_LINE
+    from nfreplay.metrics import families
+
+    names = ("mirror_packets", "mirror_bytes", "mirror_bad")
+    assert all(status._group("online", n) == "mirror" for n in names)
+    c = Counters()
+    c.mirror_packets, c.mirror_bytes, c.mirror_bad = 3, 300, 1
+    doc = {"role": "online", "instance": "x", "counters": c.snapshot(), "extra": {},
+           "levels": sorted(Counters.levels)}
+
+    class Doc:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return families(doc, "0")
+
+    registry = CollectorRegistry()
+    registry.register(Doc())  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    for name, value in zip(names, (3, 300, 1)):
+        assert f"nfreplay_online_{name}_total {value:.1f}" in text
+    assert {key for _, key, _ in MIRROR_STATS_LINE} >= {"mirror_packets", "mirror_bad"}
