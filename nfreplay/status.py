@@ -260,6 +260,7 @@ GROUPS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
                      "fast_retransmits", "window_probes", "resends_withheld", "checksums_fixed",
                      "sack_stripped", "mss_clamped", "send_errors")),
         ("channel", ("records_", "reconnects", "syns_unannounced", "channel")),
+        ("mirror", ("mirror_",)),
         ("capture", ("capture",)),
         ("recording", ("recording",)),
     ),

@@ -22,11 +22,13 @@ from nfreplay.proto.tunnel import ENCAPSULATIONS
 
 if TYPE_CHECKING:
     from nfreplay.adapters.capture import Capture
+    from nfreplay.adapters.mirror import VxlanMirror
     from nfreplay.adapters.pcapsource import FileSource
     from nfreplay.adapters.rawsock import LinkSender, RawSender, TunnelSender
     from nfreplay.adapters.recordfiles import RecordingDirectory
     from nfreplay.engine.recorder import OnlineRecorder
     from nfreplay.engine.online import OnlineEngine
+    from nfreplay.proto.vxlan import MirrorFilter
     from nfreplay.session.counters import Counters
     from nfreplay.session.selection import Selection
 
@@ -37,6 +39,8 @@ FLAGS = {
     "target": "online.target",
     "assistant": "online.assistants",
     "interface": "online.interface",
+    "input": "online.input",
+    "vxlan_vni": "online.vxlan_vni",
     "connections": "online.connections",
     "mtu": "online.mtu",
     "inject": "online.inject",
@@ -78,6 +82,9 @@ the client's own address (raw socket), and paces it on the reply headers nfrepla
 reports over the control channel (TCP 36524; an existing intercept works too). Sessions
 already open when it starts are joined mid-stream with a faked handshake (--syn-only: not).
 With --pcap it replays a capture file instead, on the file's own clock, and exits when done.
+With --input vxlan it runs on a collector host instead of production: a traffic mirror (AWS
+Traffic Mirroring, Azure vTAP, tc mirred into a vxlan device) sends it copies of production's
+packets as VXLAN over UDP 4789, and it replays what the capture filter would have kept.
 `up` stays in the foreground until SIGINT/SIGTERM; `down` stops it.
 
 tcpcopy's options work too, with their meaning: -x [IP:]PORT-IP:PORT (service and target),
@@ -91,6 +98,8 @@ examples:
   nfreplay-online up -x 80-198.18.0.3:80 -s 198.18.0.4      # the same, tcpcopy's spelling
   nfreplay-online up --pcap traffic.pcap --speed 4 --service 80 --target 198.18.0.3:80 \\
       --assistant 198.18.0.4
+  nfreplay-online up --input vxlan --vxlan-vni 42 --service 198.18.0.2:80 \\
+      --target 198.18.0.3:80 --assistant 198.18.0.4      # on a mirror's collector host
   nfreplay-online up --copies 10 --client-pool 198.18.4.0/24 --config /etc/nfreplay/nfreplay.toml
   nfreplay-online status
   nfreplay-online down
@@ -112,6 +121,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--assistant", "-s", metavar="IP[:PORT][,...]",
                    help="nfreplay-assist (or intercept) address(es), port 36524 by default")
     g.add_argument("--interface", metavar="IFACE", help=f"capture interface (default {D.interface})")
+    g.add_argument("--input", metavar="capture|vxlan[:[ADDR:]PORT]",
+                   help="where client packets come from: capture = libpcap on --interface; "
+                        "vxlan = a traffic mirror's VXLAN datagrams on this UDP port (4789 "
+                        "on every address by default), on a collector host (default "
+                        f"{D.input})")
+    g.add_argument("--vxlan-vni", metavar="VNI",
+                   help="with --input vxlan: replay only this VXLAN network id (0-16777215); "
+                        "others are counted as mirror_bad (default: any)")
     g.add_argument("--connections", "-C", metavar="N", help=f"control connections per assistant (1-11, default {D.connections})")
     g.add_argument("--mtu", "-M", metavar="BYTES",
                    help="larger captured segments (GRO/TSO) are split to this size "
@@ -270,15 +287,26 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     from nfreplay.session import counters as counters_mod
 
     o = cfg.online
-    workers = o.workers or os.cpu_count() or 1
+    mirror = o.input == "vxlan"
+    # The mirror's datagrams arrive on one socket: one process reads them ("auto": 1).
+    workers = o.workers or (1 if mirror else os.cpu_count() or 1)
+    if mirror and workers > 1:
+        raise ConfigError("online.workers: the mirror input (online.input = \"vxlan\") "
+                          "runs in one worker")
+    if mirror and o.pcap:
+        raise ConfigError("online.input: a capture file (online.pcap) and the mirror input "
+                          "(\"vxlan\") exclude each other")
+    if o.vxlan_vni is not None and not mirror:
+        raise ConfigError("online.vxlan_vni: only with online.input = \"vxlan\"")
     if workers > 1 and o.pcap:
         raise ConfigError("online.workers: an offline replay (online.pcap) runs in one worker")
     if workers > 1 and (o.client_pool or o.copies > 1):
         raise ConfigError("online.workers: several workers cannot share a client pool yet "
                           "(online.client_pool, online.copies): use 1 worker")
-    if o.record_responses and (workers > 1 or o.pcap):
+    if o.record_responses and (workers > 1 or o.pcap or mirror):
         raise ConfigError("online.record_responses: recording needs a live capture in one "
-                          "worker (not online.pcap, online.workers 1)")
+                          "worker (not online.pcap or the mirror input, online.workers "
+                          "1)")
     recording_options.check_recording(o, "online")
     stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance,
                                  levels=counters_mod.Counters.levels)
@@ -286,7 +314,8 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
                                  stats_file)
     lifecycle.output(args, paths)
     stop = lifecycle.Stop()
-    line = reporting.StatsLine(STATS_LINE, o.stats_interval, time.monotonic())
+    line = reporting.StatsLine(STATS_LINE + (MIRROR_STATS_LINE if mirror else ()),
+                               o.stats_interval, time.monotonic())
     with lifecycle.pid_file(paths, "online", cfg.general.instance, args.pid_file), \
             reporting.serving(server):
         if workers == 1:
@@ -312,6 +341,11 @@ STATS_LINE = (
     ("retransmits", "retransmits", False), ("handshake failed", "sessions_handshake_failed",
                                             False),
     ("shed", "sessions_shed", False), ("internal errors", "internal_errors", False),
+)
+# ... and with the mirror input (online.input = "vxlan").
+MIRROR_STATS_LINE = (
+    ("mirrored", "mirror_packets", True), ("mirror bad", "mirror_bad", False),
+    ("mirror duplicates", "mirror_duplicates", False),
 )
 
 
@@ -340,6 +374,7 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     from nfreplay.adapters.channel import Assistant
     from nfreplay.adapters.pcapsource import FileSource
     from nfreplay.engine.online import OnlineEngine
+    from nfreplay.session.counters import Counters
     from nfreplay.session.machine import Params
 
     o = cfg.online
@@ -354,8 +389,12 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                     max_buffered_bytes=max(1, o.max_buffered_bytes // n), max_mss=max_mss)
     chosen = selection(cfg, n)
     engine_clock = time.monotonic
-    source: FileSource | Capture
-    if o.pcap:
+    counters = Counters()
+    source: FileSource | Capture | VxlanMirror
+    if o.input == "vxlan":
+        source = mirror_source(cfg, counters)
+        where = f"what {bpf(cfg)!r} would capture, from the {source.describe()},"
+    elif o.pcap:
         # Absolute: --daemon changes directory.
         source = FileSource(os.path.abspath(o.pcap), [(ip2int(sip) if sip else None, sport)
                                      for sip, sport, _, _ in services(cfg)],
@@ -368,7 +407,7 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     assistants = [Assistant(ip, port, o.connections) for ip, port in o.assistants]
     engine = OnlineEngine(params, source, sender, assistants, mtu=mtu,
                           reconnect_interval=o.reconnect_interval, clock=engine_clock,
-                          selection=chosen, shed_lag=o.shed_lag / 1000)
+                          selection=chosen, shed_lag=o.shed_lag / 1000, counters=counters)
     recording = recorder = record_capture = None
     if o.record_responses:
         from nfreplay.engine.recorder import OnlineRecorder
@@ -432,7 +471,9 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                 sender.refresh()  # routes and neighbours change
                 received, dropped, ifdropped = source.stats()
                 extra = {
-                    "capture": {"interface": o.pcap or o.interface,
+                    "capture": {"interface": o.pcap or (
+                                    f"vxlan:{o.mirror_ip}:{o.mirror_port}"
+                                    if o.input == "vxlan" else o.interface),
                                 "filter": "" if o.pcap else bpf(cfg),
                                 "received": received, "dropped": dropped,
                                 "ifdropped": ifdropped,
@@ -475,6 +516,24 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     if progress is not None:
         progress.summary(engine.clock() - started)
     return 0
+
+
+def mirror_filter(cfg: Config) -> MirrorFilter:
+    """What the mirror input keeps: what `bpf(cfg)` would capture, of `online.vxlan_vni`."""
+    from nfreplay.proto.vxlan import MirrorFilter
+
+    wanted = services(cfg)
+    return MirrorFilter([(ip2int(sip) if sip else None, sport) for sip, sport, _, _ in wanted],
+                        [(ip2int(tip), tport) for _, _, tip, tport in wanted],
+                        cfg.online.vxlan_vni)
+
+
+def mirror_source(cfg: Config, counters: Counters) -> VxlanMirror:
+    """The mirror input's socket (online.input = "vxlan")."""
+    from nfreplay.adapters.mirror import VxlanMirror
+
+    o = cfg.online
+    return VxlanMirror(o.mirror_ip, o.mirror_port, mirror_filter(cfg), counters)
 
 
 def end_recording(capture: Capture, recorder: OnlineRecorder,

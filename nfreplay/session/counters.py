@@ -13,6 +13,14 @@ class Counters(BaseCounters):
     levels = frozenset({"sessions_live", "bytes_buffered"})
 
     packets_captured: int
+    # The mirror input (online.input = "vxlan"): datagrams and their bytes received, and
+    # those not handed on as captured packets, by why (adapters.mirror).
+    mirror_packets: int
+    mirror_bytes: int
+    mirror_bad: int  # undecodable (not VXLAN, cut short) or another VNI than online.vxlan_vni
+    mirror_replies: int  # production's answers (the mirror copies both directions)
+    mirror_other: int  # other traffic of the mirrored host (ports, protocols, ARP, IPv6)
+    mirror_duplicates: int  # the same packet mirrored again: replayed once
     packets_bad: int
     packets_no_session: int
     held_overflow: int  # a reused port's next connection: packets past MAX_HELD_PACKETS, dropped

@@ -17,7 +17,8 @@ later packet continues it exactly where it ended and either acknowledges more of
 server's bytes (production answered it) or carries more data. A lone crafted or stray
 packet never reaches the target; a candidate without evidence after MIDSTREAM_WAIT is
 dropped and counted (`midstream_unconfirmed`). The capture holds only the client's
-direction, so a crafted pair with consistent numbers can still pass.
+direction, so a crafted pair with consistent numbers can still pass. A candidate whose SYN
+comes after it (reordered, as a traffic mirror may deliver) follows that SYN into its session.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ SKIP_MEMORY = 120.0  # seconds a refused connection is remembered after its last
 MIDSTREAM_WAIT = 10.0  # seconds a mid-stream candidate may wait for its evidence
 MAX_UNCONFIRMED = 16_384  # candidates held at once; more are dropped and counted
 MAX_UNCONFIRMED_PACKETS = 32  # packets one candidate holds; more: dropped and counted
+OVERTAKEN_WINDOW = 1 << 20  # client bytes after a SYN that data seen before it may start at
 MAX_HELD_PACKETS = 1024  # packets a port's next connection holds while the last one ends
 
 
@@ -176,6 +178,18 @@ class SessionTable:
             return
         s.client_packet(seg, pkt, now, out)
         self._after(s, key, now, out)
+        if seg.flags & SYN and self._unconfirmed and key in self._unconfirmed:
+            self._overtaken(key, seg, now, out)
+
+    def _overtaken(self, key: int, syn: tcpip.Segment, now: float, out: Out) -> None:
+        """Data seen before its own SYN (a traffic mirror may reorder) waits as a mid-stream
+        candidate; once the SYN opened the session, the data follows it there instead."""
+        cand = self._unconfirmed[key]
+        if not 0 < seq_diff(cand.packets[0][0].seq, syn.seq) <= OVERTAKEN_WINDOW:
+            return  # another connection's data: left to wait for its evidence
+        del self._unconfirmed[key]
+        for seg, pkt in cand.packets:
+            self._deliver(key, seg, pkt, now, out)
 
     @staticmethod
     def _belongs_to_next(seg: tcpip.Segment, s: Session | None,

@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -24,7 +24,7 @@ from tests.lab.helpers import (
     run_script, settled_counters, start_capture, wait_for, wait_target_log, wait_until,
 )  # fmt: skip
 from tests.lab.servers import REDIS_PORT, Redis
-from tests.lab.topology import ADDR, CLIENT_NET, CLIENTS, Lab
+from tests.lab.topology import ADDR, CLIENT_NET, CLIENTS, COLLECTOR, Lab
 
 pytestmark = [
     pytest.mark.lab,
@@ -32,7 +32,7 @@ pytestmark = [
 ]
 
 PORTS = {"client": CLIENTS, "online": [ADDR["online"]], "target": [ADDR["target"]],
-         "assist": [ADDR["assist"]]}
+         "assist": [ADDR["assist"]], "kollector": [COLLECTOR]}  # bridge port p<first letter>
 
 
 @pytest.fixture
@@ -42,11 +42,21 @@ def lab(lab: Lab) -> Lab:
     return lab
 
 
+@pytest.fixture
+def collector_lab() -> Iterator[Lab]:
+    """The same with a mirror collector."""
+    with Lab(collector=True) as lab:
+        vpc_source_check(lab)
+        yield lab
+
+
 def vpc_source_check(lab: Lab) -> None:
     """Each bridge port may only send IPv4 from its own addresses (ARP passes)."""
     rules = ["table bridge vpc {", " chain forward {",
              "  type filter hook forward priority 0; policy accept;"]
     for role, own in PORTS.items():
+        if role == "kollector" and "collector" not in lab.ns:
+            continue
         rules.append(f"  iifname \"p{role[0]}\" ip saddr != {{ {', '.join(own)} }} "
                      "counter drop")
     rules += [" }", "}"]
@@ -242,3 +252,29 @@ def test_other_encapsulations_on_the_wire(lab: Lab, kind: str) -> None:
     # The SYN's MSS leaves room for the outer headers in the 1400-byte path.
     assert {tcpip.syn_options(s)[0] for s in syns} == {1400 - encap.overhead - 40}
     assert lab.stop_replay(assist, online) == (0, 0)
+
+
+def test_mirror_collector_delivers_through_the_tunnel(collector_lab: Lab) -> None:
+    """The agentless cloud deployment: production's packets reach the collector only as the
+    kernel's VXLAN copies, and the collector, which may not send foreign sources either,
+    replays them through the tunnel to the target's colocated assist."""
+    lab = collector_lab
+    before = host_state(lab)
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    lab.mirror(vni=42)
+    assist, online = lab.start_tunnel_replay(80, "--input", "vxlan", host="collector")
+    sniffer = start_capture(lab)
+    run_load(lab, "coll", short=300, keepalive=40, per_conn=5)
+    want = set(paths(online_log, "coll"))
+    got = wait_for(target_log, "coll", want, timeout=30)
+    share = fidelity("mirror collector through a vxlan tunnel", len(got & want), len(want))
+    c = lab.online_status("collector").get("counters", {})
+    assert len(want) == 500 and share >= 99.9, nonzero(c)
+    assert sorted(paths(target_log, "coll")) == sorted(set(paths(target_log, "coll")))
+    assert spoofed_drops(lab) == 0
+    seen = count_captured(lab, sniffer)
+    assert seen["target"] == 0 and seen["online"] > 0, seen
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("collector-online")
+    lab.unmirror()
+    assert host_state(lab) == before

@@ -6,6 +6,14 @@
     198.18.0.4/24      assistant   nfreplay-assist, ip_forward = 0
     bridge             in a fifth namespace, so the root namespace is never touched
 
+With `Lab(collector=True)`, a mirror collector too (the cloud deployment of issue 17):
+
+    198.18.0.5/24      collector   on the bridge: reaches target and assistant, sees no
+                                   client traffic; nfreplay-online --input vxlan runs here
+    198.18.2.1/30 <->  198.18.2.2/30   a separate link online:mir0 - collector:mir0 that only
+                                   carries the mirror's VXLAN (as a cloud's mirror is out of
+                                   band of the instance), MTU 9000 so full frames fit
+
 Every name carries a per-run prefix; `Lab.close()` stops what it started and deletes the
 namespaces, treating "already gone" as success. Used by the lab tests and by the demo.
 """
@@ -30,6 +38,9 @@ CLIENTS = ["198.18.1.10", "198.18.1.11", "198.18.1.12", "198.18.1.13"]
 CLIENT_NET = "198.18.1.0/24"
 HOST_NET = "198.18.0.0/24"
 ROLES = ("client", "online", "target", "assist")
+COLLECTOR = "198.18.0.5"
+MIRROR_LINK = ("198.18.2.1", "198.18.2.2")  # online's and the collector's end, /30
+VXLAN_PORT = 4789
 BIN = Path(sys.executable).parent  # the venv's bin: nfreplay, nfreplay-online, nfreplay-assist
 
 # What both lab nginx configurations share: foreground, files in the run's own directory.
@@ -115,9 +126,13 @@ def big_file_bytes() -> bytes:
 class Lab:
     """Builds the namespaces; `start_*` helpers run real daemons inside them."""
 
-    def __init__(self, prefix: str | None = None) -> None:
+    def __init__(self, prefix: str | None = None, collector: bool = False) -> None:
         self.prefix = prefix or f"nfl{os.getpid() % 100000}"
         self.ns = {role: f"{self.prefix}{role[0]}" for role in ROLES}
+        self.roles: tuple[str, ...] = ROLES
+        if collector:
+            self.ns["collector"] = f"{self.prefix}k"
+            self.roles = (*ROLES, "collector")
         self.switch = f"{self.prefix}s"
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -151,10 +166,47 @@ class Lab:
             self.sh("client", "ip", "route", "add", HOST_NET, "dev", "eth0")
             self.sh("online", "ip", "route", "add", CLIENT_NET, "dev", "eth0")
             self.sh("assist", "sysctl", "-qw", "net.ipv4.ip_forward=0")
+            if "collector" in self.ns:
+                self._build_collector()
         except BaseException:
             self.close()
             raise
         return self
+
+    def _build_collector(self) -> None:
+        ns = self.ns["collector"]  # created with the others
+        netns.veth(ns, "eth0", self.switch, "pk")
+        self.sh("switch", "ip", "link", "set", "pk", "master", "br0")
+        self.sh("collector", "ethtool", "-K", "eth0", "tx", "off", check=False)
+        self.sh("collector", "ip", "addr", "add", f"{COLLECTOR}/24", "dev", "eth0")
+        netns.veth(self.ns["online"], "mir0", ns, "mir0")
+        for role, ip in zip(("online", "collector"), MIRROR_LINK):
+            self.sh(role, "ip", "link", "set", "mir0", "mtu", "9000")
+            self.sh(role, "ip", "addr", "add", f"{ip}/30", "dev", "mir0")
+        self.mac["collector"] = self._mac("collector")
+
+    def mirror(self, copies: int = 1, vni: int = 42) -> None:
+        """Copy every frame of the online host's eth0, in and out, to the collector as VXLAN
+        (VNI `vni`, UDP 4789), as a cloud's traffic mirror does: the kernel's `tc` mirred
+        action into a `vxlan` device on the online side; `copies` mirred actions per frame
+        (2: every packet arrives twice). `unmirror` removes it (so does deleting the netns)."""
+        local, remote = MIRROR_LINK
+        self.sh("online", "ip", "link", "add", "vxm0", "type", "vxlan", "id", str(vni),
+                "local", local, "remote", remote, "dstport", str(VXLAN_PORT), "dev", "mir0",
+                "nolearning")
+        self.sh("online", "ip", "link", "set", "vxm0", "mtu", "8950", "up")
+        self.sh("online", "tc", "qdisc", "add", "dev", "eth0", "clsact")
+        actions = ["action", "mirred", "egress", "mirror", "dev", "vxm0"] * copies
+        for direction in ("ingress", "egress"):
+            add = ["tc", "filter", "add", "dev", "eth0", direction, "protocol", "all"]
+            # Every frame: matchall, or where the kernel lacks it (CONFIG_NET_CLS_MATCHALL)
+            # u32's match-everything key.
+            if self.sh("online", *add, "matchall", *actions, check=False).returncode:
+                self.sh("online", *add, "u32", "match", "u32", "0", "0", *actions)
+
+    def unmirror(self) -> None:
+        self.sh("online", "tc", "qdisc", "del", "dev", "eth0", "clsact", check=False)
+        self.sh("online", "ip", "link", "del", "vxm0", check=False)
 
     def _mac(self, role: str) -> str:
         out = self.sh(role, "cat", "/sys/class/net/eth0/address").stdout
@@ -233,13 +285,16 @@ class Lab:
             self.wait_stats("assist", p.pid)
         return p
 
-    def start_online(self, *extra: str) -> subprocess.Popen[bytes]:
+    def start_online(self, *extra: str, host: str = "online") -> subprocess.Popen[bytes]:
+        """nfreplay-online in `host`'s namespace (the online host, or the collector: give it
+        "--input", "vxlan"); its log is `online.log`, or `<host>-online.log`."""
         argv = [str(BIN / "nfreplay-online"), "up", "--service", f"{ADDR['online']}:80",
                 "--target", f"{ADDR['target']}:80", "--assistant", ADDR["assist"],
                 "--interface", "eth0", "--instance", self.prefix,
-                "--state-dir", self.state_dir("online"), *extra]
-        p = self.spawn("online", self._padded(argv), "online.log")
-        self.wait_stats("online", p.pid)
+                "--state-dir", self.state_dir(host), *extra]
+        name = "online" if host == "online" else f"{host}-online"
+        p = self.spawn(host, self._padded(argv), f"{name}.log")
+        self.wait_stats(name, p.pid)
         return p
 
     def _padded(self, argv: list[str]) -> list[str]:
@@ -259,27 +314,30 @@ class Lab:
         return assist, online
 
     def start_tunnel_replay(self, port: int = 80, *online_extra: str, deliver: str = "tunnel",
-                            assist_extra: Sequence[str] = (), tunnel_end: bool = True
+                            assist_extra: Sequence[str] = (), tunnel_end: bool = True,
+                            host: str = "online"
                             ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
         """The cloud deployment (README, Running in a cloud): the target's tunnel end
         (`nfreplay target up --tunnel`, no route to an assistant) and a colocated
-        nfreplay-assist on the target; nfreplay-online delivering with `deliver`, its
-        assistant the target itself. Returns (assist, online); `stop_replay` undoes it, and so
-        does `close()`. `tunnel_end` False: no `target up` (what the online host sends
-        is then only seen on the target's wire)."""
+        nfreplay-assist on the target; nfreplay-online in `host` (the online host, or the
+        collector: give it "--input", "vxlan") delivering with `deliver`, its assistant the
+        target itself. Returns (assist, online); `stop_replay` undoes it, and so does
+        `close()`. `tunnel_end` False: no `target up` (what the online host sends is then
+        only seen on the target's wire)."""
+        peer = COLLECTOR if host == "collector" else ADDR["online"]
         if tunnel_end:
             self.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
-                          "--tunnel", "--tunnel-peers", ADDR["online"])
+                          "--tunnel", "--tunnel-peers", peer)
         argv = [str(BIN / "nfreplay-assist"), "up", "--mode", "colocated",
                 "--target", f"{ADDR['target']}:{port}", "--clients", CLIENT_NET,
-                "--online", ADDR["online"], "--instance", self.prefix,
+                "--online", peer, "--instance", self.prefix,
                 "--state-dir", self.state_dir("target"), *assist_extra]
         assist = self.spawn("target", self._padded(argv), "assist.log")
         self.wait_stats("target-assist", assist.pid)
         online = self.start_online("--assistant", ADDR["target"], "--service",
                                    f"{ADDR['online']}:{port}", "--target",
                                    f"{ADDR['target']}:{port}", "--deliver", deliver,
-                                   *online_extra)
+                                   *online_extra, host=host)
         return assist, online
 
     def stop_replay(self, assist: subprocess.Popen[bytes],
@@ -291,10 +349,10 @@ class Lab:
         self.nfreplay("target", "nfreplay", "target", "down", check=False)
         return rc_online, rc_assist
 
-    def online_status(self) -> dict:
-        """`daemons[0]` of `nfreplay status --json` in the online namespace ({} if none);
-        its "counters" are the session machine's (retransmits, sessions_*, ...)."""
-        done = self.nfreplay("online", "nfreplay", "status", "--json", check=False)
+    def online_status(self, host: str = "online") -> dict:
+        """`daemons[0]` of `nfreplay status --json` in the online namespace (or `host`'s)
+        ({} if none); its "counters" are the session machine's (retransmits, sessions_*, ...)."""
+        done = self.nfreplay(host, "nfreplay", "status", "--json", check=False)
         try:
             daemons = json.loads(done.stdout)["daemons"]
         except (ValueError, KeyError, TypeError):
@@ -362,7 +420,7 @@ class Lab:
         """What `down` must restore: iptables-save (nft and legacy), routes and routing rules,
         per namespace."""
         state = {}
-        for role in ROLES:
+        for role in self.roles:
             nft = self.sh(role, "iptables-nft-save", check=False).stdout
             legacy = self.sh(role, "iptables-legacy-save", check=False).stdout
             routes = self.sh(role, "ip", "-4", "route", "show", "table", "all").stdout
