@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import pathlib
+import re
 import tomllib
 
 import pytest
@@ -654,3 +655,16 @@ def test_more_services_parse_tcpcopy_mappings() -> None:
                role="online")
     assert cfg.online.more_services == ((None, 8080, "198.18.0.3", 9090),
                                         ("198.18.0.2", 81, "198.18.0.5", 81))
+
+
+def test_every_toml_example_in_the_readme_loads(tmp_path: pathlib.Path) -> None:
+    """The README's configuration examples are the file an operator copies: each must load
+    for every role whose section it has."""
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        path = write(tmp_path, block)
+        for role in ("online", "assist", "target"):
+            if f"[{role}]" in block:
+                config.load(path, role=role)
