@@ -358,6 +358,10 @@ def delivery(o: Online) -> tuple[RawSender | LinkSender | TunnelSender, int, int
 
     if o.deliver == "tunnel":  # config.load checked that the sizes leave room
         encap = tunnel.encapsulation(o.tunnel)
+        log.info("delivery: inside a %s tunnel to the target host (%s, %d bytes of outer "
+                 "headers): packets of at most %d bytes, SYNs' MSS at most %d", o.tunnel,
+                 f"UDP {o.tunnel_port}" if encap.udp else f"IP protocol {encap.ip_proto}",
+                 encap.overhead, tunnel.inner_mtu(o.mtu, encap), tunnel.max_mss(o.mtu, encap))
         return (TunnelSender(encap, o.tunnel_port), tunnel.inner_mtu(o.mtu, encap),
                 tunnel.max_mss(o.mtu, encap))
     raw = RawSender()

@@ -141,6 +141,8 @@ def test_tunnel_replays_http_redis_and_large_bodies(lab: Lab, servers: Callable)
     assert "ok   rp_filter on nfr" in target_doc.stdout
     assert f"ok   replies to {CLIENT_NET} go into the tunnel device" in target_doc.stdout
     assert spoofed_drops(lab) == 0  # nothing foreign on the wire: the tunnel's outer packets
+    assert "delivery: inside a vxlan tunnel to the target host (UDP 36525, 50 bytes of outer " \
+        "headers): packets of at most 1450 bytes, SYNs' MSS at most 1410" in lab.log("online")
 
     # A VXLAN datagram from a host that is not a tunnel peer (the assistant host) is dropped
     # by the target's firewall: its inner SYN never reaches the service.
