@@ -108,6 +108,7 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     from nfreplay.adapters.channel import Listener
     from nfreplay.adapters.nfqueue import COPY_RANGE, Queue
     from nfreplay.engine.assist import LOOPBACK, AssistCounters, AssistEngine
+    from nfreplay.engine.watch import CHECK_EVERY, DropWatch
     from nfreplay.limits import Limits
     from nfreplay.engine.recorder import AssistRecorder
     from nfreplay.proto.recording import TARGET_KINDS
@@ -169,8 +170,8 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
                 log.warning("control channel: only loopback may connect: set assist.online "
                             "(--online) to the online hosts' addresses")
             next_publish = 0.0
-            next_check = engine.now + reporting.CHECK_EVERY
-            queue_drops = reporting.DropWatch(
+            next_check = engine.now + CHECK_EVERY
+            queue_drops = DropWatch(
                 f"the kernel's NFQUEUE {a.queue}",
                 "their sessions miss records and stall (q_dropped: the queue was full, "
                 "u_dropped: the netlink buffer; nfreplay status shows which): this loop "
@@ -179,11 +180,11 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
             while not stop.requested:
                 engine.step(0.2)
                 if engine.now >= next_check:
-                    next_check = engine.now + reporting.CHECK_EVERY
+                    next_check = engine.now + CHECK_EVERY
                     row = next((q for q in read_nfqueue() if q.queue_number == a.queue), None)
                     if row is not None:
                         queue_drops.check(row.queue_dropped + row.user_dropped,
-                                          reporting.CHECK_EVERY)
+                                          CHECK_EVERY)
                 if engine.now >= next_publish:
                     next_publish = engine.now + 1.0
                     engine.c.verdict_errors = queue.errors

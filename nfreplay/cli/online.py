@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from nfreplay.adapters.mirror import VxlanMirror
     from nfreplay.adapters.pcapsource import FileSource
     from nfreplay.adapters.rawsock import LinkSender, RawSender, TunnelSender
-    from nfreplay.adapters.recordfiles import RecordingDirectory
-    from nfreplay.engine.recorder import OnlineRecorder
     from nfreplay.engine.online import OnlineEngine
     from nfreplay.proto.vxlan import MirrorFilter
     from nfreplay.session.counters import Counters
@@ -378,6 +376,7 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     from nfreplay.adapters.channel import Assistant
     from nfreplay.adapters.pcapsource import FileSource
     from nfreplay.engine.online import OnlineEngine
+    from nfreplay.engine.online_run import OnlineRecording, OnlineRun
     from nfreplay.session.counters import Counters
     from nfreplay.session.machine import Params
 
@@ -412,113 +411,37 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     engine = OnlineEngine(params, source, sender, assistants, mtu=mtu,
                           reconnect_interval=o.reconnect_interval, clock=engine_clock,
                           selection=chosen, shed_lag=o.shed_lag / 1000, counters=counters)
-    recording = recorder = record_capture = None
+    recording = None
     if o.record_responses:
         from nfreplay.engine.recorder import OnlineRecorder
         from nfreplay.proto.recording import ONLINE_KINDS
 
-        recording = recording_options.recording_directory(o, "online", ONLINE_KINDS)
+        directory = recording_options.recording_directory(o, "online", ONLINE_KINDS)
         # The service's own answers are captured before segmentation (TSO/GSO: up to 64 KiB
         # and more per packet): libpcap's largest snaplen, so that none is cut.
         record_capture = Capture("any", record_bpf(cfg), snaplen=262144, inbound_only=False)
         recorder = OnlineRecorder(
             [(ip2int(sip) if sip else None, sport, ip2int(tip), tport)
-             for sip, sport, tip, tport in services(cfg)], recording,
+             for sip, sport, tip, tport in services(cfg)], directory,
             recording_options.recording_sampler(o.record_percent))
         engine.record(recorder, record_capture)
-        log.info("recording %.4g %% of the sessions in %s", o.record_percent, recording.path)
-    progress = Progress(source, engine, sys.stderr) if isinstance(source, FileSource) else None
-    started = engine.clock()
-    engine.connect(engine.clock())
-    deadline = engine.clock() + 1.0
-    while not engine.channel_up and engine.clock() < deadline and not stop.requested:
-        engine.step(0.05)
-    if not engine.channel_up:
-        log.warning("no assistant reachable yet (%s); retrying every %.0f s — sessions "
-                    "start once one answers", ", ".join(a.name for a in assistants),
-                    o.reconnect_interval)
+        recording = OnlineRecording(directory, recorder, record_capture)
+        log.info("recording %.4g %% of the sessions in %s", o.record_percent, directory.path)
+    offline = source if isinstance(source, FileSource) else None
+    run = OnlineRun(
+        engine, source, sender, offline=offline, recording=recording,
+        progress=Progress(offline, engine, sys.stderr) if offline is not None else None,
+        reconnect_interval=o.reconnect_interval,
+        capture={"interface": o.pcap or (f"vxlan:{o.mirror_ip}:{o.mirror_port}"
+                                         if o.input == "vxlan" else o.interface),
+                 "filter": "" if o.pcap else bpf(cfg)})
+    run.connect(stop)
     log.info("up: replaying %s to %s:%d (%s)", where, o.target_ip, o.target_port,
              "compiled hot path" if reporting.compiled() else "pure Python")
     lifecycle.settle_gc()
     if share is None:
         lifecycle.notify("READY=1")  # the capture is open (workers: the supervisor says it)
-    next_publish = 0.0
-    next_check = engine.now + CHECK_EVERY
-    handshakes = HandshakeWatch()
-    capture_drops = reporting.DropWatch(
-        "the capture", "nfreplay-online fell behind the traffic, their sessions lose data "
-        "(sessions_capture_gap): replay a share (--percent), add --workers, or keep other "
-        "work off this core")
-    warned_checksums = False
-    last_extra = None
-    try:
-        while not stop.requested:
-            if o.pcap and not engine.channel_up and engine.now - started < 10:
-                engine.step(0.1)  # a file waits for its assistant; live traffic cannot
-                continue
-            engine.step(engine.next_timeout())
-            if isinstance(source, FileSource) and offline_step(source, engine):
-                break
-            if engine.now >= next_check:
-                next_check = engine.now + CHECK_EVERY
-                handshakes.check(engine.c)
-                capture_drops.check(source.stats()[1], CHECK_EVERY)
-            if not warned_checksums and engine.c.checksums_fixed:
-                warned_checksums = True
-                log.warning("captured packets carry unfinished TCP checksums (TX checksum "
-                            "offload on a sender that shares this host or hypervisor: veth, "
-                            "containers, VMs); nfreplay computes them in full for those "
-                            "sessions (checksums_fixed), which costs CPU: `ethtool -K IFACE tx "
-                            "off` on the sending side avoids it")
-            if engine.now >= next_publish:
-                next_publish = engine.now + 1.0
-                sender.refresh()  # routes and neighbours change
-                received, dropped, ifdropped = source.stats()
-                extra = {
-                    "capture": {"interface": o.pcap or (
-                                    f"vxlan:{o.mirror_ip}:{o.mirror_port}"
-                                    if o.input == "vxlan" else o.interface),
-                                "filter": "" if o.pcap else bpf(cfg),
-                                "received": received, "dropped": dropped,
-                                "ifdropped": ifdropped,
-                                "dropped_last_10s": capture_drops.recent},
-                    "channel": {"up": engine.channel_up, "drops": engine.channel_drops,
-                                "announces_failed": engine.announces_failed,
-                                "assistants": [a.name for a in assistants]},
-                    "send_errors": sender.errors,
-                    "inject": sender.stats(),
-                    "sessions_in_table": len(engine.table),
-                }
-                if recording is not None and recorder is not None and record_capture:
-                    try:
-                        recorder.tick(time.time())
-                    except Exception:
-                        engine._internal_error("the recording's housekeeping")
-                    extra["recording"] = {**recording.stats(), "sessions": recorder.sessions,
-                                          "capture": dict(zip(("received", "dropped", "ifdropped"),
-                                                              record_capture.stats())),
-                                          "not_sampled": recorder.not_sampled,
-                                          "held_dropped": recorder.held_dropped}
-                if chosen.allocator is not None:
-                    extra["client_pairs_in_use"] = chosen.allocator.in_use()
-                if chosen.client_filter is not None:
-                    extra["toa_options_seen"] = chosen.toa_seen
-                report(engine.c, extra)
-                last_extra = extra
-                if progress is not None:
-                    progress.show()
-    finally:
-        try:
-            engine.shutdown()
-        finally:
-            source.close()
-            sender.close()
-            if record_capture is not None and recorder is not None and recording is not None:
-                end_recording(record_capture, recorder, recording)
-    if last_extra is not None:
-        report(engine.c, last_extra)  # the counters as they end
-    if progress is not None:
-        progress.summary(engine.clock() - started)
+    run.run(stop, report)
     return 0
 
 
@@ -538,40 +461,6 @@ def mirror_source(cfg: Config, counters: Counters) -> VxlanMirror:
 
     o = cfg.online
     return VxlanMirror(o.mirror_ip, o.mirror_port, mirror_filter(cfg), counters)
-
-
-def end_recording(capture: Capture, recorder: OnlineRecorder,
-                  recording: RecordingDirectory) -> None:
-    """Write the recording's last packets and lines, then close it; each step on its own."""
-    from nfreplay.engine.recorder import HOLD_SECONDS
-
-    try:
-        # The capture hands over a ring block when it is full or 10 ms old: wait for the
-        # last one, so that the recording ends with the replay.
-        time.sleep(0.02)
-        capture.dispatch_ts(recorder.packet)
-        recorder.tick(time.time() + HOLD_SECONDS)  # lines still waiting are written
-    except Exception as exc:  # a bug: the files written so far stay good
-        log.warning("recording: the last packets were not written: %s", exc)
-    finally:
-        capture.close()
-        recording.close()
-
-
-def offline_step(source: FileSource, engine: OnlineEngine) -> bool:
-    """After a wake-up of an offline replay: start the next loop once the sessions of the
-    previous one are over; True when the whole replay is done: the file was played and no
-    session has anything left to send or to wait for (a session the capture cut before its
-    FIN is then reset by the shutdown), or a tail of session_timeout passed."""
-    live = engine.c.sessions_live
-    if source.waiting_for_drain and live == 0:
-        source.drained()
-    if not source.exhausted:
-        return False
-    if engine.tail_since is None:
-        engine.tail_since = engine.now
-    return (live == 0 or engine.table.quiescent(engine.now)
-            or engine.now - engine.tail_since > engine.p.session_timeout)
 
 
 class Progress:
@@ -622,30 +511,6 @@ class Progress:
               f"{', '.join(f'{k} {v}' for k, v in skipped.items()) or 'none'}; "
               f"file errors: {errors}; gaps capped: {s.gaps_capped}", file=self.stream,
               flush=True)
-
-
-CHECK_EVERY = reporting.CHECK_EVERY
-
-
-class HandshakeWatch:
-    """tcpcopy's "many connections can't be established", with what to check: warned when,
-    since the last look, sessions failed their handshake with the target and fewer than 80 %
-    of the handshakes that ended succeeded."""
-
-    def __init__(self) -> None:
-        self.failed = self.established = 0
-
-    def check(self, c: Counters) -> None:
-        failed = c.sessions_handshake_failed - self.failed
-        established = c.sessions_established - self.established
-        self.failed, self.established = c.sessions_handshake_failed, c.sessions_established
-        if failed and established * 100 < (established + failed) * 80:
-            log.warning("%d of %d sessions in the last %.0f s got no answer to their SYN from "
-                        "the target: are the target's replies routed to the assistant "
-                        "(nfreplay target up; nfreplay doctor target) and queued there "
-                        "(nfreplay status on the assistant: packets_queued)? Does the target's "
-                        "rp_filter or firewall drop packets from the clients' addresses?",
-                        failed, failed + established, CHECK_EVERY)
 
 
 def entry() -> None:

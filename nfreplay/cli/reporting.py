@@ -1,5 +1,5 @@
-"""What a running daemon tells operators: its stats file (status), the metrics endpoint,
-the periodic stats line and the warnings when drops rise."""
+"""What a running daemon tells operators: its stats file (status), the metrics endpoint and
+the periodic stats line (the warnings are the engine's: engine.watch)."""
 
 from __future__ import annotations
 
@@ -70,26 +70,6 @@ def publish(stats_file: stats.StatsFile, counters: Any, extra: Mapping[str, obje
         stats_file.write(counters.snapshot(), extra)
     except OSError as exc:  # a full /run must not kill the replay
         log.warning("stats: %s", exc)
-
-CHECK_EVERY = 10.0  # seconds between two looks for trouble worth a warning
-
-
-class DropWatch:
-    """One WARN line, with `hint`, each time a running drop count (the capture's, the kernel
-    queue's) went up since the previous look. Looked at every CHECK_EVERY seconds."""
-
-    def __init__(self, what: str, hint: str) -> None:
-        self.what, self.hint = what, hint
-        self.seen = 0  # both counts start at 0 with the daemon (its capture, its queue)
-        self.recent = 0  # dropped between the last two looks (status: "drops rising")
-
-    def check(self, total: int, seconds: float) -> None:
-        self.recent = max(total - self.seen, 0)
-        if self.recent:
-            log.warning("%s dropped %d packets in the last %.0f s: %s", self.what,
-                        self.recent, seconds, self.hint)
-        self.seen = total
-
 
 class StatsLine:
     """One log line with chosen counters every `interval` seconds (tcpcopy logs its counters
