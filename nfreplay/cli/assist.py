@@ -6,6 +6,7 @@ import argparse
 import logging
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from nfreplay import stats
 from nfreplay.cli import lifecycle, options, recording_options, reporting, teardown
@@ -108,12 +109,11 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     from nfreplay.adapters.channel import Listener
     from nfreplay.adapters.nfqueue import COPY_RANGE, Queue
     from nfreplay.engine.assist import LOOPBACK, AssistCounters, AssistEngine
-    from nfreplay.engine.watch import CHECK_EVERY, DropWatch
+    from nfreplay.engine.assist_run import AssistRun
     from nfreplay.limits import Limits
     from nfreplay.engine.recorder import AssistRecorder
     from nfreplay.proto.recording import TARGET_KINDS
     from nfreplay.rules.model import assist_plan
-    from nfreplay.status import read_nfqueue
 
     a = cfg.assist
     assert a.target_ip is not None and a.target_port is not None  # required (config.load)
@@ -169,34 +169,15 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
             if not a.online:
                 log.warning("control channel: only loopback may connect: set assist.online "
                             "(--online) to the online hosts' addresses")
-            next_publish = 0.0
-            next_check = engine.now + CHECK_EVERY
-            queue_drops = DropWatch(
-                f"the kernel's NFQUEUE {a.queue}",
-                "their sessions miss records and stall (q_dropped: the queue was full, "
-                "u_dropped: the netlink buffer; nfreplay status shows which): this loop "
-                "falls behind the target's replies; keep other work off this core")
             line = reporting.StatsLine(STATS_LINE, a.stats_interval, engine.now)
-            while not stop.requested:
-                engine.step(0.2)
-                if engine.now >= next_check:
-                    next_check = engine.now + CHECK_EVERY
-                    row = next((q for q in read_nfqueue() if q.queue_number == a.queue), None)
-                    if row is not None:
-                        queue_drops.check(row.queue_dropped + row.user_dropped,
-                                          CHECK_EVERY)
-                if engine.now >= next_publish:
-                    next_publish = engine.now + 1.0
-                    engine.c.verdict_errors = queue.errors
-                    extra = {"queue": a.queue, "listen": f"{a.listen_ip}:{a.listen_port}",
-                             "peers": [c.peer for c in engine.conns],
-                             "queue_dropped_last_10s": queue_drops.recent}
-                    if recording is not None and recorder is not None:
-                        extra["recording"] = {**recording.stats(), "errors": recorder.errors
-                                              + recording.errors,
-                                              "truncated": recorder.truncated}
-                    reporting.publish(stats_file, engine.c, extra)
-                    line.feed(engine.c.snapshot(), engine.now)
+
+            def report(c: AssistCounters, extra: dict[str, Any]) -> None:
+                reporting.publish(stats_file, c, extra)
+                line.feed(c.snapshot(), engine.now)
+
+            AssistRun(engine, queue, a.queue, f"{a.listen_ip}:{a.listen_port}",
+                      _RecordingStats(recording, recorder) if recording is not None else None
+                      ).run(stop, report)
             line.feed(engine.c.snapshot(), engine.now)
             line.final(engine.now)
         finally:
@@ -210,6 +191,17 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
             if started:
                 log.info("down: %s", "complete" if not problems else f"{len(problems)} problem(s)")
     return teardown.report_teardown(problems, "nfreplay-assist")
+
+
+class _RecordingStats:
+    """The recording's figures for the stats file: its directory's and the recorder's."""
+
+    def __init__(self, directory: Any, recorder: Any) -> None:
+        self.directory, self.recorder = directory, recorder
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.directory.stats(), "truncated": self.recorder.truncated,
+                "errors": self.recorder.errors + self.directory.errors}
 
 
 # The log's stats line (assist.stats_interval): (label, counter, with a rate).
