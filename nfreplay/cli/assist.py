@@ -171,7 +171,7 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
                             "(--online) to the online hosts' addresses")
             line = reporting.StatsLine(STATS_LINE, a.stats_interval, engine.now)
 
-            def report(c: AssistCounters, extra: dict[str, Any]) -> None:
+            def report(c: AssistCounters, extra: stats.AssistExtra) -> None:
                 reporting.publish(stats_file, c, extra)
                 line.feed(c.snapshot(), engine.now)
 

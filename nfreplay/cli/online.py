@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from nfreplay import stats
 from nfreplay.cli import lifecycle, options, recording_options, reporting
@@ -317,7 +317,7 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     with lifecycle.pid_file(paths, "online", cfg.general.instance, args.pid_file), \
             reporting.serving(server):
         if workers == 1:
-            def report(c: Counters, extra: dict[str, Any]) -> None:
+            def report(c: Counters, extra: stats.OnlineExtra) -> None:
                 reporting.publish(stats_file, c, extra)
                 line.feed(c.snapshot(), time.monotonic())
 
@@ -367,7 +367,7 @@ def delivery(o: Online) -> tuple[RawSender | LinkSender | TunnelSender, int, int
 
 
 def replay(cfg: Config, share: tuple[int, int] | None,
-           report: Callable[[Counters, dict[str, Any]], None], stop: lifecycle.Stop) -> int:
+           report: Callable[[Counters, stats.OnlineExtra], None], stop: lifecycle.Stop) -> int:
     """One capture + replay loop until `stop`: the whole instance, or worker `share` = (i, n)
     of n, which replays the client ports p with (p >> 1) % n == i (split in the capture filter, so
     the kernel hands each packet to exactly one worker). `report(counters, extra)` is called

@@ -147,7 +147,8 @@ def resident(manager: Any, plan: Plan, paths: stats.StatePaths, instance: str) -
                     due = time.monotonic() + RECHECK
                 if now - published >= 1.0:  # as the daemons do: `status` sees it alive
                     published = now
-                    reporting.publish(stats_file, counters, {"missing_routes": missing})
+                    extra: stats.TargetExtra = {"missing_routes": missing}
+                    reporting.publish(stats_file, counters, extra)
         finally:
             events.close()
             problems = manager.down()

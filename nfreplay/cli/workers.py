@@ -160,14 +160,7 @@ def _publish(stats_file: stats.StatsFile, latest: list[Any], procs: list[Any]
     for snapshot, _ in latest:
         for k, v in snapshot.items():
             counters[k] = counters.get(k, 0) + v
-    extras = [extra for _, extra in latest]
-    extra = dict(extras[0])
-    extra["capture"] = {**extras[0]["capture"], **_sum(e["capture"] for e in extras)}
-    extra["channel"] = {**extras[0]["channel"], **_sum(e["channel"] for e in extras)}
-    extra["send_errors"] = _sum(e["send_errors"] for e in extras)
-    extra["inject"] = _sum(e["inject"] for e in extras)
-    extra["sessions_in_table"] = sum(e["sessions_in_table"] for e in extras)
-    extra["process"] = _sum(e["process"] for e in extras)
+    extra = stats.merge_online([extra for _, extra in latest])
     extra["compiled"] = reporting.compiled()
     extra["workers"] = [{"pid": p.pid, "sessions_opened": snap["sessions_opened"],
                          "sessions_live": snap["sessions_live"]}
@@ -177,15 +170,3 @@ def _publish(stats_file: stats.StatsFile, latest: list[Any], procs: list[Any]
     except OSError as exc:  # a full /run must not kill the replay
         log.warning("stats: %s", exc)
     return counters
-
-
-def _sum(dicts: Any) -> dict[str, Any]:
-    """Numbers summed key by key; anything else kept from the first."""
-    out: dict[str, Any] = {}
-    for d in dicts:
-        for k, v in d.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[k] = out.get(k, 0) + v
-            else:
-                out.setdefault(k, v)
-    return out

@@ -9,8 +9,9 @@ from typing import Any, Protocol
 
 from nfreplay.engine.assist import AssistCounters, AssistEngine
 from nfreplay.engine.watch import CHECK_EVERY, DropWatch
+from nfreplay.stats import AssistExtra
 
-Report = Callable[[AssistCounters, dict[str, Any]], None]
+Report = Callable[[AssistCounters, AssistExtra], None]
 
 
 class Queue(Protocol):
@@ -61,10 +62,10 @@ class AssistRun:
                 next_publish = engine.now + 1.0
                 report(engine.c, self.extra())
 
-    def extra(self) -> dict[str, Any]:
+    def extra(self) -> AssistExtra:
         """What the stats file says besides the counters (nfreplay status, metrics)."""
         self.engine.c.verdict_errors = self.queue.errors
-        extra: dict[str, Any] = {"queue": self.number, "listen": self.listen,
+        extra: AssistExtra = {"queue": self.number, "listen": self.listen,
                                  "peers": [c.peer for c in self.engine.conns],
                                  "queue_dropped_last_10s": self.queue_drops.recent}
         if self.recording is not None:

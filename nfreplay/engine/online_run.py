@@ -15,12 +15,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from nfreplay.engine.online import CaptureSource, OnlineEngine
+from nfreplay.stats import OnlineExtra
 from nfreplay.engine.watch import CHECK_EVERY, DropWatch, HandshakeWatch
 from nfreplay.session.counters import Counters
 
 log = logging.getLogger("nfreplay.online")
 
-Report = Callable[[Counters, dict[str, Any]], None]
+Report = Callable[[Counters, OnlineExtra], None]
 
 
 class Source(Protocol):
@@ -159,13 +160,15 @@ class OnlineRun:
         if self.progress is not None:
             self.progress.summary(engine.clock() - started)
 
-    def extra(self) -> dict[str, Any]:
+    def extra(self) -> OnlineExtra:
         """What the stats file says besides the counters (nfreplay status, metrics)."""
         engine = self.engine
         received, dropped, ifdropped = self._stats().stats()
-        extra: dict[str, Any] = {
-            "capture": {**self.capture, "received": received, "dropped": dropped,
-                        "ifdropped": ifdropped, "dropped_last_10s": self.capture_drops.recent},
+        extra: OnlineExtra = {
+            "capture": {"interface": self.capture["interface"],
+                        "filter": self.capture["filter"], "received": received,
+                        "dropped": dropped, "ifdropped": ifdropped,
+                        "dropped_last_10s": self.capture_drops.recent},
             "channel": {"up": engine.channel_up, "drops": engine.channel_drops,
                         "announces_failed": engine.announces_failed,
                         "assistants": self.assistants},

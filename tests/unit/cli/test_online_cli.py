@@ -52,7 +52,7 @@ def test_workers_split_the_client_ports_in_the_capture_filter() -> None:
 
 
 def test_the_supervisor_sums_its_workers_figures() -> None:
-    from nfreplay.cli.workers import _sum
+    from nfreplay.stats import _sum
 
     merged = _sum([{"received": 3, "up": 2, "interface": "eth0", "ok": True},
                    {"received": 4, "up": 2, "interface": "eth0", "ok": False}])
