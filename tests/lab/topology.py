@@ -4,6 +4,7 @@
     198.18.0.2/24      online      nginx :80, nfreplay-online (on-link route to 198.18.1.0/24)
     198.18.0.3/24      target      nginx :80, `nfreplay target up` routes 198.18.1.0/24 via .4
     198.18.0.4/24      assistant   nfreplay-assist, ip_forward = 0
+    198.18.0.5-6/24    online2, online3 (only with `Lab(onlines=2|3)`: fan-in) like online
     bridge             in a fifth namespace, so the root namespace is never touched
 
 Every name carries a per-run prefix; `Lab.close()` stops what it started and deletes the
@@ -25,11 +26,13 @@ from typing import Sequence
 
 from tests.lab import netns
 
-ADDR = {"online": "198.18.0.2", "target": "198.18.0.3", "assist": "198.18.0.4"}
+ADDR = {"online": "198.18.0.2", "target": "198.18.0.3", "assist": "198.18.0.4",
+        "online2": "198.18.0.5", "online3": "198.18.0.6"}
 CLIENTS = ["198.18.1.10", "198.18.1.11", "198.18.1.12", "198.18.1.13"]
 CLIENT_NET = "198.18.1.0/24"
 HOST_NET = "198.18.0.0/24"
 ROLES = ("client", "online", "target", "assist")
+MORE_ONLINE = ("online2", "online3")  # further online hosts of a fan-in lab (Lab(onlines=N))
 BIN = Path(sys.executable).parent  # the venv's bin: nfreplay, nfreplay-online, nfreplay-assist
 
 # What both lab nginx configurations share: foreground, files in the run's own directory.
@@ -115,9 +118,12 @@ def big_file_bytes() -> bytes:
 class Lab:
     """Builds the namespaces; `start_*` helpers run real daemons inside them."""
 
-    def __init__(self, prefix: str | None = None) -> None:
+    def __init__(self, prefix: str | None = None, onlines: int = 1) -> None:
         self.prefix = prefix or f"nfl{os.getpid() % 100000}"
-        self.ns = {role: f"{self.prefix}{role[0]}" for role in ROLES}
+        # Fan-in: online hosts beyond the first ("online2", ...), each like "online".
+        self.onlines = ("online", *MORE_ONLINE[:onlines - 1])
+        self.roles = (*ROLES, *self.onlines[1:])
+        self.ns = {role: f"{self.prefix}{role[0]}{role[6:]}" for role in self.roles}
         self.switch = f"{self.prefix}s"
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -137,19 +143,20 @@ class Lab:
                                     "net.ipv6.conf.default.disable_ipv6=1"])
             self.sh("switch", "ip", "link", "add", "br0", "type", "bridge")
             self.sh("switch", "ip", "link", "set", "br0", "up")
-            for role in ROLES:
-                port = f"p{role[0]}"
+            for role in self.roles:
+                port = f"p{role[0]}{role[6:]}"
                 netns.veth(self.ns[role], "eth0", self.switch, port)
                 self.sh("switch", "ip", "link", "set", port, "master", "br0")
                 # Captured packets must carry real checksums, as they do off a real NIC.
                 self.sh(role, "ethtool", "-K", "eth0", "tx", "off", check=False)
                 self.mac[role] = self._mac(role)
-            for role, ip in ADDR.items():
-                self.sh(role, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+            for role in self.roles[1:]:
+                self.sh(role, "ip", "addr", "add", f"{ADDR[role]}/24", "dev", "eth0")
             for ip in CLIENTS:
                 self.sh("client", "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
             self.sh("client", "ip", "route", "add", HOST_NET, "dev", "eth0")
-            self.sh("online", "ip", "route", "add", CLIENT_NET, "dev", "eth0")
+            for role in self.onlines:
+                self.sh(role, "ip", "route", "add", CLIENT_NET, "dev", "eth0")
             self.sh("assist", "sysctl", "-qw", "net.ipv4.ip_forward=0")
         except BaseException:
             self.close()
@@ -226,20 +233,23 @@ class Lab:
 
     def start_assist(self, *extra: str) -> subprocess.Popen[bytes]:
         argv = [str(BIN / "nfreplay-assist"), "up", "--target", f"{ADDR['target']}:80",
-                "--clients", CLIENT_NET, "--online", ADDR["online"], "--instance", self.prefix,
+                "--clients", CLIENT_NET, "--online", ",".join(ADDR[r] for r in self.onlines),
+                "--instance", self.prefix,
                 "--state-dir", self.state_dir("assist"), *extra]
         p = self.spawn("assist", self._padded(argv), "assist.log")
         if "--daemon" not in extra and "-d" not in extra:
             self.wait_stats("assist", p.pid)
         return p
 
-    def start_online(self, *extra: str) -> subprocess.Popen[bytes]:
-        argv = [str(BIN / "nfreplay-online"), "up", "--service", f"{ADDR['online']}:80",
+    def start_online(self, *extra: str, role: str = "online") -> subprocess.Popen[bytes]:
+        """nfreplay-online on `role` ("online", or "online2"... in a fan-in lab); its log
+        is `<role>.log`, its state directory `state-<role>`."""
+        argv = [str(BIN / "nfreplay-online"), "up", "--service", f"{ADDR[role]}:80",
                 "--target", f"{ADDR['target']}:80", "--assistant", ADDR["assist"],
                 "--interface", "eth0", "--instance", self.prefix,
-                "--state-dir", self.state_dir("online"), *extra]
-        p = self.spawn("online", self._padded(argv), "online.log")
-        self.wait_stats("online", p.pid)
+                "--state-dir", self.state_dir(role), *extra]
+        p = self.spawn(role, self._padded(argv), f"{role}.log")
+        self.wait_stats(f"{role}-online", p.pid)
         return p
 
     def _padded(self, argv: list[str]) -> list[str]:
@@ -266,10 +276,10 @@ class Lab:
         self.nfreplay("target", "nfreplay", "target", "down", check=False)
         return rc_online, rc_assist
 
-    def online_status(self) -> dict:
+    def online_status(self, role: str = "online") -> dict:
         """`daemons[0]` of `nfreplay status --json` in the online namespace ({} if none);
         its "counters" are the session machine's (retransmits, sessions_*, ...)."""
-        done = self.nfreplay("online", "nfreplay", "status", "--json", check=False)
+        done = self.nfreplay(role, "nfreplay", "status", "--json", check=False)
         try:
             daemons = json.loads(done.stdout)["daemons"]
         except (ValueError, KeyError, TypeError):
@@ -337,7 +347,7 @@ class Lab:
         """What `down` must restore: iptables-save (nft and legacy), routes and routing rules,
         per namespace."""
         state = {}
-        for role in ROLES:
+        for role in self.roles:
             nft = self.sh(role, "iptables-nft-save", check=False).stdout
             legacy = self.sh(role, "iptables-legacy-save", check=False).stdout
             routes = self.sh(role, "ip", "-4", "route", "show", "table", "all").stdout

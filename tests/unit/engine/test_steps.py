@@ -181,7 +181,7 @@ def view(pkt: bytes) -> tuple[int, int, int, int, int, int, int]:
 def test_the_control_connection_comes_up_with_the_version_message(online: Online) -> None:
     e = online.e
     assert e.channel_up == 0 and e.table.accept_new is False  # no sessions before it is up
-    assert online.up() == channel.encode_version()
+    assert online.up() == channel.encode_version(channel.FEATURE_NOTICES)
     assert e.channel_up == 1 and e.table.accept_new is True
     assert online.assistant.ready == [online.assistant.conns[0]]
     assert nothing_pending(online.peer)  # nothing more than the version message
@@ -295,7 +295,7 @@ def test_a_failed_control_connection_is_dropped_then_reconnected_and_sessions_re
     assert e.c.sessions_skipped_no_channel == 1 and len(online.sender.sent) == 2
     assert a.conns[0] is old  # the reconnect waits 0.2 s (fake clock), it does not spin
     online.clock.t += 0.2
-    assert online.up() == channel.encode_version()
+    assert online.up() == channel.encode_version(channel.FEATURE_NOTICES)
     new = a.conns[0]
     assert new is not old and e.channel_up == 1 and a.ready == [new]
     # The session announced on the dead connection is announced again on the new one.
@@ -462,7 +462,7 @@ def test_a_connect_completed_on_the_timeout_path_reannounces_live_sessions() -> 
     try:
         steps(e, lambda: e.channel_up == 1, "the control connection up")
         peers.append(server.accept()[0])
-        assert recv_exact(peers[0], channel.MSG_SIZE) == channel.encode_version()
+        assert recv_exact(peers[0], channel.MSG_SIZE) == channel.encode_version(channel.FEATURE_NOTICES)
         capture.put(frame(SYN, 100))
         steps(e, lambda: sender.sent, "the SYN sent")
         assert recv_exact(peers[0], channel.MSG_SIZE) == ADD
@@ -496,7 +496,7 @@ def test_a_connect_completed_on_the_timeout_path_reannounces_live_sessions() -> 
         e.step(0)
         assert e.channel_up == 1 and not conn.connecting
         peers.append(server.accept()[0])
-        assert recv_exact(peers[1], channel.MSG_SIZE) == channel.encode_version()
+        assert recv_exact(peers[1], channel.MSG_SIZE) == channel.encode_version(channel.FEATURE_NOTICES)
         for _ in range(5):
             e.step(0)
         # As after a connect that select() reported: the live session announced again.
