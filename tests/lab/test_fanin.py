@@ -111,3 +111,62 @@ def test_fanin_one_client_same_ports_on_every_online_host(onlines: int) -> None:
         for r in lab.onlines:
             stop_line = [ln for ln in lab.log(r).splitlines() if "collided" in ln][-1]
             assert "collided 0" in stop_line, stop_line
+
+
+def test_fanin_sessions_that_cannot_move_are_counted_never_lost_silently() -> None:
+    """Both online hosts rewrite their clients to the same pool address (`--client-pool`, the
+    same on both: a misconfiguration), so every session keeps its port there and the pairs
+    of sessions collide; with a pool a session is not moved. The one not replayed is counted
+    as sessions_collided, the same in `status`, the stats line and /metrics, said in one WARN
+    line naming what to configure, and every request is replayed or its session counted."""
+    from tests.lab.test_replay import scrape
+
+    short = 150
+    pool = "198.18.1.200"
+    with Lab(onlines=2) as lab:
+        logs = {r: lab.start_nginx(r, name="online") for r in lab.onlines}
+        target_log = lab.start_nginx("target")
+        lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                     "--via", ADDR["assist"])
+        assist = lab.start_assist()
+        metrics = {r: f"127.0.0.1:{9500 + i}" for i, r in enumerate(lab.onlines)}
+        online = {r: lab.start_online("--client-pool", pool, "--metrics-listen", metrics[r],
+                                      role=r) for r in lab.onlines}
+        sniffer = start_capture(lab)
+        fanin_load(lab, "co", 45000, short, 0, 1)
+        want = set().union(*(set(paths(logs[r], "co")) for r in lab.onlines))
+        assert len(want) == 2 * short
+
+        def settled() -> bool:
+            return all(lab.online_status(r).get("counters", {}).get("sessions_live", 1) == 0
+                       for r in lab.onlines)
+
+        assert wait_until(settled, 60, 0.5)
+        c = {r: lab.online_status(r)["counters"] for r in lab.onlines}
+        scraped = {r: scrape(lab, r, metrics[r]) for r in lab.onlines}
+        got = set(paths(target_log, "co")) & want
+        seen = count_captured(lab, sniffer)
+        for r in lab.onlines:
+            assert lab.stop(online[r]) == 0, lab.log(r)
+        assert lab.stop(assist) == 0, lab.log("assist")
+        lab.nfreplay("target", "nfreplay", "target", "down", check=False)
+
+        collided = sum(cs["sessions_collided"] for cs in c.values())
+        report = {"replayed": len(got), "wanted": len(want), "collided": collided,
+                  "online": {r: {k: v for k, v in cs.items() if v} for r, cs in c.items()}}
+        assert seen["target"] == 0 and seen["online"] > 0, seen
+        assert collided > short / 4, report  # the pairs met on the target, most of them
+        # Short connections: one request per session. None lost without a count.
+        assert len(got) + collided >= len(want) - len(want) // 1000, report
+        for r, cs in c.items():
+            assert unaccounted(cs) == 0 and cs["sessions_moved"] == 0, (r, report)
+            assert cs["unestablished_collided"] == cs["sessions_collided"], (r, report)
+            assert scraped[r][("nfreplay_online_sessions_collided_total", ())] == \
+                cs["sessions_collided"]
+            log = lab.log(r)
+            stop_line = [ln for ln in log.splitlines() if "stats at stop" in ln][-1]
+            assert f"collided {cs['sessions_collided']}," in stop_line, stop_line
+            warns = [ln for ln in log.splitlines() if "sessions_collided" in ln]
+            if cs["sessions_collided"]:
+                assert len(warns) == 1 and "WARNING" in warns[0], warns
+                assert "online.client_pool" in warns[0], warns
