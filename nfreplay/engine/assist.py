@@ -305,10 +305,11 @@ class AssistEngine:
                                                 m.target_port))
             log.warning(
                 "control channel %s: a session of client %s:%d is not replayed: %s replays "
-                "the same client address and port to the target right now, and the peer "
-                "(tcpcopy) cannot move it (counted as sessions_collided; said once). Give each "
-                "online host its own client addresses (tcpcopy -c, online.client_pool), or "
-                "run nfreplay-online there: it moves such a session to another port",
+                "the same client address and port to the target right now, and this peer (a "
+                "tcpcopy, or an nfreplay-online without the fan-in extension) cannot be told "
+                "to move it (counted as sessions_collided; said once). Give each online host "
+                "its own client addresses (tcpcopy -c, online.client_pool), or run a current "
+                "nfreplay-online there: it moves such a session to another port",
                 conn.peer, tcpip.int2ip(m.clt_ip), m.clt_port,
                 owner.peer if owner is not None else "another online host")
 
