@@ -350,9 +350,11 @@ class OnlineEngine:
             self.table.flush(now, self.out)
         except Exception:
             self._internal_error("the session timers")
-        self._emit()
         if self.table.withdrawn:
+            # Before this wake-up's announcements: a session over and the client's next one
+            # on that port (started at once) are withdrawn and announced in that order.
             self._withdraw()
+        self._emit()
         self._flush_channel()
         if self.channel_up < self._wanted_conns:
             self.connect(now)

@@ -309,3 +309,38 @@ def test_without_a_hello_no_client_del_is_ever_sent() -> None:
         assert nothing_pending(o.peer)
     finally:
         o.close()
+
+
+def test_a_session_over_is_withdrawn_before_the_next_one_on_its_port_is_announced() -> None:
+    """The client reuses its port while the old replay ends: in the wake-up where the old one
+    completes and the new one starts, CLIENT_DEL goes first, so the assistant does not free
+    the route under the new session."""
+    from tests.unit.adapters.test_channel import recv_exact
+    from tests.unit.engine.test_steps import (
+        CPORT, PARAMS, TISN, Online, frame, steps, target_record,
+    )
+
+    o = Online()
+    try:
+        o.up()
+        e = o.e
+        o.send_records(channel.encode_notice(channel.NOTICE_HELLO))
+        steps(e, lambda: o.assistant.ready[0].notices, "the hello read")
+        o.capture.put(frame(tcpip.SYN, 100))
+        steps(e, lambda: len(o.sender.sent) == 1, "the SYN sent")
+        assert recv_exact(o.peer, channel.MSG_SIZE) == ADD
+        o.send_records(target_record(tcpip.SYN | ACK, TISN, 101))
+        steps(e, lambda: len(o.sender.sent) == 2, "the handshake's ACK")
+        o.capture.put(frame(ACK | FIN, 101, 1))
+        o.clock.t += PARAMS.response_timeout
+        steps(e, lambda: len(o.sender.sent) == 3, "the FIN sent")
+        # Both at once: the client's next SYN on the port, and the target's FIN-ACK.
+        o.capture.put(frame(tcpip.SYN, 90_000))
+        o.send_records(target_record(ACK | FIN, TISN + 1, 102))
+        steps(e, lambda: e.c.sessions_completed == 1 and len(o.sender.sent) == 5,
+              "the old one completed (its last ACK), the new SYN sent")
+        assert recv_exact(o.peer, 2 * channel.MSG_SIZE) == DEL + ADD
+        last_ack, syn = (tcpip.parse(p) for p in o.sender.sent[3:])
+        assert (last_ack.flags, syn.flags, syn.seq, syn.sport) == (ACK, tcpip.SYN, 90_000, CPORT)
+    finally:
+        o.close()
