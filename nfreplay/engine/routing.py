@@ -45,12 +45,12 @@ class Router(Generic[C]):
     moment after the target's FIN (`release`: the owner's last exchange, the ACK of its own
     FIN, still reaches it). Records still go to the owner, but the next announcement takes
     the route over, from any connection: the client reused its port, possibly towards
-    another online host. Tcpcopy never sends CLIENT_DEL and
-    the assistant never sees the client's side of the close, so without this a route stayed
-    with its first owner for up to two `idle` periods, and every later session of another
-    online host on that client port lost its replies (issue 22). An announcement of a live
-    route from another connection is a collision (`last_refusal` = "owned"): two online hosts replay the same client address
-    and port to the target at once, and the target can hold only one of them."""
+    another online host. Tcpcopy never sends CLIENT_DEL and the assistant never sees the
+    client's side of the close, so without this a route stayed with its first owner for up
+    to two `idle` periods, and every later session of another online host on that client
+    port lost its replies (issue 22). An announcement of a live route from another
+    connection is a collision (`last_refusal` = "owned"): two online hosts replay the same
+    client address and port to the target at once, and the target can hold only one."""
 
     def __init__(self, idle: float = 600.0, park_timeout: float = 30.0,
                  max_parked: int = 65536, max_routes: int = 1_000_000,
