@@ -271,7 +271,7 @@ class SessionTable:
     def _after(self, s: Session, key: int, now: float, out: Out) -> None:
         """After any event: withdraw a session that ended (its client address and port are
         free on the target), start a held successor once its predecessor is over."""
-        if s.announced and s.done:
+        if s.done and s.announced:
             s.announced = False
             self.withdrawn.append((s.client_ip, s.client_port, s.t_ip, s.t_port))
         if s.refused:
