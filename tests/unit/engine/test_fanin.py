@@ -344,3 +344,10 @@ def test_a_session_over_is_withdrawn_before_the_next_one_on_its_port_is_announce
         assert (last_ack.flags, syn.flags, syn.seq, syn.sport) == (ACK, tcpip.SYN, 90_000, CPORT)
     finally:
         o.close()
+
+
+def test_both_stats_lines_show_sessions_collided() -> None:
+    from nfreplay.cli import assist, online
+
+    for line in (online.STATS_LINE, assist.STATS_LINE):
+        assert ("collided", "sessions_collided", False) in line
