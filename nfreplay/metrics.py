@@ -28,7 +28,9 @@ __all__ = ["families", "SESSION_END_REASONS"]
 # module does not import the session machine. A unit test holds the two equal.
 SESSION_END_REASONS = ("completed", "client_reset", "target_reset", "handshake_failed",
                        "timed_out", "superseded", "capture_gap", "overflow", "shutdown",
-                       "filtered")
+                       "filtered", "collided")
+# End reasons that also have a counter of their own name (the issue that added them says so).
+_OWN_NAME = frozenset({"sessions_collided"})
 
 # Levels whose counter name does not read as a metric name.
 _GAUGE_NAMES = {"bytes_buffered": "buffered_bytes", "connections_live": "connections",
@@ -80,6 +82,9 @@ def families(document: Mapping[str, Any] | None, version: str,
         if role == "online" and name.startswith("sessions_") and \
                 name[len("sessions_"):] in SESSION_END_REASONS:
             ended.add_metric([name[len("sessions_"):]], number)
+            if name in _OWN_NAME:
+                yield CounterMetricFamily(f"{prefix}_{name}", f"{name} (nfreplay status shows "
+                                          "it)", number)
         elif name in levels:
             gauge = _GAUGE_NAMES.get(name, name)
             yield GaugeMetricFamily(f"{prefix}_{gauge}", f"{name} (a level)", number)

@@ -254,12 +254,13 @@ def _columns(headers: list[str], rows: list[list[str]], left: frozenset[int] = f
 GROUPS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "online": (
         ("sessions", ("sessions_", "requests_", "responses_", "copies_", "bytes_buffered",
-                      "midstream_", "greetings")),
+                      "midstream_", "greetings", "unestablished_")),
         ("packets", ("packets_", "client_", "syns_sent", "syn_retransmits", "data_packets_sent",
                      "fins_sent", "acks_sent", "resets_sent", "stale_resets", "retransmits",
                      "fast_retransmits", "window_probes", "resends_withheld", "checksums_fixed",
                      "sack_stripped", "mss_clamped", "send_errors")),
-        ("channel", ("records_", "reconnects", "syns_unannounced", "channel")),
+        ("channel", ("records_", "reconnects", "syns_unannounced", "channel",
+                     "collision_notices")),
         ("mirror", ("mirror_",)),
         ("capture", ("capture",)),
         ("recording", ("recording",)),
@@ -267,7 +268,7 @@ GROUPS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "assist": (
         ("kernel queue", ("packets_", "verdict_errors", "nfqueue", "queue")),
         ("records", ("records_", "parked_", "frames_sent", "client_adds", "routes",
-                     "announces_")),
+                     "announces_", "sessions_collided", "notices_")),
         ("connections", ("connections_", "accept_errors", "peers", "listen")),
         ("recording", ("recording",)),
     ),

@@ -209,7 +209,8 @@ STATS_LINE = (
     ("replies", "packets_queued", True), ("records sent", "records_sent", True),
     ("announced", "client_adds", True), ("routes", "routes", False),
     ("connections", "connections_live", False), ("unrouted", "records_unrouted", False),
-    ("refused", "connections_refused", False), ("internal errors", "internal_errors", False),
+    ("refused", "connections_refused", False), ("collided", "sessions_collided", False),
+    ("internal errors", "internal_errors", False),
 )
 
 

@@ -338,7 +338,8 @@ STATS_LINE = (
     ("sent", "packets_sent", True), ("records", "records_received", True),
     ("retransmits", "retransmits", False), ("handshake failed", "sessions_handshake_failed",
                                             False),
-    ("shed", "sessions_shed", False), ("internal errors", "internal_errors", False),
+    ("shed", "sessions_shed", False), ("collided", "sessions_collided", False),
+    ("internal errors", "internal_errors", False),
 )
 # ... and with the mirror input (online.input = "vxlan").
 MIRROR_STATS_LINE = (

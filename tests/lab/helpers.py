@@ -219,3 +219,18 @@ def wait_counters(read, done, what: str, timeout: float, log) -> dict:  # type: 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached in {timeout} s: {counters}\n{log()}")
         time.sleep(0.05)
+
+
+SCRAPE = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], " \
+         "timeout=10).read().decode())"
+
+
+def scrape(lab: Lab, role: str, address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics of `role`'s daemon, parsed by prometheus_client: {(name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    done = subprocess.run(["ip", "netns", "exec", lab.ns[role], sys.executable, "-c", SCRAPE,
+                           f"http://{address}/metrics"], capture_output=True, text=True,
+                          timeout=30, check=True)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(done.stdout) for s in f.samples}

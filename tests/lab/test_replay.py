@@ -21,6 +21,7 @@ from nfreplay import __version__ as nfreplay_version
 from nfreplay.cli.reporting import compiled
 from nfreplay.stats import pid_alive
 from tests.lab.helpers import (
+    scrape,
     count_captured, fresh_status, paths, run_load, start_capture, status_json,
     wait_counters, wait_for, wait_until,
 )  # fmt: skip
@@ -816,21 +817,6 @@ def test_a_missing_target_route_is_warned_with_a_hint(lab: Lab) -> None:
     line = next(ln for ln in lab.log("online").splitlines() if "got no answer" in ln)
     assert "nfreplay target up" in line and "nfreplay doctor target" in line
     assert lab.stop(online) == 0 and lab.stop(assist) == 0
-
-
-SCRAPE = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], " \
-         "timeout=10).read().decode())"
-
-
-def scrape(lab: Lab, role: str, address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """/metrics of `role`'s daemon, parsed by prometheus_client: {(name, labels): value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    done = subprocess.run(["ip", "netns", "exec", lab.ns[role], sys.executable, "-c", SCRAPE,
-                           f"http://{address}/metrics"], capture_output=True, text=True,
-                          timeout=30, check=True)
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(done.stdout) for s in f.samples}
 
 
 def test_metrics_of_both_daemons_move_and_agree_with_status(lab: Lab) -> None:

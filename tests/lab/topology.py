@@ -4,11 +4,12 @@
     198.18.0.2/24      online      nginx :80, nfreplay-online (on-link route to 198.18.1.0/24)
     198.18.0.3/24      target      nginx :80, `nfreplay target up` routes 198.18.1.0/24 via .4
     198.18.0.4/24      assistant   nfreplay-assist, ip_forward = 0
+    198.18.0.5-6/24    online2, online3 (only with `Lab(onlines=2|3)`: fan-in) like online
     bridge             in a fifth namespace, so the root namespace is never touched
 
 With `Lab(collector=True)`, a mirror collector too (the cloud deployment of issue 17):
 
-    198.18.0.5/24      collector   on the bridge: reaches target and assistant, sees no
+    198.18.0.9/24      collector   on the bridge: reaches target and assistant, sees no
                                    client traffic; nfreplay-online --input vxlan runs here
     198.18.2.1/30 <->  198.18.2.2/30   a separate link online:mir0 - collector:mir0 that only
                                    carries the mirror's VXLAN (as a cloud's mirror is out of
@@ -33,14 +34,16 @@ from typing import Sequence
 
 from tests.lab import netns
 
-ADDR = {"online": "198.18.0.2", "target": "198.18.0.3", "assist": "198.18.0.4"}
+ADDR = {"online": "198.18.0.2", "target": "198.18.0.3", "assist": "198.18.0.4",
+        "online2": "198.18.0.5", "online3": "198.18.0.6"}
 CLIENTS = ["198.18.1.10", "198.18.1.11", "198.18.1.12", "198.18.1.13"]
 CLIENT_NET = "198.18.1.0/24"
 HOST_NET = "198.18.0.0/24"
 ROLES = ("client", "online", "target", "assist")
-COLLECTOR = "198.18.0.5"
+COLLECTOR = "198.18.0.9"
 MIRROR_LINK = ("198.18.2.1", "198.18.2.2")  # online's and the collector's end, /30
 VXLAN_PORT = 4789
+MORE_ONLINE = ("online2", "online3")  # further online hosts of a fan-in lab (Lab(onlines=N))
 BIN = Path(sys.executable).parent  # the venv's bin: nfreplay, nfreplay-online, nfreplay-assist
 
 # What both lab nginx configurations share: foreground, files in the run's own directory.
@@ -126,13 +129,17 @@ def big_file_bytes() -> bytes:
 class Lab:
     """Builds the namespaces; `start_*` helpers run real daemons inside them."""
 
-    def __init__(self, prefix: str | None = None, collector: bool = False) -> None:
+    def __init__(self, prefix: str | None = None, collector: bool = False,
+                 onlines: int = 1) -> None:
         self.prefix = prefix or f"nfl{os.getpid() % 100000}"
-        self.ns = {role: f"{self.prefix}{role[0]}" for role in ROLES}
-        self.roles: tuple[str, ...] = ROLES
+        # Fan-in: online hosts beyond the first ("online2", ...), each like "online".
+        self.onlines = ("online", *MORE_ONLINE[:onlines - 1])
+        self.hosts = (*ROLES, *self.onlines[1:])  # on the bridge, built alike
+        self.ns = {role: f"{self.prefix}{role[0]}{role[6:]}" for role in self.hosts}
+        self.roles: tuple[str, ...] = self.hosts  # every host, the collector too
         if collector:
             self.ns["collector"] = f"{self.prefix}k"
-            self.roles = (*ROLES, "collector")
+            self.roles = (*self.hosts, "collector")
         self.switch = f"{self.prefix}s"
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -152,19 +159,20 @@ class Lab:
                                     "net.ipv6.conf.default.disable_ipv6=1"])
             self.sh("switch", "ip", "link", "add", "br0", "type", "bridge")
             self.sh("switch", "ip", "link", "set", "br0", "up")
-            for role in ROLES:
-                port = f"p{role[0]}"
+            for role in self.hosts:
+                port = f"p{role[0]}{role[6:]}"
                 netns.veth(self.ns[role], "eth0", self.switch, port)
                 self.sh("switch", "ip", "link", "set", port, "master", "br0")
                 # Captured packets must carry real checksums, as they do off a real NIC.
                 self.sh(role, "ethtool", "-K", "eth0", "tx", "off", check=False)
                 self.mac[role] = self._mac(role)
-            for role, ip in ADDR.items():
-                self.sh(role, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+            for role in self.hosts[1:]:
+                self.sh(role, "ip", "addr", "add", f"{ADDR[role]}/24", "dev", "eth0")
             for ip in CLIENTS:
                 self.sh("client", "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
             self.sh("client", "ip", "route", "add", HOST_NET, "dev", "eth0")
-            self.sh("online", "ip", "route", "add", CLIENT_NET, "dev", "eth0")
+            for role in self.onlines:
+                self.sh(role, "ip", "route", "add", CLIENT_NET, "dev", "eth0")
             self.sh("assist", "sysctl", "-qw", "net.ipv4.ip_forward=0")
             if "collector" in self.ns:
                 self._build_collector()
@@ -278,7 +286,8 @@ class Lab:
 
     def start_assist(self, *extra: str) -> subprocess.Popen[bytes]:
         argv = [str(BIN / "nfreplay-assist"), "up", "--target", f"{ADDR['target']}:80",
-                "--clients", CLIENT_NET, "--online", ADDR["online"], "--instance", self.prefix,
+                "--clients", CLIENT_NET, "--online", ",".join(ADDR[r] for r in self.onlines),
+                "--instance", self.prefix,
                 "--state-dir", self.state_dir("assist"), *extra]
         p = self.spawn("assist", self._padded(argv), "assist.log")
         if "--daemon" not in extra and "-d" not in extra:
@@ -286,15 +295,17 @@ class Lab:
         return p
 
     def start_online(self, *extra: str, host: str = "online") -> subprocess.Popen[bytes]:
-        """nfreplay-online in `host`'s namespace (the online host, or the collector: give it
-        "--input", "vxlan"); its log is `online.log`, or `<host>-online.log`."""
-        argv = [str(BIN / "nfreplay-online"), "up", "--service", f"{ADDR['online']}:80",
+        """nfreplay-online in `host`'s namespace: an online host ("online", or "online2"...
+        in a fan-in lab; its log `<host>.log`), or the collector (give it "--input", "vxlan";
+        its log `collector-online.log`); its state directory `state-<host>`."""
+        service = ADDR["online"] if host == "collector" else ADDR[host]
+        argv = [str(BIN / "nfreplay-online"), "up", "--service", f"{service}:80",
                 "--target", f"{ADDR['target']}:80", "--assistant", ADDR["assist"],
                 "--interface", "eth0", "--instance", self.prefix,
                 "--state-dir", self.state_dir(host), *extra]
-        name = "online" if host == "online" else f"{host}-online"
+        name = "collector-online" if host == "collector" else host
         p = self.spawn(host, self._padded(argv), f"{name}.log")
-        self.wait_stats(name, p.pid)
+        self.wait_stats(f"{host}-online", p.pid)
         return p
 
     def _padded(self, argv: list[str]) -> list[str]:

@@ -387,11 +387,11 @@ def test_a_finished_connect_queues_the_version_message_before_anything(
         assert conn is not None and conn.out == bytearray()
         writable(conn, "a loopback connect")
         assert a.finish_connect(conn, 0.0, 3.0) is True
-        assert conn.connecting is False and conn.out == bytearray(channel.encode_version())
+        assert conn.connecting is False and conn.out == bytearray(channel.encode_version(channel.FEATURE_NOTICES))
         assert a.live() == [conn]
         # `ready` is the cached live list: an announcement waits for the engine's refresh().
         add = channel.encode_client_add(CLIENT, 40000, TARGET, 80)
-        assert a.announce(add) is False and conn.out == bytearray(channel.encode_version())
+        assert a.announce(add) is False and conn.out == bytearray(channel.encode_version(channel.FEATURE_NOTICES))
         a.refresh()
         assert a.ready == [conn] and a.announce(add) is True
         assert conn.flush() is True
@@ -487,7 +487,7 @@ def test_reconnecting_replaces_only_the_connections_that_are_gone(
         new = a.conns[1]
         assert new is not None and new is not c1 and new.connecting and new.since == 7.0
         peers += connect_all(a, server, 7.0)
-        assert new.out == bytearray(channel.encode_version())
+        assert new.out == bytearray(channel.encode_version(channel.FEATURE_NOTICES))
         assert a.ready == [first[0], new, first[2]]
     finally:
         for p in peers:

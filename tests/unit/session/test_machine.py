@@ -16,10 +16,9 @@ from nfreplay.session.machine import Announce, Counters, Params
 from nfreplay.session.table import SLOTS_PER_SECOND, TIMER_GRAIN
 
 from tests.unit.session.transcript import (
-    CLIENT, CPORT, ISN, OSEQ, PARAMS, TARGET, TISN, TPORT, Lab, client, record, ts_opt, view,
+    CLIENT, CPORT, ISN, OSEQ, PARAMS, T1, TARGET, TISN, TPORT, Lab, client, record, ts_opt, view,
 )  # fmt: skip
 
-T1 = (TISN + 1) % 2**32  # first byte the target will send
 
 
 def test_handshake_request_response_and_close() -> None:

@@ -85,3 +85,5 @@ class Lab:
         out = self.rec(SYN | ACK, TISN, ISN + 1, opts=sa_opts)
         assert [view(p)[2:5] for p in out] == [(ACK, ISN + 1, (TISN + 1) % 2**32)]
         assert self.cl(ACK, ISN + 1, OSEQ + 1) == []  # the client's own handshake ACK
+
+T1 = (TISN + 1) % 2**32  # first byte the target will send
