@@ -361,6 +361,11 @@ def delivery(o: Online) -> tuple[RawSender | LinkSender | TunnelSender, int, int
                  "headers): packets of at most %d bytes, SYNs' MSS at most %d", o.tunnel,
                  f"UDP {o.tunnel_port}" if encap.udp else f"IP protocol {encap.ip_proto}",
                  encap.overhead, tunnel.inner_mtu(o.mtu, encap), tunnel.max_mss(o.mtu, encap))
+        if not o.client_pool:
+            log.warning("delivery: the target sees the clients' own addresses (no "
+                        "online.client_pool): its target.clients must cover every one of "
+                        "them, or its replies to the others leave by its default route; a "
+                        "client_pool of addresses nothing else uses avoids that")
         return (TunnelSender(encap, o.tunnel_port), tunnel.inner_mtu(o.mtu, encap),
                 tunnel.max_mss(o.mtu, encap))
     raw = RawSender()

@@ -526,7 +526,8 @@ def tunnel_device(instance: str) -> str:
     return "nfr" + hashlib.sha256(instance.encode()).hexdigest()[:8] + "t"
 
 
-def _tunnel_items(owner: str, instance: str, tunnel: Tunnel) -> tuple[Link, list[Rule]]:
+def _tunnel_items(owner: str, instance: str, tunnel: Tunnel, nets: Sequence[str]
+                  ) -> tuple[Link, list[Rule]]:
     from nfreplay.proto import tunnel as encap
 
     if tunnel.kind not in TUNNEL_DEVICES:
@@ -538,6 +539,15 @@ def _tunnel_items(owner: str, instance: str, tunnel: Tunnel) -> tuple[Link, list
     peers = [_ipv4(p, "tunnel peer") for p in tunnel.peers]
     if not peers:
         raise ValueError("tunnel_peers: at least one online host is needed (--tunnel-peers)")
+    for peer in peers:
+        inside = [n for n in nets if ipaddress.IPv4Address(peer) in ipaddress.IPv4Network(n)]
+        if inside:
+            # Its route would point into the tunnel too: the colocated assist's answers on the
+            # control channel would never reach the online host.
+            raise ValueError(f"clients: {inside[0]} holds the tunnel peer {peer}, whose "
+                             "traffic would be routed into the tunnel and lost: list only the "
+                             "addresses the target answers as clients (an online.client_pool "
+                             "of addresses nothing else uses is the simplest)")
     mac = ":".join(f"{b:02x}" for b in encap.TARGET_MAC)
     # nolearning: the device never learns where the online host is, so what is routed into
     # it (the replies, when no assist queues them) has no way out and is discarded.
@@ -579,7 +589,7 @@ def target_plan(instance: str, clients: Sequence[str], via: str,
     rules: list[Rule] = []
     sysctls: tuple[SysctlCheck, ...] = ()
     if tunnel is not None:
-        link, rules = _tunnel_items(owner, instance, tunnel)
+        link, rules = _tunnel_items(owner, instance, tunnel, nets)
         links = (link,)
         if gateway:
             # Replies routed via an assistant leave by another interface than the tunnel:

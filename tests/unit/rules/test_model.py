@@ -263,6 +263,7 @@ def test_tunnel_plan_without_a_gateway_routes_replies_into_the_device() -> None:
     ("fou", ("198.18.0.2",), "a 'fou' device is yours to create"),
     ("vxlan", (), "at least one online host"),
     ("vxlan", ("198.18.0",), "tunnel peer is not an IPv4 address"),
+    ("vxlan", ("198.18.1.7",), "198.18.1.0/24 holds the tunnel peer 198.18.1.7"),
 ])
 def test_tunnel_plan_refuses_what_it_cannot_build(kind: str, peers: tuple[str, ...],
                                                   message: str) -> None:
