@@ -365,6 +365,20 @@ def test_failing_compiler_falls_back_to_pure_in_one_line(tmp_path, stub_mypyc):
     assert r.returncode != 0 and said(r.stderr) == []
 
 
+@pytest.mark.parametrize("argv", [["--version"], ["status", "--version"], ["target", "--version"]])
+def test_version_says_whether_compiled(argv, capsys):
+    """After an install, `nfreplay --version` tells the operator which path runs."""
+    from nfreplay import __version__
+    from nfreplay.cli.main import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 0
+    how = "compiled hot path" if compiled() else "pure Python"
+    prog = "nfreplay" if argv[0] == "--version" else f"nfreplay {argv[0]}"
+    assert capsys.readouterr().out == f"{prog} {__version__} ({how})\n"
+
+
 def test_in_tree_compiled_modules_are_not_stale():
     """`pip install -e` (tests/setup.sh) compiles the hot path into the tree; a .py changed
     since would run as its old compiled self. Re-running tests/setup.sh rebuilds them."""
