@@ -260,18 +260,24 @@ def test_compiled_modules_exist():
 
 
 def test_build_requires_mypy_the_tests_use():
-    """mypyc comes with mypy: a build requirement, pinned to a range that includes the mypy the
-    test venv runs (the same compiler the suite's compiled pass saw)."""
+    """mypyc comes with mypy: a build requirement pinned to a range, the same range as the test
+    extra's mypy, and the venv's mypy in it (the compiler the suite's compiled pass saw)."""
     from importlib.metadata import version
 
     from packaging.requirements import Requirement
 
     with open(ROOT / "pyproject.toml", "rb") as f:
-        requires = [Requirement(r) for r in tomllib.load(f)["build-system"]["requires"]]
-    mypy = next((r for r in requires if r.name == "mypy"), None)
-    assert mypy is not None, "mypy is not in [build-system] requires"
-    assert mypy.specifier, "mypy is not pinned to a range"
-    assert mypy.specifier.contains(version("mypy")), f"the venv's mypy {version('mypy')} is outside {mypy}"
+        project = tomllib.load(f)
+
+    def mypy(requires: list[str]) -> Requirement:
+        found = [r for r in map(Requirement, requires) if r.name == "mypy"]
+        assert len(found) == 1, requires
+        return found[0]
+
+    build = mypy(project["build-system"]["requires"])
+    assert build.specifier, "mypy is not pinned to a range"
+    assert mypy(project["project"]["optional-dependencies"]["test"]).specifier == build.specifier
+    assert build.specifier.contains(version("mypy")), f"the venv's mypy {version('mypy')} is outside {build}"
 
 
 def test_pure_build_has_no_extension(tmp_path):
