@@ -297,6 +297,24 @@ def test_no_compiler_falls_back_to_pure_in_one_line(tmp_path):
                               f"no C compiler ({tmp_path / 'no-such-cc'}; apt-get install gcc libc6-dev)"]
 
 
+def test_no_python_headers_falls_back_to_pure_in_one_line(tmp_path):
+    """python3-dev missing: sysconfig's include directory, made empty here, has no Python.h."""
+    copy = project_copy(tmp_path)
+    include = tmp_path / "include"
+    include.mkdir()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sysconfig\n_get_path = sysconfig.get_path\n"
+        f"sysconfig.get_path = lambda name, *a, **k: {str(include)!r} if name == 'include' "
+        "else _get_path(name, *a, **k)\n")
+    r = run_setup(copy, "build", PYTHONPATH=str(site))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert built(copy) == ([], True)
+    assert said(r.stderr) == ["nfreplay: installing pure Python, without the compiled hot path: "
+                              f"no Python headers ({include}/Python.h; apt-get install python3-dev)"]
+
+
 def test_compile_requested_fails_instead_of_falling_back(tmp_path):
     copy = project_copy(tmp_path)
     r = run_setup(copy, "build", CC=str(tmp_path / "no-such-cc"), NFREPLAY_COMPILE="1")
