@@ -56,9 +56,21 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_version(parser: Any) -> None:
-    from nfreplay import __version__
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show the version, and whether the hot path runs compiled, and exit")
 
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+class _Version(argparse.Action):
+    """`--version`: "nfreplay 0.1.0 (compiled hot path)" or "(pure Python)"; the import
+    that tells which happens only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from nfreplay import __version__
+        from nfreplay.cli.reporting import compiled
+
+        how = "compiled hot path" if compiled() else "pure Python"
+        print(f"{parser.prog} {__version__} ({how})")
+        parser.exit()
 
 
 def load_config(args: argparse.Namespace, role: str, mapping: Mapping[str, str]) -> config_mod.Config:
