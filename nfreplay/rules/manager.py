@@ -23,7 +23,7 @@ from nfreplay.rules.journal import (
     SysctlEntry,
     TableEntry,
 )
-from nfreplay.rules.model import Link, Plan, Rule, SysctlCheck
+from nfreplay.rules.model import OWNER_PREFIX, Link, Plan, Rule, SysctlCheck
 
 __all__ = ["RuleManager"]
 
@@ -109,9 +109,15 @@ class RuleManager:
             for check, old in fixes:
                 self.journal.append(SysctlEntry(check.key, old, check.want))
                 self.sysctl.write(check.key, check.want)
-            for table in dict.fromkeys(rule.table for rule in plan.rules):
-                # Journaled before its rules, so teardown drops it after them.
-                if not self.rules.has_table(table):
+            tables = dict.fromkeys(rule.table for rule in plan.rules)
+            shared = ({r.table for r in self.rules.list_owned(OWNER_PREFIX)}
+                      if tables else set())
+            for table in tables:
+                # Journaled before its rules, so teardown drops it after them (only once it is
+                # empty). Also a table that holds another owner's rules, which means an
+                # nfreplay run made it: the tunnel end and a colocated assist share `raw`, in
+                # a pod they start and stop in any order, and whichever leaves last drops it.
+                if not self.rules.has_table(table) or table in shared:
                     self.journal.append(TableEntry(self.rules.name, table))
             for rule in reversed(plan.rules):
                 self.journal.append(RuleEntry(self.rules.name, rule))
