@@ -12,7 +12,8 @@ from nfreplay.cli import common
 
 
 @pytest.fixture(autouse=True)
-def restore_logging():  # type: ignore[no-untyped-def]
+def restore_logging(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("container", raising=False)  # these tests may run in a container
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
