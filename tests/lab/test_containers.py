@@ -134,14 +134,16 @@ class Deployment:
     def kube_down(self) -> None:
         self.podman("kube", "down", str(TARGET_MANIFEST))
 
-    def probe(self, container: str, role: str) -> int:
+    def probe(self, container: str, role: str) -> tuple[int, str]:
         """The manifests' probe command, run in the container (exec joins the target
-        namespace only when it starts there: the pod has no namespace of its own here)."""
+        namespace only when it starts there: the pod has no namespace of its own here):
+        its exit code and output."""
         netns = self.lab.ns["online" if container == self.online else "target"]
         argv = ["nfreplay", "status", "--probe", "--role", role]
         if role == "online":
             argv.append("--no-rules")
-        return self.podman("exec", container, *argv, check=False, netns=netns).returncode
+        done = self.podman("exec", container, *argv, check=False, netns=netns)
+        return done.returncode, f"{container}: {done.stdout.strip()} {done.stderr.strip()}"
 
     # -- nfreplay-online
     def run_online(self) -> float:
@@ -161,13 +163,19 @@ class Deployment:
         checks = [(f"{POD}-{name}", role) for name, role in ROLES.items()]
         checks.append((self.online, "online"))
 
-        def ready() -> bool:
-            if any(self.probe(container, role) != 0 for container, role in checks):
-                return False
-            channel = self.lab.online_status().get("extra", {}).get("channel", {})
-            return bool(channel.get("up") == 2)
+        last: list[str] = []
 
-        assert wait_until(ready, timeout, step=0.5), self.logs()
+        def ready() -> bool:
+            for container, role in checks:
+                code, out = self.probe(container, role)
+                if code != 0:
+                    last[:] = [out]
+                    return False
+            status = self.lab.online_status()
+            last[:] = [f"online status: {status}"]
+            return bool(status.get("extra", {}).get("channel", {}).get("up") == 2)
+
+        assert wait_until(ready, timeout, step=0.5), f"{last}\n{self.logs()}"
         return time.monotonic() - started
 
     def startup(self, container: str) -> float:
