@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nfreplay.engine.assist import Limits
 from nfreplay.errors import ConfigError
+from nfreplay.limits import Limits
 from nfreplay.proto import tunnel as _TUNNEL
 from nfreplay.session.machine import Params
 
@@ -125,6 +125,12 @@ class Online(_Daemon):
     response_timeout: float = _SESSION.response_timeout
     reconnect_interval: float = 2.0
     snaplen: int = 65535
+    # Where client packets come from: "capture" (libpcap on `interface`) or "vxlan" (a traffic
+    # mirror's VXLAN datagrams on UDP mirror_ip:mirror_port, adapters.mirror).
+    input: Literal["capture", "vxlan"] = "capture"
+    mirror_ip: str = "0.0.0.0"
+    mirror_port: int = 4789
+    vxlan_vni: int | None = None  # the only VXLAN network replayed; None: any
     keepalive_timeout: float = _SESSION.keepalive_timeout
     no_wait: bool = _SESSION.no_wait
     syn_only: bool = _SESSION.syn_only
@@ -447,6 +453,34 @@ def _METRICS(key: str, value: object, cli: bool) -> tuple[str | None, int | None
     return _ENDPOINT_LOOPBACK(key, value, cli)
 
 
+_MIRROR_ENDPOINT = _endpoint(ip="optional", default_ip="0.0.0.0")
+
+
+def _input(key: str, value: object, cli: bool) -> tuple[str, str, int]:
+    """`online.input`: "capture", or "vxlan[:[ADDR:]PORT]" (the mirror's UDP socket; all
+    addresses, port 4789 by default)."""
+    text = value.strip() if isinstance(value, str) else value
+    if text == "capture":
+        return "capture", "0.0.0.0", 4789
+    if text == "vxlan":
+        return "vxlan", "0.0.0.0", 4789
+    if isinstance(text, str) and text.startswith("vxlan:"):
+        ip, port = _MIRROR_ENDPOINT(key, text[len("vxlan:"):], cli)
+        assert ip is not None
+        return "vxlan", ip, port
+    raise _fail(key, f'must be "capture" or "vxlan[:[ADDR:]PORT]", got {_show(value)}')
+
+
+def _vni(key: str, value: object, cli: bool) -> int | None:
+    """`online.vxlan_vni`: a VXLAN network id 0-16777215, or "" for any."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    try:
+        return _integer(0, (1 << 24) - 1)(key, value, cli)
+    except ConfigError:
+        raise _fail(key, f'must be a VNI 0-16777215 or "" (any), got {_show(value)}') from None
+
+
 def _mapping(key: str, value: object, cli: bool) -> tuple[str | None, int, str, int]:
     """tcpcopy's -x form "[ip:]port-ip:port": a service and the target it is replayed to."""
     if not isinstance(value, str) or value.count("-") != 1:
@@ -551,6 +585,8 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "reconnect_interval": _k(_seconds, "reconnect_interval"),
         # libpcap's MAXIMUM_SNAPLEN is 262144; below 68 not even the IP+TCP headers fit.
         "snaplen": _k(_integer(68, 262144), "snaplen"),
+        "input": _k(_input, "input", "mirror_ip", "mirror_port"),
+        "vxlan_vni": _k(_vni, "vxlan_vni"),
         "keepalive_timeout": _k(_seconds, "keepalive_timeout"),
         "no_wait": _k(_boolean, "no_wait"),
         "syn_only": _k(_boolean, "syn_only"),

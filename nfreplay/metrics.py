@@ -16,9 +16,11 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from nfreplay import stats
 
 __all__ = ["families", "SESSION_END_REASONS"]
 
@@ -26,7 +28,9 @@ __all__ = ["families", "SESSION_END_REASONS"]
 # module does not import the session machine. A unit test holds the two equal.
 SESSION_END_REASONS = ("completed", "client_reset", "target_reset", "handshake_failed",
                        "timed_out", "superseded", "capture_gap", "overflow", "shutdown",
-                       "filtered")
+                       "filtered", "collided")
+# End reasons that also have a counter of their own name (the issue that added them says so).
+_OWN_NAME = frozenset({"sessions_collided"})
 
 # Levels whose counter name does not read as a metric name.
 _GAUGE_NAMES = {"bytes_buffered": "buffered_bytes", "connections_live": "connections",
@@ -78,6 +82,9 @@ def families(document: Mapping[str, Any] | None, version: str,
         if role == "online" and name.startswith("sessions_") and \
                 name[len("sessions_"):] in SESSION_END_REASONS:
             ended.add_metric([name[len("sessions_"):]], number)
+            if name in _OWN_NAME:
+                yield CounterMetricFamily(f"{prefix}_{name}", f"{name} (nfreplay status shows "
+                                          "it)", number)
         elif name in levels:
             gauge = _GAUGE_NAMES.get(name, name)
             yield GaugeMetricFamily(f"{prefix}_{gauge}", f"{name} (a level)", number)
@@ -87,14 +94,16 @@ def families(document: Mapping[str, Any] | None, version: str,
     if ended.samples:
         yield ended
 
-    yield from _process(prefix, extra)
+    # Read by the names the daemons publish them under (stats.OnlineExtra, AssistExtra),
+    # each value still checked: the document is JSON another version may have written.
+    yield from _process(prefix, cast(stats.OnlineExtra, extra))
     if role == "online":
-        yield from _online(prefix, extra)
+        yield from _online(prefix, cast(stats.OnlineExtra, extra))
     elif role == "assist":
-        yield from _assist(prefix, extra, queues)
+        yield from _assist(prefix, cast(stats.AssistExtra, extra), queues)
 
 
-def _process(prefix: str, extra: Mapping[str, Any]) -> Iterator[Metric]:
+def _process(prefix: str, extra: stats.OnlineExtra) -> Iterator[Metric]:
     process = _dict(extra.get("process"))
     workers = extra.get("workers")
     n = len(workers) if isinstance(workers, list) and workers else 1
@@ -113,7 +122,7 @@ def _process(prefix: str, extra: Mapping[str, Any]) -> Iterator[Metric]:
                                 "peak resident memory (summed over the workers)", rss * 1024)
 
 
-def _online(prefix: str, extra: Mapping[str, Any]) -> Iterator[Metric]:
+def _online(prefix: str, extra: stats.OnlineExtra) -> Iterator[Metric]:
     capture = _dict(extra.get("capture"))
     for key, name, text in (
             ("received", "capture_received_packets", "packets the capture received (libpcap)"),
@@ -159,7 +168,7 @@ def _online(prefix: str, extra: Mapping[str, Any]) -> Iterator[Metric]:
                                 "sessions in memory (live, and ended but kept a while)", table)
 
 
-def _assist(prefix: str, extra: Mapping[str, Any],
+def _assist(prefix: str, extra: stats.AssistExtra,
             queues: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
     number = extra.get("queue")
     if not isinstance(number, int):

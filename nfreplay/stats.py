@@ -21,11 +21,19 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from nfreplay.config import INSTANCE_RE
 
 __all__ = [
+    "ProcessStats",
+    "CaptureStats",
+    "ChannelStats",
+    "WorkerStats",
+    "OnlineExtra",
+    "AssistExtra",
+    "TargetExtra",
+    "merge_online",
     "STATE_ROLES",
     "STATE_SUFFIXES",
     "StatsFile",
@@ -46,6 +54,98 @@ RATE_WINDOW = 10.0
 
 STATE_SUFFIXES = {"pid": ".pid", "stats": ".stats.json", "journal": ".journal.json"}
 """File-name suffix of each kind of state file."""
+
+
+# --------------------------------------------------------------------------------------------
+# The document's "extra": what each role publishes besides its counters, declared once. The
+# daemons build it (engine.online_run, engine.assist_run, cli.target), `--workers` merges the
+# workers' (merge_online), and `nfreplay status` and the metrics endpoint read it: all by these
+# names. A reader still treats a document as untrusted JSON (it may come from another version).
+
+
+class ProcessStats(TypedDict):
+    cpu_user_s: float
+    cpu_sys_s: float
+    max_rss_kib: int
+
+
+class _Common(TypedDict, total=False):
+    process: ProcessStats  # reporting.publish adds it, and `compiled`
+    compiled: bool
+
+
+class CaptureStats(TypedDict):
+    interface: str  # the interface, the capture file, or "vxlan:ADDR:PORT" (mirror input)
+    filter: str
+    received: int
+    dropped: int
+    ifdropped: int
+    dropped_last_10s: int
+
+
+class ChannelStats(TypedDict):
+    up: int  # live control connections
+    drops: int
+    announces_failed: int
+    assistants: list[str]
+
+
+class WorkerStats(TypedDict):
+    pid: int
+    sessions_opened: int
+    sessions_live: int
+
+
+class OnlineExtra(_Common, total=False):
+    capture: CaptureStats
+    channel: ChannelStats
+    send_errors: dict[str, int]  # errno name -> sends refused
+    inject: dict[str, Any]  # the sender's own: mode, paths, through_kernel, tunnel, outer
+    sessions_in_table: int
+    recording: dict[str, Any]
+    client_pairs_in_use: int
+    toa_options_seen: int
+    workers: list[WorkerStats]  # with --workers: one per worker
+
+
+class AssistExtra(_Common, total=False):
+    queue: int
+    listen: str
+    peers: list[str]
+    queue_dropped_last_10s: int
+    recording: dict[str, Any]
+
+
+class TargetExtra(_Common, total=False):
+    missing_routes: list[str]
+
+
+def _sum(dicts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Numbers summed key by key; anything else kept from the first."""
+    out: dict[str, Any] = {}
+    for d in dicts:
+        for k, v in d.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[k] = out.get(k, 0) + v
+            else:
+                out.setdefault(k, v)
+    return out
+
+
+def merge_online(extras: list[OnlineExtra]) -> OnlineExtra:
+    """The workers' extras as one instance's: figures summed, descriptions kept from the
+    first worker (they are the same in every one)."""
+    first = extras[0]
+    merged: OnlineExtra = {**first}
+    merged["capture"] = cast(CaptureStats, {**first["capture"],
+                                            **_sum(e["capture"] for e in extras)})
+    merged["channel"] = cast(ChannelStats, {**first["channel"],
+                                            **_sum(e["channel"] for e in extras)})
+    merged["send_errors"] = _sum(e["send_errors"] for e in extras)
+    merged["inject"] = _sum(e["inject"] for e in extras)
+    merged["sessions_in_table"] = sum(e["sessions_in_table"] for e in extras)
+    merged["process"] = cast(ProcessStats, _sum(e["process"] for e in extras))
+    return merged
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from nfreplay import stats
 from nfreplay.errors import NfreplayError
@@ -254,19 +254,21 @@ def _columns(headers: list[str], rows: list[list[str]], left: frozenset[int] = f
 GROUPS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "online": (
         ("sessions", ("sessions_", "requests_", "responses_", "copies_", "bytes_buffered",
-                      "midstream_", "greetings")),
+                      "midstream_", "greetings", "unestablished_")),
         ("packets", ("packets_", "client_", "syns_sent", "syn_retransmits", "data_packets_sent",
                      "fins_sent", "acks_sent", "resets_sent", "stale_resets", "retransmits",
                      "fast_retransmits", "window_probes", "resends_withheld", "checksums_fixed",
                      "sack_stripped", "mss_clamped", "send_errors")),
-        ("channel", ("records_", "reconnects", "syns_unannounced", "channel")),
+        ("channel", ("records_", "reconnects", "syns_unannounced", "channel",
+                     "collision_notices")),
+        ("mirror", ("mirror_",)),
         ("capture", ("capture",)),
         ("recording", ("recording",)),
     ),
     "assist": (
         ("kernel queue", ("packets_", "verdict_errors", "nfqueue", "queue")),
         ("records", ("records_", "parked_", "frames_sent", "client_adds", "routes",
-                     "announces_")),
+                     "announces_", "sessions_collided", "notices_")),
         ("connections", ("connections_", "accept_errors", "peers", "listen")),
         ("recording", ("recording",)),
     ),
@@ -443,7 +445,8 @@ def verdict(data: dict[str, Any]) -> tuple[int, str]:
         if d["role"] == "target" and c.get("missing"):
             broken.append(f"{name}: {c['missing']} route(s) or rule(s) missing")
         if d["role"] == "online":
-            channel = extra.get("channel") or {}
+            online = cast(stats.OnlineExtra, extra)  # by the names the daemon publishes
+            channel: Mapping[str, Any] = online.get("channel") or {}
             if channel.get("up") == 0:
                 degraded.append(f"{name}: no control connection is up")
             # Over the last seconds where the daemon says (rates), else since it started.
@@ -459,18 +462,19 @@ def verdict(data: dict[str, Any]) -> tuple[int, str]:
             if opened >= 20 and est * 100 < opened * 80:
                 degraded.append(f"{name}: only {est} of {opened} sessions{when} reached the "
                                 "target's handshake")
-            capture = extra.get("capture") or {}
+            capture: Mapping[str, Any] = online.get("capture") or {}
             dropped = capture.get("dropped_last_10s", capture.get("dropped"))
             if dropped:
                 when = " in the last 10 s" if "dropped_last_10s" in capture else ""
                 degraded.append(f"{name}: the capture dropped {dropped} packets{when}")
         if d["role"] == "assist":
+            assist = cast(stats.AssistExtra, extra)
             queue = next((q for q in data["nfqueue"]["queues"]
-                          if q["queue_number"] == extra.get("queue")), None)
+                          if q["queue_number"] == assist.get("queue")), None)
             if data["nfqueue"]["present"] and not data["nfqueue"].get("error") and (
                     queue is None or not queue["peer_portid"]):
-                broken.append(f"{name}: its NFQUEUE {extra.get('queue')} is not bound")
-            elif queue is not None and extra.get(
+                broken.append(f"{name}: its NFQUEUE {assist.get('queue')} is not bound")
+            elif queue is not None and assist.get(
                     "queue_dropped_last_10s", queue["queue_dropped"] + queue["user_dropped"]):
                 degraded.append(f"{name}: the kernel dropped queued replies")
     for owner in data.get("installed", []):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the demo and the test suite need, on Debian 12, as root. Idempotent:
 # apt runs only for what is missing; the venv (.venv) is created once and nfreplay is
-# installed into it in editable mode.
+# installed into it in editable mode (again each time: that rebuilds the compiled hot path).
 #
 # usage: tests/setup.sh [--tests]     --tests adds what only the test suite uses (vagrant,
 #                                     systemd-analyze, the lab's redis, postgresql, vsftpd,
@@ -48,4 +48,7 @@ if ((${#missing[@]})); then
 fi
 
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
+# Editable, with the hot path compiled into the tree (setup.py: gcc and python3-dev are above);
+# pure Python if it cannot be built (`pip install -v` says why) or with NFREPLAY_PURE=1.
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+echo "tests/setup.sh: $(.venv/bin/nfreplay --version)"

@@ -15,7 +15,8 @@ prefix=/opt/nfreplay
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # libnetfilter-queue-dev: NetfilterQueue compiles against it. libpcap-dev: pcapy-ng
-# has binary wheels for this Python, but builds from source where it has none.
+# has binary wheels for this Python, but builds from source where it has none. gcc,
+# libc6-dev and python3-dev also build nfreplay's compiled hot path (setup.py).
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-dev gcc libc6-dev \
     libnetfilter-queue-dev libpcap-dev iptables nftables tcpdump ethtool
@@ -25,9 +26,11 @@ apt-get install -y -q --no-install-recommends \
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 tar -C "$src" --exclude=./.git --exclude=./.venv --exclude=./.vagrant --exclude=./build \
-    --exclude='*.egg-info' --exclude=__pycache__ -cf - . | tar -C "$build" -xf -
+    --exclude='*.egg-info' --exclude=__pycache__ --exclude='*.so' -cf - . | tar -C "$build" -xf -
 
 [[ -x $prefix/bin/python ]] || python3 -m venv "$prefix"
+# The hot path compiles (gcc, python3-dev); were it not possible, pip -v would say why and
+# nfreplay would run as pure Python (the last line says which).
 "$prefix/bin/pip" install -q "$build"
 
 for cmd in nfreplay nfreplay-online nfreplay-assist; do
@@ -37,4 +40,4 @@ done
 install -d -m 0755 /etc/nfreplay
 install -m 0644 "$src"/systemd/*.service /etc/systemd/system/
 systemctl daemon-reload
-echo "install.sh: $("$prefix/bin/pip" show nfreplay | awk '/^Version:/ {print "nfreplay " $2}') in $prefix"
+echo "install.sh: $("$prefix/bin/nfreplay" --version) in $prefix"

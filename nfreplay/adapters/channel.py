@@ -50,6 +50,9 @@ class Conn:
         self.connecting = False  # a non-blocking connect() still in progress
         self.version_checked = False  # the peer's version message was looked at (assist side)
         self.writing = False  # the engine waits for the socket to take more (assist side)
+        # Both ends speak the nfreplay extension on this connection (the online side: the
+        # assist said hello; the assist side: the peer offered it and was answered).
+        self.notices = False
         self.since = 0.0
 
     def fileno(self) -> int:
@@ -164,7 +167,9 @@ class Assistant:
             conn.close()
             return False
         conn.connecting = False
-        conn.queue(channel.encode_version())
+        conn.notices = False
+        # The extension is offered in fields tcpcopy leaves zero and intercept ignores.
+        conn.queue(channel.encode_version(channel.FEATURE_NOTICES))
         return True
 
     def announce(self, msg: bytes) -> bool:
@@ -176,6 +181,17 @@ class Assistant:
             return False
         live[int.from_bytes(msg[:6], "big") % len(live)].queue(msg)
         return True
+
+
+    def withdraw(self, msg: bytes) -> None:
+        """Queue a CLIENT_DEL where the session was announced (the same connection as
+        `announce` picks), if that connection speaks the nfreplay extension: tcpcopy never
+        sends one, so a compat assistant is never sent one either."""
+        live = self.ready
+        if live:
+            conn = live[int.from_bytes(msg[:6], "big") % len(live)]
+            if conn.notices:
+                conn.queue(msg)
 
 
 class Listener:

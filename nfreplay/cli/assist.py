@@ -6,9 +6,10 @@ import argparse
 import logging
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from nfreplay import stats
-from nfreplay.cli import common
+from nfreplay.cli import lifecycle, options, recording_options, reporting, teardown
 from nfreplay.cli.status import role_status
 from nfreplay.config import Assist as D
 from nfreplay.config import Config
@@ -33,7 +34,7 @@ FLAGS = {
     "max_backlog_bytes": "assist.max_backlog_bytes",
     "stats_interval": "assist.stats_interval",
     "metrics_listen": "assist.metrics_listen",
-    **{flag: f"assist.{flag}" for flag in common.RECORD_FLAGS},
+    **{flag: f"assist.{flag}" for flag in recording_options.RECORD_FLAGS},
 }
 
 DESCRIPTION = """\
@@ -55,7 +56,7 @@ examples:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nfreplay-assist", description=DESCRIPTION,
-                                epilog=EXAMPLES + "\n" + common.EPILOG_CONFIG,
+                                epilog=EXAMPLES + "\n" + options.EPILOG_CONFIG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("up", "down", "status"), help="what to do")
     g = p.add_argument_group("assist settings (override [assist] in the config file)")
@@ -83,15 +84,15 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-backlog-bytes", metavar="N",
                    help="bytes queued for a control connection that does not read; past it "
                         f"the connection is closed (default {D.max_backlog_bytes})")
-    common.add_stats_interval(g, D.stats_interval)
-    common.add_metrics_listen(g)
-    common.add_record_options(g, D, "the target's replies in full")
+    reporting.add_stats_interval(g, D.stats_interval)
+    reporting.add_metrics_listen(g)
+    recording_options.add_record_options(g, D, "the target's replies in full")
     g.add_argument("--queue", metavar="N", help=f"NFQUEUE number (default {D.queue})")
     g.add_argument("--passlist", metavar="IP[,IP]", help="client addresses whose replies pass untouched")
     g.add_argument("--fix-ip-forward", action="store_const", const=True, default=None,
                    help="set net.ipv4.ip_forward=0 if needed (restored by down) instead of refusing")
-    common.add_daemon_options(g)
-    common.add_common(p)
+    lifecycle.add_daemon_options(g)
+    options.add_common(p)
     return p
 
 
@@ -99,7 +100,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     if args.action == "status":
         return role_status(args, "assist")
-    return common.role_main(args, "assist", FLAGS, up)
+    return lifecycle.role_main(args, "assist", FLAGS, up)
 
 
 def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
@@ -107,11 +108,12 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
 
     from nfreplay.adapters.channel import Listener
     from nfreplay.adapters.nfqueue import COPY_RANGE, Queue
-    from nfreplay.engine.assist import LOOPBACK, AssistCounters, AssistEngine, Limits
+    from nfreplay.engine.assist import LOOPBACK, AssistCounters, AssistEngine
+    from nfreplay.engine.assist_run import AssistRun
+    from nfreplay.limits import Limits
     from nfreplay.engine.recorder import AssistRecorder
     from nfreplay.proto.recording import TARGET_KINDS
     from nfreplay.rules.model import assist_plan
-    from nfreplay.status import read_nfqueue
 
     a = cfg.assist
     assert a.target_ip is not None and a.target_port is not None  # required (config.load)
@@ -121,36 +123,36 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
                            ip_forward_hint="pass --fix-ip-forward or set assist.fix_ip_forward = true")
     except ValueError as exc:
         raise ConfigError(f"assist: {exc}") from None
-    manager = common.rule_manager(cfg, "assist")
+    manager = teardown.rule_manager(cfg, "assist")
     # Fail on a taken port before touching the firewall.
     listener = Listener(a.listen_ip, a.listen_port)
-    common.check_recording(a, "assist")
+    recording_options.check_recording(a, "assist")
     stats_file = stats.StatsFile(paths.stats, role="assist", instance=cfg.general.instance,
                                  levels=AssistCounters.levels)
-    server = common.bind_metrics(a.metrics_ip, a.metrics_port, "assist.metrics_listen",
+    server = reporting.bind_metrics(a.metrics_ip, a.metrics_port, "assist.metrics_listen",
                                  stats_file, nfqueue=True)
-    common.output(args, paths)
-    stop = common.Stop()
+    lifecycle.output(args, paths)
+    stop = lifecycle.Stop()
     allowed = tuple(ipaddress.IPv4Network(n) for n in a.online) or LOOPBACK
     engine = AssistEngine(listener, allowed=allowed, limits=Limits(
         connections=a.max_connections, connections_per_peer=a.max_connections_per_peer,
         routes=a.max_routes, routes_per_connection=a.max_routes_per_connection,
         parked=a.max_parked, backlog=a.max_backlog_bytes))
     problems: list[str] = []
-    with common.pid_file(paths, "assist", cfg.general.instance, args.pid_file), \
-            common.serving(server):
+    with lifecycle.pid_file(paths, "assist", cfg.general.instance, args.pid_file), \
+            reporting.serving(server):
         queue = None
         started = False
         recording = recorder = None
         try:
             callback, copy_range = engine.on_packet, COPY_RANGE
-            recording = common.recording_directory(a, "assist", TARGET_KINDS)
+            recording = recording_options.recording_directory(a, "assist", TARGET_KINDS)
             if recording is not None:
                 router = engine.router
                 recorder = AssistRecorder(
                     engine.on_packet,
                     lambda key: router.lookup(key) is not None or router.is_parked(key),
-                    recording, common.recording_sampler(a.record_percent))
+                    recording, recording_options.recording_sampler(a.record_percent))
                 callback, copy_range = recorder, 0xFFFF
                 log.info("recording the target's replies to %.4g %% of the sessions in %s",
                          a.record_percent, recording.path)
@@ -162,39 +164,20 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
             started = True
             log.info("up: queue %d bound, %d rule(s) installed, listening on %s:%d",
                      a.queue, len(plan.rules), a.listen_ip, a.listen_port)
-            common.settle_gc()
-            common.notify("READY=1")
+            lifecycle.settle_gc()
+            lifecycle.notify("READY=1")
             if not a.online:
                 log.warning("control channel: only loopback may connect: set assist.online "
                             "(--online) to the online hosts' addresses")
-            next_publish = 0.0
-            next_check = engine.now + common.CHECK_EVERY
-            queue_drops = common.DropWatch(
-                f"the kernel's NFQUEUE {a.queue}",
-                "their sessions miss records and stall (q_dropped: the queue was full, "
-                "u_dropped: the netlink buffer; nfreplay status shows which): this loop "
-                "falls behind the target's replies; keep other work off this core")
-            line = common.StatsLine(STATS_LINE, a.stats_interval, engine.now)
-            while not stop.requested:
-                engine.step(0.2)
-                if engine.now >= next_check:
-                    next_check = engine.now + common.CHECK_EVERY
-                    row = next((q for q in read_nfqueue() if q.queue_number == a.queue), None)
-                    if row is not None:
-                        queue_drops.check(row.queue_dropped + row.user_dropped,
-                                          common.CHECK_EVERY)
-                if engine.now >= next_publish:
-                    next_publish = engine.now + 1.0
-                    engine.c.verdict_errors = queue.errors
-                    extra = {"queue": a.queue, "listen": f"{a.listen_ip}:{a.listen_port}",
-                             "peers": [c.peer for c in engine.conns],
-                             "queue_dropped_last_10s": queue_drops.recent}
-                    if recording is not None and recorder is not None:
-                        extra["recording"] = {**recording.stats(), "errors": recorder.errors
-                                              + recording.errors,
-                                              "truncated": recorder.truncated}
-                    common.publish(stats_file, engine.c, extra)
-                    line.feed(engine.c.snapshot(), engine.now)
+            line = reporting.StatsLine(STATS_LINE, a.stats_interval, engine.now)
+
+            def report(c: AssistCounters, extra: stats.AssistExtra) -> None:
+                reporting.publish(stats_file, c, extra)
+                line.feed(c.snapshot(), engine.now)
+
+            AssistRun(engine, queue, a.queue, f"{a.listen_ip}:{a.listen_port}",
+                      _RecordingStats(recording, recorder) if recording is not None else None
+                      ).run(stop, report)
             line.feed(engine.c.snapshot(), engine.now)
             line.final(engine.now)
         finally:
@@ -207,7 +190,18 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
                 recording.close()
             if started:
                 log.info("down: %s", "complete" if not problems else f"{len(problems)} problem(s)")
-    return common.report_teardown(problems, "nfreplay-assist")
+    return teardown.report_teardown(problems, "nfreplay-assist")
+
+
+class _RecordingStats:
+    """The recording's figures for the stats file: its directory's and the recorder's."""
+
+    def __init__(self, directory: Any, recorder: Any) -> None:
+        self.directory, self.recorder = directory, recorder
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.directory.stats(), "truncated": self.recorder.truncated,
+                "errors": self.recorder.errors + self.directory.errors}
 
 
 # The log's stats line (assist.stats_interval): (label, counter, with a rate).
@@ -215,9 +209,10 @@ STATS_LINE = (
     ("replies", "packets_queued", True), ("records sent", "records_sent", True),
     ("announced", "client_adds", True), ("routes", "routes", False),
     ("connections", "connections_live", False), ("unrouted", "records_unrouted", False),
-    ("refused", "connections_refused", False), ("internal errors", "internal_errors", False),
+    ("refused", "connections_refused", False), ("collided", "sessions_collided", False),
+    ("internal errors", "internal_errors", False),
 )
 
 
 def entry() -> None:
-    raise SystemExit(common.run_main(main))
+    raise SystemExit(options.run_main(main))

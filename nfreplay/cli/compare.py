@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from nfreplay.cli import common
+from nfreplay.cli import options
 from nfreplay.compare.comparison import compare_captures
 from nfreplay.compare.diff import DEFAULT_IGNORED_HEADERS, Options
 from nfreplay.compare.loader import open_recording
@@ -72,12 +72,12 @@ def compare_main(argv: Sequence[str]) -> int:
     p.add_argument("--examples", metavar="N", type=int, default=3,
                    help="differences kept per endpoint in --json and --html (default 3)")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    common.add_version(p)
+    options.add_version(p)
     args = p.parse_args(argv)
     if args.examples < 0:
         raise ConfigError("--examples: must be 0 or more")
     try:
-        options = Options.build(
+        opts = Options.build(
             args.ignore_header, args.ignore_json_path, args.ignore_regex
         )
     except ValueError as exc:
@@ -88,7 +88,7 @@ def compare_main(argv: Sequence[str]) -> int:
         recording.frames("to-target"),
         recording.frames("target"),
         recording.lines,
-        options,
+        opts,
         examples=args.examples,
     )
     report.inputs = recording.inputs.as_dict()

@@ -10,15 +10,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import shutil
 import socket
-import subprocess
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from nfreplay.cli import common
+from nfreplay.cli import options
 from nfreplay.config import Config, Online
 from nfreplay.errors import NfreplayError
+from nfreplay.proto import vxlan
 
 OK, WARN, FIX = "ok", "warn", "FIX"
 
@@ -57,6 +58,33 @@ def offload_check(iface: str, features: dict[str, bool]) -> Check:
                      f"splits them to the MTU again (costs CPU); `ethtool -K {iface} gro off "
                      "lro off` avoids it")
     return Check(OK, f"receive offloads on {iface}", "off")
+
+
+def mirror_check(port: int, vni: int | None, datagrams: int, seconds: float,
+                 vnis: dict[int, int], bad: int) -> list[Check]:
+    """What arrived on the mirror's UDP port while doctor listened: VXLAN datagrams (by VNI)
+    and others (`bad`)."""
+    what = "mirrored packets arriving"
+    if not datagrams:
+        return [Check(WARN, what, f"none on udp {port} in {seconds:g} s: is this host the "
+                                  "mirror session's target, is UDP "
+                                  f"{port} allowed to it (security group, firewall), and is "
+                                  "there traffic on the mirrored interface?")]
+    seen = ", ".join(f"{v} ({n})" for v, n in sorted(vnis.items(), key=lambda i: -i[1]))
+    checks = [Check(OK if vnis else FIX, what,
+                    f"{datagrams} datagrams in {seconds:.1f} s, VNI {seen or 'none'}"
+                    + (f", {bad} not VXLAN (mirror_bad)" if bad else ""))]
+    if vni is not None:
+        if vni in vnis:
+            checks.append(Check(OK, f"VNI {vni} seen"))
+        elif vnis:
+            checks.append(Check(FIX, f"VNI {vni} seen", f"only {', '.join(map(str, vnis))}: "
+                                "online.vxlan_vni must be the mirror session's VNI "
+                                "(nothing else is replayed)"))
+    elif len(vnis) > 1:
+        checks.append(Check(WARN, "VNI", f"{len(vnis)} networks arrive and online.vxlan_vni "
+                                          "is unset: all of them are replayed"))
+    return checks
 
 
 def route_check(net: str, via: str, route: dict[str, str] | None, error: str = "",
@@ -129,12 +157,12 @@ def _sysctl(key: str) -> str:
 
 
 def _ethtool(iface: str) -> Check:
-    if shutil.which("ethtool") is None:
-        return Check(WARN, f"receive offloads on {iface}", "ethtool is not installed")
-    done = subprocess.run(["ethtool", "-k", iface], capture_output=True, text=True)
-    if done.returncode:
-        return Check(WARN, f"receive offloads on {iface}", done.stderr.strip() or "ethtool -k failed")
-    return offload_check(iface, offloads(done.stdout))
+    from nfreplay.adapters.probes import ethtool_features
+
+    out, why = ethtool_features(iface)
+    if out is None:
+        return Check(WARN, f"receive offloads on {iface}", why)
+    return offload_check(iface, offloads(out))
 
 
 def _interface(iface: str) -> list[Check]:
@@ -145,6 +173,45 @@ def _interface(iface: str) -> list[Check]:
     except OSError:
         return [Check(FIX, f"capture interface {iface}", "no such interface (`ip link`)")]
     return [Check(OK, f"capture interface {iface}"), _ethtool(iface)]
+
+
+MIRROR_WAIT = 3.0  # seconds doctor listens on the mirror's port
+_MIRROR_MAX = 10_000  # datagrams looked at, at most
+
+
+def _mirror(ip: str, port: int, vni: int | None, wait: float = MIRROR_WAIT) -> list[Check]:
+    """`online.input = "vxlan"`: the UDP port free, then what arrives on it for `wait` s."""
+    what = f"mirror socket udp {ip}:{port}"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        try:
+            sock.bind((ip, port))
+        except OSError as exc:
+            return [Check(FIX, what, f"{exc.strerror or exc}: nfreplay-online or another "
+                                     "collector runs, or a vxlan device with dstport "
+                                     f"{port} holds it (`ip -d link show type vxlan`)")]
+        started = time.monotonic()
+        deadline = started + wait
+        datagrams = bad = 0
+        vnis: Counter[int] = Counter()
+        while datagrams < _MIRROR_MAX:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            try:
+                buf = sock.recv(65535)
+            except (TimeoutError, socket.timeout):
+                break
+            datagrams += 1
+            v = vxlan.header(buf)
+            if v < 0:
+                bad += 1
+            else:
+                vnis[v] += 1
+        elapsed = time.monotonic() - started
+    return [Check(OK, what, "free"),
+            *mirror_check(port, vni, datagrams, elapsed, dict(vnis), bad)]
 
 
 def _reachable(ip: str, port: int, timeout: float = 2.0) -> Check:
@@ -205,15 +272,11 @@ def _backend(cfg: Config) -> Check:
 def _nfqueue() -> Check:
     if os.path.exists("/proc/net/netfilter/nfnetlink_queue"):
         return Check(OK, "NFQUEUE support", "nfnetlink_queue loaded")
-    if os.path.isdir("/sys/module/nfnetlink_queue") or _module_available("nfnetlink_queue"):
+    from nfreplay.adapters.probes import module_available
+
+    if os.path.isdir("/sys/module/nfnetlink_queue") or module_available("nfnetlink_queue"):
         return Check(OK, "NFQUEUE support", "nfnetlink_queue available (loaded on first use)")
     return Check(FIX, "NFQUEUE support", "no nfnetlink_queue module: the kernel cannot queue")
-
-
-def _module_available(name: str) -> bool:
-    if shutil.which("modinfo") is None:
-        return False
-    return subprocess.run(["modinfo", name], capture_output=True).returncode == 0
 
 
 def _port_free(ip: str, port: int) -> Check:
@@ -278,7 +341,9 @@ def describe_outer(o: Online) -> str:
 
 def online_checks(cfg: Config) -> list[Check]:
     o = cfg.online
-    checks = [_root(), *_interface(o.interface)]
+    source = (_mirror(o.mirror_ip, o.mirror_port, o.vxlan_vni) if o.input == "vxlan"
+              else _interface(o.interface))
+    checks = [_root(), *source]
     if o.deliver != "tunnel":
         checks.append(_raw_socket())
     if o.deliver == "link" and o.target_ip:
@@ -380,7 +445,8 @@ def target_checks(cfg: Config) -> list[Check]:
 
 
 FLAGS = {"--interface": "online.interface", "--assistant": "online.assistants",
-         "--target": "online.target", "--deliver": "online.deliver", "--listen": "assist.listen", "--mode": "assist.mode",
+         "--target": "online.target", "--deliver": "online.deliver", "--input": "online.input",
+         "--vxlan-vni": "online.vxlan_vni", "--listen": "assist.listen", "--mode": "assist.mode",
          "--clients": "target.clients", "--via": "target.via", "--tunnel": "target.tunnel",
          "--tunnel-peers": "target.tunnel_peers"}
 
@@ -395,16 +461,16 @@ def doctor_main(argv: Sequence[str]) -> int:
                     "configuration: one line per check (ok, warn, FIX with what to do). "
                     "Changes nothing. Exit code 1 if anything needs a fix.",
         epilog="examples:\n  nfreplay doctor target\n  nfreplay doctor online --config "
-               "/etc/nfreplay/nfreplay.toml\n\n" + common.EPILOG_CONFIG,
+               "/etc/nfreplay/nfreplay.toml\n\n" + options.EPILOG_CONFIG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("role", choices=sorted(ROLES))
     g = p.add_argument_group("settings (override the config file)")
     for flag, key in FLAGS.items():
         g.add_argument(flag, metavar=key.split(".")[1].upper(), help=key)
-    common.add_common(p)
+    options.add_common(p)
     args = p.parse_args(argv)
     # Loaded like `status` does: a key this role would require is reported, not refused.
-    cfg = common.load_config(args, "status", {f[2:].replace("-", "_"): k
+    cfg = options.load_config(args, "status", {f[2:].replace("-", "_"): k
                                               for f, k in FLAGS.items()})
     checks = ROLES[args.role](cfg)
     for check in checks:

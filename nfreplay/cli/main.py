@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from nfreplay.cli import common
+from nfreplay.cli import options
 from nfreplay.cli.status import status_main
 from nfreplay.cli.target import target_main
 
@@ -54,10 +54,10 @@ def main(argv: Sequence[str]) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("status", "target", "doctor", "compare"),
                    help="status | target up|down | doctor ROLE | compare ONLINE_DIR TARGET_DIR")
-    common.add_version(p)
+    options.add_version(p)
     p.parse_args(argv[:1] if argv and argv[0] != "--version" else argv)
     return 2  # unreachable: argparse exits on a missing/unknown command
 
 
 def entry() -> None:
-    raise SystemExit(common.run_main(main))
+    raise SystemExit(options.run_main(main))

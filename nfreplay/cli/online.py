@@ -8,10 +8,10 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from nfreplay import stats
-from nfreplay.cli import common
+from nfreplay.cli import lifecycle, options, recording_options, reporting
 from nfreplay.cli.status import role_status
 from nfreplay.cli import workers as workers_mod
 from nfreplay.config import Config, Online
@@ -22,11 +22,11 @@ from nfreplay.proto.tunnel import ENCAPSULATIONS
 
 if TYPE_CHECKING:
     from nfreplay.adapters.capture import Capture
+    from nfreplay.adapters.mirror import VxlanMirror
     from nfreplay.adapters.pcapsource import FileSource
     from nfreplay.adapters.rawsock import LinkSender, RawSender, TunnelSender
-    from nfreplay.adapters.recordfiles import RecordingDirectory
-    from nfreplay.engine.recorder import OnlineRecorder
     from nfreplay.engine.online import OnlineEngine
+    from nfreplay.proto.vxlan import MirrorFilter
     from nfreplay.session.counters import Counters
     from nfreplay.session.selection import Selection
 
@@ -37,6 +37,8 @@ FLAGS = {
     "target": "online.target",
     "assistant": "online.assistants",
     "interface": "online.interface",
+    "input": "online.input",
+    "vxlan_vni": "online.vxlan_vni",
     "connections": "online.connections",
     "mtu": "online.mtu",
     "inject": "online.inject",
@@ -55,7 +57,7 @@ FLAGS = {
     "shed_lag": "online.shed_lag",
     "stats_interval": "online.stats_interval",
     "metrics_listen": "online.metrics_listen",
-    **{flag: f"online.{flag}" for flag in common.RECORD_FLAGS},
+    **{flag: f"online.{flag}" for flag in recording_options.RECORD_FLAGS},
     "workers": "online.workers",
     "more_services": "online.more_services",
     "client_pool": "online.client_pool",
@@ -78,6 +80,9 @@ the client's own address (raw socket), and paces it on the reply headers nfrepla
 reports over the control channel (TCP 36524; an existing intercept works too). Sessions
 already open when it starts are joined mid-stream with a faked handshake (--syn-only: not).
 With --pcap it replays a capture file instead, on the file's own clock, and exits when done.
+With --input vxlan it runs on a collector host instead of production: a traffic mirror (AWS
+Traffic Mirroring, Azure vTAP, tc mirred into a vxlan device) sends it copies of production's
+packets as VXLAN over UDP 4789, and it replays what the capture filter would have kept.
 `up` stays in the foreground until SIGINT/SIGTERM; `down` stops it.
 
 tcpcopy's options work too, with their meaning: -x [IP:]PORT-IP:PORT (service and target),
@@ -91,6 +96,8 @@ examples:
   nfreplay-online up -x 80-198.18.0.3:80 -s 198.18.0.4      # the same, tcpcopy's spelling
   nfreplay-online up --pcap traffic.pcap --speed 4 --service 80 --target 198.18.0.3:80 \\
       --assistant 198.18.0.4
+  nfreplay-online up --input vxlan --vxlan-vni 42 --service 198.18.0.2:80 \\
+      --target 198.18.0.3:80 --assistant 198.18.0.4      # on a mirror's collector host
   nfreplay-online up --copies 10 --client-pool 198.18.4.0/24 --config /etc/nfreplay/nfreplay.toml
   nfreplay-online status
   nfreplay-online down
@@ -99,7 +106,7 @@ examples:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nfreplay-online", description=DESCRIPTION,
-                                epilog=EXAMPLES + "\n" + common.EPILOG_CONFIG,
+                                epilog=EXAMPLES + "\n" + options.EPILOG_CONFIG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("up", "down", "status"), help="what to do")
     g = p.add_argument_group("what to copy, where to (override [online] in the config file)")
@@ -112,6 +119,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--assistant", "-s", metavar="IP[:PORT][,...]",
                    help="nfreplay-assist (or intercept) address(es), port 36524 by default")
     g.add_argument("--interface", metavar="IFACE", help=f"capture interface (default {D.interface})")
+    g.add_argument("--input", metavar="capture|vxlan[:[ADDR:]PORT]",
+                   help="where client packets come from: capture = libpcap on --interface; "
+                        "vxlan = a traffic mirror's VXLAN datagrams on this UDP port (4789 "
+                        "on every address by default), on a collector host (default "
+                        f"{D.input})")
+    g.add_argument("--vxlan-vni", metavar="VNI",
+                   help="with --input vxlan: replay only this VXLAN network id (0-16777215); "
+                        "others are counted as mirror_bad (default: any)")
     g.add_argument("--connections", "-C", metavar="N", help=f"control connections per assistant (1-11, default {D.connections})")
     g.add_argument("--mtu", "-M", metavar="BYTES",
                    help="larger captured segments (GRO/TSO) are split to this size "
@@ -172,9 +187,9 @@ def parser() -> argparse.ArgumentParser:
                    help="when the capture runs more than MS behind the wire, refuse new sessions "
                         "(counted as sessions_shed) so that admitted ones complete; 0 = never "
                         f"(default {D.shed_lag:g})")
-    common.add_stats_interval(g, D.stats_interval)
-    common.add_metrics_listen(g)
-    common.add_record_options(g, D, "production's traffic and what is sent to the target")
+    reporting.add_stats_interval(g, D.stats_interval)
+    reporting.add_metrics_listen(g)
+    recording_options.add_record_options(g, D, "production's traffic and what is sent to the target")
     g = p.add_argument_group("offline replay")
     g.add_argument("--pcap", "-i", metavar="FILE", help="replay this pcap/pcapng file")
     g.add_argument("--speed", "-a", metavar="X", help=f"replay X times faster (0.01-1000, default {D.speed:g})")
@@ -182,8 +197,8 @@ def parser() -> argparse.ArgumentParser:
                    help="compress idle gaps longer than MS milliseconds to MS (a corrupt "
                         f"timestamp too); 0 = keep every gap (default {D.max_gap:g})")
     g.add_argument("--loop", "-T", dest="loops", metavar="N", help=f"play the file N times (default {D.loops})")
-    common.add_daemon_options(p)
-    common.add_common(p)
+    lifecycle.add_daemon_options(p)
+    options.add_common(p)
     return p
 
 
@@ -207,7 +222,7 @@ def main(argv: Sequence[str]) -> int:
     tcpcopy_x(args)
     if args.action == "status":
         return role_status(args, "online")
-    return common.role_main(args, "online", FLAGS, up)
+    return lifecycle.role_main(args, "online", FLAGS, up)
 
 
 def services(cfg: Config) -> list[tuple[str | None, int, str, int]]:
@@ -270,28 +285,40 @@ def up(cfg: Config, paths: stats.StatePaths, args: argparse.Namespace) -> int:
     from nfreplay.session import counters as counters_mod
 
     o = cfg.online
-    workers = o.workers or os.cpu_count() or 1
+    mirror = o.input == "vxlan"
+    # The mirror's datagrams arrive on one socket: one process reads them ("auto": 1).
+    workers = o.workers or (1 if mirror else os.cpu_count() or 1)
+    if mirror and workers > 1:
+        raise ConfigError("online.workers: the mirror input (online.input = \"vxlan\") "
+                          "runs in one worker")
+    if mirror and o.pcap:
+        raise ConfigError("online.input: a capture file (online.pcap) and the mirror input "
+                          "(\"vxlan\") exclude each other")
+    if o.vxlan_vni is not None and not mirror:
+        raise ConfigError("online.vxlan_vni: only with online.input = \"vxlan\"")
     if workers > 1 and o.pcap:
         raise ConfigError("online.workers: an offline replay (online.pcap) runs in one worker")
     if workers > 1 and (o.client_pool or o.copies > 1):
         raise ConfigError("online.workers: several workers cannot share a client pool yet "
                           "(online.client_pool, online.copies): use 1 worker")
-    if o.record_responses and (workers > 1 or o.pcap):
+    if o.record_responses and (workers > 1 or o.pcap or mirror):
         raise ConfigError("online.record_responses: recording needs a live capture in one "
-                          "worker (not online.pcap, online.workers 1)")
-    common.check_recording(o, "online")
+                          "worker (not online.pcap or the mirror input, online.workers "
+                          "1)")
+    recording_options.check_recording(o, "online")
     stats_file = stats.StatsFile(paths.stats, role="online", instance=cfg.general.instance,
                                  levels=counters_mod.Counters.levels)
-    server = common.bind_metrics(o.metrics_ip, o.metrics_port, "online.metrics_listen",
+    server = reporting.bind_metrics(o.metrics_ip, o.metrics_port, "online.metrics_listen",
                                  stats_file)
-    common.output(args, paths)
-    stop = common.Stop()
-    line = common.StatsLine(STATS_LINE, o.stats_interval, time.monotonic())
-    with common.pid_file(paths, "online", cfg.general.instance, args.pid_file), \
-            common.serving(server):
+    lifecycle.output(args, paths)
+    stop = lifecycle.Stop()
+    line = reporting.StatsLine(STATS_LINE + (MIRROR_STATS_LINE if mirror else ()),
+                               o.stats_interval, time.monotonic())
+    with lifecycle.pid_file(paths, "online", cfg.general.instance, args.pid_file), \
+            reporting.serving(server):
         if workers == 1:
-            def report(c: Counters, extra: dict[str, Any]) -> None:
-                common.publish(stats_file, c, extra)
+            def report(c: Counters, extra: stats.OnlineExtra) -> None:
+                reporting.publish(stats_file, c, extra)
                 line.feed(c.snapshot(), time.monotonic())
 
             rc = replay(cfg, None, report, stop)
@@ -311,7 +338,13 @@ STATS_LINE = (
     ("sent", "packets_sent", True), ("records", "records_received", True),
     ("retransmits", "retransmits", False), ("handshake failed", "sessions_handshake_failed",
                                             False),
-    ("shed", "sessions_shed", False), ("internal errors", "internal_errors", False),
+    ("shed", "sessions_shed", False), ("collided", "sessions_collided", False),
+    ("internal errors", "internal_errors", False),
+)
+# ... and with the mirror input (online.input = "vxlan").
+MIRROR_STATS_LINE = (
+    ("mirrored", "mirror_packets", True), ("mirror bad", "mirror_bad", False),
+    ("mirror duplicates", "mirror_duplicates", False),
 )
 
 
@@ -324,6 +357,15 @@ def delivery(o: Online) -> tuple[RawSender | LinkSender | TunnelSender, int, int
 
     if o.deliver == "tunnel":  # config.load checked that the sizes leave room
         encap = tunnel.encapsulation(o.tunnel)
+        log.info("delivery: inside a %s tunnel to the target host (%s, %d bytes of outer "
+                 "headers): packets of at most %d bytes, SYNs' MSS at most %d", o.tunnel,
+                 f"UDP {o.tunnel_port}" if encap.udp else f"IP protocol {encap.ip_proto}",
+                 encap.overhead, tunnel.inner_mtu(o.mtu, encap), tunnel.max_mss(o.mtu, encap))
+        if not o.client_pool:
+            log.warning("delivery: the target sees the clients' own addresses (no "
+                        "online.client_pool): its target.clients must cover every one of "
+                        "them, or its replies to the others leave by its default route; a "
+                        "client_pool of addresses nothing else uses avoids that")
         return (TunnelSender(encap, o.tunnel_port), tunnel.inner_mtu(o.mtu, encap),
                 tunnel.max_mss(o.mtu, encap))
     raw = RawSender()
@@ -331,7 +373,7 @@ def delivery(o: Online) -> tuple[RawSender | LinkSender | TunnelSender, int, int
 
 
 def replay(cfg: Config, share: tuple[int, int] | None,
-           report: Callable[[Counters, dict[str, Any]], None], stop: common.Stop) -> int:
+           report: Callable[[Counters, stats.OnlineExtra], None], stop: lifecycle.Stop) -> int:
     """One capture + replay loop until `stop`: the whole instance, or worker `share` = (i, n)
     of n, which replays the client ports p with (p >> 1) % n == i (split in the capture filter, so
     the kernel hands each packet to exactly one worker). `report(counters, extra)` is called
@@ -340,6 +382,8 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     from nfreplay.adapters.channel import Assistant
     from nfreplay.adapters.pcapsource import FileSource
     from nfreplay.engine.online import OnlineEngine
+    from nfreplay.engine.online_run import OnlineRecording, OnlineRun
+    from nfreplay.session.counters import Counters
     from nfreplay.session.machine import Params
 
     o = cfg.online
@@ -354,8 +398,12 @@ def replay(cfg: Config, share: tuple[int, int] | None,
                     max_buffered_bytes=max(1, o.max_buffered_bytes // n), max_mss=max_mss)
     chosen = selection(cfg, n)
     engine_clock = time.monotonic
-    source: FileSource | Capture
-    if o.pcap:
+    counters = Counters()
+    source: FileSource | Capture | VxlanMirror
+    if o.input == "vxlan":
+        source = mirror_source(cfg, counters)
+        where = f"what {bpf(cfg)!r} would capture, from the {source.describe()},"
+    elif o.pcap:
         # Absolute: --daemon changes directory.
         source = FileSource(os.path.abspath(o.pcap), [(ip2int(sip) if sip else None, sport)
                                      for sip, sport, _, _ in services(cfg)],
@@ -368,147 +416,57 @@ def replay(cfg: Config, share: tuple[int, int] | None,
     assistants = [Assistant(ip, port, o.connections) for ip, port in o.assistants]
     engine = OnlineEngine(params, source, sender, assistants, mtu=mtu,
                           reconnect_interval=o.reconnect_interval, clock=engine_clock,
-                          selection=chosen, shed_lag=o.shed_lag / 1000)
-    recording = recorder = record_capture = None
+                          selection=chosen, shed_lag=o.shed_lag / 1000, counters=counters)
+    recording = None
     if o.record_responses:
         from nfreplay.engine.recorder import OnlineRecorder
         from nfreplay.proto.recording import ONLINE_KINDS
 
-        recording = common.recording_directory(o, "online", ONLINE_KINDS)
+        directory = recording_options.recording_directory(o, "online", ONLINE_KINDS)
         # The service's own answers are captured before segmentation (TSO/GSO: up to 64 KiB
         # and more per packet): libpcap's largest snaplen, so that none is cut.
         record_capture = Capture("any", record_bpf(cfg), snaplen=262144, inbound_only=False)
         recorder = OnlineRecorder(
             [(ip2int(sip) if sip else None, sport, ip2int(tip), tport)
-             for sip, sport, tip, tport in services(cfg)], recording,
-            common.recording_sampler(o.record_percent))
+             for sip, sport, tip, tport in services(cfg)], directory,
+            recording_options.recording_sampler(o.record_percent))
         engine.record(recorder, record_capture)
-        log.info("recording %.4g %% of the sessions in %s", o.record_percent, recording.path)
-    progress = Progress(source, engine, sys.stderr) if isinstance(source, FileSource) else None
-    started = engine.clock()
-    engine.connect(engine.clock())
-    deadline = engine.clock() + 1.0
-    while not engine.channel_up and engine.clock() < deadline and not stop.requested:
-        engine.step(0.05)
-    if not engine.channel_up:
-        log.warning("no assistant reachable yet (%s); retrying every %.0f s — sessions "
-                    "start once one answers", ", ".join(a.name for a in assistants),
-                    o.reconnect_interval)
+        recording = OnlineRecording(directory, recorder, record_capture)
+        log.info("recording %.4g %% of the sessions in %s", o.record_percent, directory.path)
+    offline = source if isinstance(source, FileSource) else None
+    run = OnlineRun(
+        engine, source, sender, offline=offline, recording=recording,
+        progress=Progress(offline, engine, sys.stderr) if offline is not None else None,
+        reconnect_interval=o.reconnect_interval,
+        capture={"interface": o.pcap or (f"vxlan:{o.mirror_ip}:{o.mirror_port}"
+                                         if o.input == "vxlan" else o.interface),
+                 "filter": "" if o.pcap else bpf(cfg)})
+    run.connect(stop)
     log.info("up: replaying %s to %s:%d (%s)", where, o.target_ip, o.target_port,
-             "compiled hot path" if common.compiled() else "pure Python")
-    common.settle_gc()
+             "compiled hot path" if reporting.compiled() else "pure Python")
+    lifecycle.settle_gc()
     if share is None:
-        common.notify("READY=1")  # the capture is open (workers: the supervisor says it)
-    next_publish = 0.0
-    next_check = engine.now + CHECK_EVERY
-    handshakes = HandshakeWatch()
-    capture_drops = common.DropWatch(
-        "the capture", "nfreplay-online fell behind the traffic, their sessions lose data "
-        "(sessions_capture_gap): replay a share (--percent), add --workers, or keep other "
-        "work off this core")
-    warned_checksums = False
-    last_extra = None
-    try:
-        while not stop.requested:
-            if o.pcap and not engine.channel_up and engine.now - started < 10:
-                engine.step(0.1)  # a file waits for its assistant; live traffic cannot
-                continue
-            engine.step(engine.next_timeout())
-            if isinstance(source, FileSource) and offline_step(source, engine):
-                break
-            if engine.now >= next_check:
-                next_check = engine.now + CHECK_EVERY
-                handshakes.check(engine.c)
-                capture_drops.check(source.stats()[1], CHECK_EVERY)
-            if not warned_checksums and engine.c.checksums_fixed:
-                warned_checksums = True
-                log.warning("captured packets carry unfinished TCP checksums (TX checksum "
-                            "offload on a sender that shares this host or hypervisor: veth, "
-                            "containers, VMs); nfreplay computes them in full for those "
-                            "sessions (checksums_fixed), which costs CPU: `ethtool -K IFACE tx "
-                            "off` on the sending side avoids it")
-            if engine.now >= next_publish:
-                next_publish = engine.now + 1.0
-                sender.refresh()  # routes and neighbours change
-                received, dropped, ifdropped = source.stats()
-                extra = {
-                    "capture": {"interface": o.pcap or o.interface,
-                                "filter": "" if o.pcap else bpf(cfg),
-                                "received": received, "dropped": dropped,
-                                "ifdropped": ifdropped,
-                                "dropped_last_10s": capture_drops.recent},
-                    "channel": {"up": engine.channel_up, "drops": engine.channel_drops,
-                                "announces_failed": engine.announces_failed,
-                                "assistants": [a.name for a in assistants]},
-                    "send_errors": sender.errors,
-                    "inject": sender.stats(),
-                    "sessions_in_table": len(engine.table),
-                }
-                if recording is not None and recorder is not None and record_capture:
-                    try:
-                        recorder.tick(time.time())
-                    except Exception:
-                        engine._internal_error("the recording's housekeeping")
-                    extra["recording"] = {**recording.stats(), "sessions": recorder.sessions,
-                                          "capture": dict(zip(("received", "dropped", "ifdropped"),
-                                                              record_capture.stats())),
-                                          "not_sampled": recorder.not_sampled,
-                                          "held_dropped": recorder.held_dropped}
-                if chosen.allocator is not None:
-                    extra["client_pairs_in_use"] = chosen.allocator.in_use()
-                if chosen.client_filter is not None:
-                    extra["toa_options_seen"] = chosen.toa_seen
-                report(engine.c, extra)
-                last_extra = extra
-                if progress is not None:
-                    progress.show()
-    finally:
-        try:
-            engine.shutdown()
-        finally:
-            source.close()
-            sender.close()
-            if record_capture is not None and recorder is not None and recording is not None:
-                end_recording(record_capture, recorder, recording)
-    if last_extra is not None:
-        report(engine.c, last_extra)  # the counters as they end
-    if progress is not None:
-        progress.summary(engine.clock() - started)
+        lifecycle.notify("READY=1")  # the capture is open (workers: the supervisor says it)
+    run.run(stop, report)
     return 0
 
 
-def end_recording(capture: Capture, recorder: OnlineRecorder,
-                  recording: RecordingDirectory) -> None:
-    """Write the recording's last packets and lines, then close it; each step on its own."""
-    from nfreplay.engine.recorder import HOLD_SECONDS
+def mirror_filter(cfg: Config) -> MirrorFilter:
+    """What the mirror input keeps: what `bpf(cfg)` would capture, of `online.vxlan_vni`."""
+    from nfreplay.proto.vxlan import MirrorFilter
 
-    try:
-        # The capture hands over a ring block when it is full or 10 ms old: wait for the
-        # last one, so that the recording ends with the replay.
-        time.sleep(0.02)
-        capture.dispatch_ts(recorder.packet)
-        recorder.tick(time.time() + HOLD_SECONDS)  # lines still waiting are written
-    except Exception as exc:  # a bug: the files written so far stay good
-        log.warning("recording: the last packets were not written: %s", exc)
-    finally:
-        capture.close()
-        recording.close()
+    wanted = services(cfg)
+    return MirrorFilter([(ip2int(sip) if sip else None, sport) for sip, sport, _, _ in wanted],
+                        [(ip2int(tip), tport) for _, _, tip, tport in wanted],
+                        cfg.online.vxlan_vni)
 
 
-def offline_step(source: FileSource, engine: OnlineEngine) -> bool:
-    """After a wake-up of an offline replay: start the next loop once the sessions of the
-    previous one are over; True when the whole replay is done: the file was played and no
-    session has anything left to send or to wait for (a session the capture cut before its
-    FIN is then reset by the shutdown), or a tail of session_timeout passed."""
-    live = engine.c.sessions_live
-    if source.waiting_for_drain and live == 0:
-        source.drained()
-    if not source.exhausted:
-        return False
-    if engine.tail_since is None:
-        engine.tail_since = engine.now
-    return (live == 0 or engine.table.quiescent(engine.now)
-            or engine.now - engine.tail_since > engine.p.session_timeout)
+def mirror_source(cfg: Config, counters: Counters) -> VxlanMirror:
+    """The mirror input's socket (online.input = "vxlan")."""
+    from nfreplay.adapters.mirror import VxlanMirror
+
+    o = cfg.online
+    return VxlanMirror(o.mirror_ip, o.mirror_port, mirror_filter(cfg), counters)
 
 
 class Progress:
@@ -561,29 +519,5 @@ class Progress:
               flush=True)
 
 
-CHECK_EVERY = common.CHECK_EVERY
-
-
-class HandshakeWatch:
-    """tcpcopy's "many connections can't be established", with what to check: warned when,
-    since the last look, sessions failed their handshake with the target and fewer than 80 %
-    of the handshakes that ended succeeded."""
-
-    def __init__(self) -> None:
-        self.failed = self.established = 0
-
-    def check(self, c: Counters) -> None:
-        failed = c.sessions_handshake_failed - self.failed
-        established = c.sessions_established - self.established
-        self.failed, self.established = c.sessions_handshake_failed, c.sessions_established
-        if failed and established * 100 < (established + failed) * 80:
-            log.warning("%d of %d sessions in the last %.0f s got no answer to their SYN from "
-                        "the target: are the target's replies routed to the assistant "
-                        "(nfreplay target up; nfreplay doctor target) and queued there "
-                        "(nfreplay status on the assistant: packets_queued)? Does the target's "
-                        "rp_filter or firewall drop packets from the clients' addresses?",
-                        failed, failed + established, CHECK_EVERY)
-
-
 def entry() -> None:
-    raise SystemExit(common.run_main(main))
+    raise SystemExit(options.run_main(main))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nfreplay import stats, status
-from nfreplay.cli import common
+from nfreplay.cli import options, teardown
 
 
 def status_main(argv: Sequence[str]) -> int:
@@ -39,9 +39,9 @@ def status_main(argv: Sequence[str]) -> int:
                             "only, and exit 0 also when degraded (a daemon without a control "
                             "connection yet, or with drops, must not be restarted); broken "
                             "(2) and nothing running (3) keep their exit codes")
-    common.add_common(p)
+    options.add_common(p)
     args = p.parse_args(argv)
-    cfg = common.load_config(args, "status", {})
+    cfg = options.load_config(args, "status", {})
     instance = args.instance
     installed = None
     if not args.no_rules and os.geteuid() == 0:
@@ -51,7 +51,7 @@ def status_main(argv: Sequence[str]) -> int:
             _, role, inst = tag.split(":", 2)
             c = dataclasses.replace(cfg, general=dataclasses.replace(cfg.general, instance=inst))
             if tag not in managers:
-                managers[tag] = common.rule_manager(c, role)
+                managers[tag] = teardown.rule_manager(c, role)
             return managers[tag].installed()  # type: ignore[attr-defined]
 
     def look() -> tuple[int, str]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nfreplay import stats
-from nfreplay.cli import common
+from nfreplay.cli import lifecycle, logs, options, reporting, teardown
 from nfreplay.counters import Counters
 from nfreplay.errors import ConfigError
 from nfreplay.rules.model import Plan
@@ -52,7 +52,7 @@ def target_main(argv: Sequence[str]) -> int:
                "      (tunnelled delivery: no assistant; run nfreplay-assist --mode colocated "
                "here)\n"
                "  nfreplay target up --resident   (stay running; what the systemd unit does)\n"
-               "  nfreplay target down\n\n" + common.EPILOG_CONFIG,
+               "  nfreplay target down\n\n" + options.EPILOG_CONFIG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("up", "down"))
     p.add_argument("--clients", metavar="CIDR[,CIDR]", help="client networks (target.clients)")
@@ -72,26 +72,26 @@ def target_main(argv: Sequence[str]) -> int:
                    help="stay in the foreground and put the route back whenever the kernel "
                         "drops it (rtnetlink); stopping it (SIGTERM, Ctrl-C) removes the "
                         "routes (target.resident, default false: install and exit)")
-    common.add_common(p)
+    options.add_common(p)
     args = p.parse_args(argv)
     if args.action == "up":
-        cfg = common.load_config(args, "target", {"clients": "target.clients",
+        cfg = options.load_config(args, "target", {"clients": "target.clients",
                                                   "via": "target.via",
                                                   "resident": "target.resident",
                                                   "tunnel": "target.tunnel",
                                                   "tunnel_peers": "target.tunnel_peers",
                                                   "tunnel_port": "target.tunnel_port"})
-        common.setup_logging(cfg.general.log_level)
+        logs.setup_logging(cfg.general.log_level)
     else:
-        cfg = common.config_for_down(args, "nfreplay target down")
-    common.require_root()
+        cfg = options.config_for_down(args, "nfreplay target down")
+    lifecycle.require_root()
     paths = stats.state_paths(cfg.general.state_dir, "target", cfg.general.instance)
-    manager = common.rule_manager(cfg, "target")
+    manager = teardown.rule_manager(cfg, "target")
     if args.action == "down":
-        pid = common.stop_running(paths)  # a resident watcher removes the routes itself
+        pid = lifecycle.stop_running(paths)  # a resident watcher removes the routes itself
         if pid:
             print(f"nfreplay target: stopped pid {pid}")
-        return common.teardown(manager, "nfreplay target down")
+        return teardown.teardown(manager, "nfreplay target down")
     from nfreplay.rules.model import Tunnel, target_plan
     t = cfg.target
     tunnel = Tunnel(t.tunnel, t.tunnel_peers, t.tunnel_port) if t.tunnel else None
@@ -100,7 +100,7 @@ def target_main(argv: Sequence[str]) -> int:
     except ValueError as exc:
         raise ConfigError(f"target: {exc}") from None
     if not cfg.target.resident:
-        common.ensure_not_running(paths, "target", cfg.general.instance)
+        lifecycle.ensure_not_running(paths, "target", cfg.general.instance)
         manager.up(plan)
         for line in manager.installed():
             print(line)
@@ -118,10 +118,10 @@ def resident(manager: Any, plan: Plan, paths: stats.StatePaths, instance: str) -
     """
     from nfreplay.adapters.rtwatch import RouteEvents
 
-    stop = common.Stop()
+    stop = lifecycle.Stop()
     counters = TargetCounters()
     problems: list[str] = []
-    with common.pid_file(paths, "target", instance):
+    with lifecycle.pid_file(paths, "target", instance):
         stats_file = stats.StatsFile(paths.stats, role="target", instance=instance,
                                      levels=TargetCounters.levels)
         events = RouteEvents()  # before the first look: no change between the two is missed
@@ -132,7 +132,7 @@ def resident(manager: Any, plan: Plan, paths: stats.StatePaths, instance: str) -
                 manager.up(plan)
             log.info("up: %d route(s) and %d rule(s) installed; watching rtnetlink",
                      len(plan.routes), len(plan.policy))
-            common.notify("READY=1")
+            lifecycle.notify("READY=1")
             missing: list[str] = []
             due = 0.0  # look at once: an adopted plan may be missing a route already
             published = 0.0
@@ -147,12 +147,13 @@ def resident(manager: Any, plan: Plan, paths: stats.StatePaths, instance: str) -
                     due = time.monotonic() + RECHECK
                 if now - published >= 1.0:  # as the daemons do: `status` sees it alive
                     published = now
-                    common.publish(stats_file, counters, {"missing_routes": missing})
+                    extra: stats.TargetExtra = {"missing_routes": missing}
+                    reporting.publish(stats_file, counters, extra)
         finally:
             events.close()
             problems = manager.down()
             log.info("down: %s", "complete" if not problems else f"{len(problems)} problem(s)")
-    return common.report_teardown(problems, "nfreplay target")
+    return teardown.report_teardown(problems, "nfreplay target")
 
 
 def _check(manager: Any, plan: Plan, c: TargetCounters, before: list[str]) -> list[str]:

@@ -26,18 +26,18 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from nfreplay import stats
-from nfreplay.cli import common
+from nfreplay.cli import lifecycle, reporting
 
 log = logging.getLogger("nfreplay.online")
 
 #: replay(share, report, stop) -> exit code, run in each worker.
-Replay = Callable[[tuple[int, int], Callable[[Any, Mapping[str, Any]], None], common.Stop], int]
+Replay = Callable[[tuple[int, int], Callable[[Any, Mapping[str, Any]], None], lifecycle.Stop], int]
 _PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 8.0  # seconds a worker gets to reset its sessions and exit (`down` waits 10)
 
 
-def supervise(n: int, replay: Replay, stats_file: stats.StatsFile, stop: common.Stop,
-              line: common.StatsLine | None = None) -> int:
+def supervise(n: int, replay: Replay, stats_file: stats.StatsFile, stop: lifecycle.Stop,
+              line: reporting.StatsLine | None = None) -> int:
     """Run `n` workers until `stop` or until one of them exits; 1 if one failed. `line` is
     fed the summed counters."""
     ctx = multiprocessing.get_context("fork")
@@ -54,7 +54,7 @@ def supervise(n: int, replay: Replay, stats_file: stats.StatsFile, stop: common.
     log.info("up: %d workers (pids %s), worker i replays the client ports p with "
              "(p >> 1) %% %d == i",
              n, ", ".join(str(p.pid) for p in procs), n)
-    common.notify("READY=1")
+    lifecycle.notify("READY=1")
     latest: list[tuple[dict[str, int], dict[str, Any]] | None] = [None] * n
     failed = ""
     try:
@@ -90,7 +90,7 @@ def supervise(n: int, replay: Replay, stats_file: stats.StatsFile, stop: common.
     return 1 if failed or any(p.exitcode for p in procs if p.exitcode != -signal.SIGTERM) else 0
 
 
-def _stopping_too(stop: common.Stop, exitcode: int) -> bool:
+def _stopping_too(stop: lifecycle.Stop, exitcode: int) -> bool:
     """A worker that ended cleanly while the instance is being stopped is no failure: a
     signal to the whole process group (Ctrl-C, systemd's stop) reaches the workers and the
     supervisor at once, and the supervisor may notice their exit before its own signal."""
@@ -106,7 +106,7 @@ def _worker(replay: Replay, share: tuple[int, int], pipe: Connection, parent: in
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
-    stop = common.Stop()
+    stop = lifecycle.Stop()
     if os.getppid() != parent:  # the supervisor died before prctl took effect
         stop.requested = True
     prefix = f"worker {share[0]}: "
@@ -115,7 +115,7 @@ def _worker(replay: Replay, share: tuple[int, int], pipe: Connection, parent: in
 
     def report(counters: Any, extra: Mapping[str, Any]) -> None:
         try:
-            pipe.send((counters.snapshot(), {**extra, "process": common.process_usage()}))
+            pipe.send((counters.snapshot(), {**extra, "process": reporting.process_usage()}))
         except OSError:
             stop.requested = True  # the supervisor is gone
 
@@ -160,15 +160,8 @@ def _publish(stats_file: stats.StatsFile, latest: list[Any], procs: list[Any]
     for snapshot, _ in latest:
         for k, v in snapshot.items():
             counters[k] = counters.get(k, 0) + v
-    extras = [extra for _, extra in latest]
-    extra = dict(extras[0])
-    extra["capture"] = {**extras[0]["capture"], **_sum(e["capture"] for e in extras)}
-    extra["channel"] = {**extras[0]["channel"], **_sum(e["channel"] for e in extras)}
-    extra["send_errors"] = _sum(e["send_errors"] for e in extras)
-    extra["inject"] = _sum(e["inject"] for e in extras)
-    extra["sessions_in_table"] = sum(e["sessions_in_table"] for e in extras)
-    extra["process"] = _sum(e["process"] for e in extras)
-    extra["compiled"] = common.compiled()
+    extra = stats.merge_online([extra for _, extra in latest])
+    extra["compiled"] = reporting.compiled()
     extra["workers"] = [{"pid": p.pid, "sessions_opened": snap["sessions_opened"],
                          "sessions_live": snap["sessions_live"]}
                         for p, (snap, _) in zip(procs, latest)]
@@ -177,15 +170,3 @@ def _publish(stats_file: stats.StatsFile, latest: list[Any], procs: list[Any]
     except OSError as exc:  # a full /run must not kill the replay
         log.warning("stats: %s", exc)
     return counters
-
-
-def _sum(dicts: Any) -> dict[str, Any]:
-    """Numbers summed key by key; anything else kept from the first."""
-    out: dict[str, Any] = {}
-    for d in dicts:
-        for k, v in d.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[k] = out.get(k, 0) + v
-            else:
-                out.setdefault(k, v)
-    return out

@@ -4,6 +4,12 @@ Each queued reply gets exactly one verdict, DROP (passlisted replies never reach
 the rule manager ACCEPTs them before the NFQUEUE rule). Its header becomes a 64-byte record,
 routed to the control connection that announced its session; records are batched per
 connection and sent as combined frames once per wake-up.
+
+Fan-in (several online hosts, one assistant): a route whose session is over passes to the next
+announcer (`Router`); an announcement of a route another host's live session holds is a
+collision. An nfreplay-online that speaks the extension (`channel.FEATURE_NOTICES`) is told
+(`NOTICE_COLLIDED`) and moves its session to another client port; a tcpcopy cannot be told,
+so its session is not replayed: counted as `sessions_collided`, said once in a WARN line.
 """
 
 from __future__ import annotations
@@ -14,34 +20,22 @@ import logging
 import selectors
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 from nfreplay.adapters.channel import Conn, Listener
 from nfreplay.errors import WireError
 from nfreplay.proto import channel, tcpip
-from nfreplay.proto.tcpip import RST, SYN
+from nfreplay.proto.tcpip import FIN, RST, SYN
 from nfreplay.engine.routing import Router, route_key
 from nfreplay.counters import Counters
+from nfreplay.limits import Limits
 
 log = logging.getLogger("nfreplay.assist")
 
 LOOPBACK = (ipaddress.IPv4Network("127.0.0.0/8"),)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one peer, or all of them, may hold on the control channel (assist.max_*)."""
-
-    connections: int = 64
-    connections_per_peer: int = 16
-    routes: int = 1_000_000
-    routes_per_connection: int = 262_144
-    parked: int = 65_536
-    backlog: int = 8 << 20  # bytes queued for a connection that does not read, at most
-    # A connection that has not sent its version message, or that has sent part of a
-    # message and nothing more, this long after is closed: it holds a descriptor for nothing.
-    stall: float = 5.0
+# Seconds after the target's FIN until another online host may take the route of a session
+# whose owner never says it is over (tcpcopy): its own FIN's ACK still reaches it.
+FIN_GRACE = 2.0
 
 
 class AssistCounters(Counters):
@@ -67,6 +61,10 @@ class AssistCounters(Counters):
     connections_refused: int  # not an allowed peer (assist.online), or a connection cap
     connections_stalled: int  # closed: no version message, or a message cut short
     announces_refused: int  # the session is owned by another connection, or a route cap
+    announces_collided: int  # refused: another online host's live session holds the route
+    sessions_collided: int  # of those, from a peer that cannot be told (tcpcopy): not replayed
+    routes_taken_over: int  # a route whose session was over, announced by another connection
+    notices_sent: int  # nfreplay extension: hellos and collision notices
     accept_errors: int  # accept() failed (EMFILE: out of descriptors), backed off
     internal_errors: int  # a bug met while handling a peer's message: that peer is closed
 
@@ -96,6 +94,8 @@ class AssistEngine:
         self.limits = limits
         self.router: Router[Conn] = Router(max_parked=limits.parked, max_routes=limits.routes,
                                            max_per_connection=limits.routes_per_connection)
+        self._collided_said = False
+        self._notices_pending = 0  # notices among the pending records (not records_sent)
         self.conns: list[Conn] = []
         self._pending: dict[Conn, list[bytes]] = {}
         self.now = clock()
@@ -126,6 +126,15 @@ class AssistEngine:
                 self._pending[conn] = [record]
             else:
                 batch.append(record)
+            if seg.flags & (FIN | RST):
+                # The session closes: the client may reuse its port, also towards another
+                # online host, whose announcement must then get the route. A peer that
+                # speaks the extension says when its session is over (CLIENT_DEL); for one
+                # that does not, the route waits a moment after the FIN for its last ACK.
+                if seg.flags & RST:
+                    self.router.release(key, self.now)
+                elif not conn.notices:
+                    self.router.release(key, self.now + FIN_GRACE)
         elif seg.flags & (SYN | RST) and self.router.park(key, record, self.now):
             # A SYN-ACK or RST can beat the CLIENT_ADD that announces its session.
             self.c.records_parked += 1
@@ -238,19 +247,61 @@ class AssistEngine:
             if decoder.version_mismatch:
                 log.warning("control channel %s: peer speaks version %s, we speak %d",
                             conn.peer, decoder.version, channel.VERSION)
+        if not conn.notices and decoder.features & channel.FEATURE_NOTICES:
+            # An nfreplay-online offered the extension: accept it, before any record.
+            conn.notices = True
+            self._notice(conn, channel.NOTICE_HELLO, bytes(channel.MSG_SIZE))
         if msgs or not decoder.buffered:
             conn.since = now  # progress: a whole message, or nothing left half-sent
+        router = self.router
         for m in msgs:
             if m.type != channel.TYPE_CLIENT_ADD:
-                continue  # CLIENT_DEL is defined but never sent by tcpcopy; ignore others
+                if m.type == channel.TYPE_CLIENT_DEL:  # tcpcopy never sends it
+                    router.withdraw(route_key(m.clt_ip, m.clt_port, m.target_ip,
+                                              m.target_port), conn, now)
+                continue
             self.c.client_adds += 1
             key = route_key(m.clt_ip, m.clt_port, m.target_ip, m.target_port)
-            parked = self.router.add(key, conn, now)
+            taken = router.taken_over
+            parked = router.add(key, conn, now)
             if parked is None:
                 self.c.announces_refused += 1
-            elif parked:
+                if router.last_refusal == "owned":
+                    self._collided(conn, m, now)
+                continue
+            if router.taken_over != taken:
+                self.c.routes_taken_over += 1
+            if parked:
                 self.c.parked_delivered += len(parked)
                 self._pending.setdefault(conn, []).extend(parked)
+
+    def _collided(self, conn: Conn, m: channel.ClientMessage, now: float) -> None:
+        """`conn` announced a session whose client address and port another online host's
+        live session holds on the target: tell it (it moves to another port), or count it."""
+        self.c.announces_collided += 1
+        if conn.notices:
+            self._notice(conn, channel.NOTICE_COLLIDED, channel.encode_client_add(*(
+                m.clt_ip, m.clt_port, m.target_ip, m.target_port)))
+            return
+        self.c.sessions_collided += 1
+        if not self._collided_said:
+            self._collided_said = True
+            owner = self.router.owner(route_key(m.clt_ip, m.clt_port, m.target_ip,
+                                                m.target_port))
+            log.warning(
+                "control channel %s: a session of client %s:%d is not replayed: %s replays "
+                "the same client address and port to the target right now, and this peer (a "
+                "tcpcopy, or an nfreplay-online without the fan-in extension) cannot be told "
+                "to move it (counted as sessions_collided; said once). Give each online host "
+                "its own client addresses (tcpcopy -c, online.client_pool), or run a current "
+                "nfreplay-online there: it moves such a session to another port",
+                conn.peer, tcpip.int2ip(m.clt_ip), m.clt_port,
+                owner.peer if owner is not None else "another online host")
+
+    def _notice(self, conn: Conn, kind: int, about: bytes) -> None:
+        self._pending.setdefault(conn, []).append(channel.encode_notice(kind, about))
+        self.c.notices_sent += 1
+        self._notices_pending += 1
 
     def _close_stalled(self, now: float) -> None:
         limit = now - self.limits.stall
@@ -263,14 +314,19 @@ class AssistEngine:
 
     def _send(self) -> None:
         pending = self._pending
+        notices = self._notices_pending  # among the records: counted in notices_sent
         for conn, records in pending.items():
+            n = len(records)
+            if notices:
+                n -= sum(1 for r in records if not r[0])
             if conn.closed:
-                self.c.records_dropped_backlog += len(records)
+                self.c.records_dropped_backlog += n
                 continue
             conn.queue(channel.encode_frames(records))
-            self.c.records_sent += len(records)
+            self.c.records_sent += n
             self.c.frames_sent += (len(records) + channel.COMB_MAX - 1) // channel.COMB_MAX
         pending.clear()
+        self._notices_pending = 0
         for conn in list(self.conns):
             if not conn.out:
                 if conn.writing:

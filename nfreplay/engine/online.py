@@ -114,6 +114,7 @@ class OnlineEngine:
         self.channel_up = 0  # until a control connection is up
         self.channel_drops = 0
         self.announces_failed = 0
+        self._collided_said = False  # the WARN line of sessions_collided was logged
         # Shedding: new sessions are refused while the capture runs more than `shed_lag`
         # seconds behind the wire, until it is back under half of that (0 = never shed).
         self.shed_lag = shed_lag
@@ -197,6 +198,35 @@ class OnlineEngine:
             self.c.records_bad += 1
         except Exception:
             self._internal_error("a response record")
+
+    def _on_notice(self, conn: Conn, record: bytes, now: float) -> None:
+        """A notice of the nfreplay extension (only an assistant we offered it sends one)."""
+        try:
+            kind, _features, m = channel.parse_notice(record)
+        except WireError:  # not a notice: counted as a bad record
+            self._on_record(record, now)
+            return
+        if kind == channel.NOTICE_HELLO:
+            conn.notices = True
+        elif kind == channel.NOTICE_COLLIDED and conn.notices:
+            self.c.collision_notices += 1
+            collided = self.c.sessions_collided
+            try:
+                self.table.collided(m.clt_ip, m.clt_port, m.target_ip, m.target_port, now,
+                                    self.out)
+            except Exception:
+                self._internal_error("a collision notice")
+            if self.c.sessions_collided != collided and not self._collided_said:
+                self._collided_said = True
+                log.warning(
+                    "a session of client %s:%d is not replayed: another online host replays "
+                    "the same client address and port to the target right now, and this one "
+                    "could not move it to another port (counted as sessions_collided; said "
+                    "once). With a client pool or copies sessions are not moved: give each "
+                    "online host a client pool of its own (online.client_pool ranges that do "
+                    "not overlap)", tcpip.int2ip(m.clt_ip), m.clt_port)
+        else:
+            self.c.records_bad += 1
 
     def _internal_error(self, what: str) -> None:
         """Count an unexpected exception and go on; the first few are logged (the traceback
@@ -311,12 +341,19 @@ class OnlineEngine:
                 self._drop(conn, "closed by the assistant")
                 continue
             for rec in records:
-                self._on_record(rec, now)
+                if rec[0]:
+                    self._on_record(rec, now)
+                else:  # the nfreplay extension's notices start with 0 (records: 0x45)
+                    self._on_notice(conn, rec, now)
         try:
             self.table.tick(now, self.out)
             self.table.flush(now, self.out)
         except Exception:
             self._internal_error("the session timers")
+        if self.table.withdrawn:
+            # Before this wake-up's announcements: a session over and the client's next one
+            # on that port (started at once) are withdrawn and announced in that order.
+            self._withdraw()
         self._emit()
         self._flush_channel()
         if self.channel_up < self._wanted_conns:
@@ -398,6 +435,16 @@ class OnlineEngine:
                     sent += 1
         self.c.packets_sent += sent
         out.clear()
+
+    def _withdraw(self) -> None:
+        """CLIENT_DEL for every session over since the last wake-up: an assistant that speaks
+        the extension lets another online host take its client address and port at once."""
+        if any(c.notices for c in self._conns):  # none: a compat assistant is never sent one
+            for ip, port, tip, tport in self.table.withdrawn:
+                msg = channel.encode_client_del(ip, port, tip, tport)
+                for a in self.assistants:
+                    a.withdraw(msg)
+        self.table.withdrawn.clear()
 
     def _unannounced_syn(self, pkt: bytearray, unannounced: set[tuple[int, int]]) -> bool:
         """A SYN whose CLIENT_ADD could not be queued stays here: the target's SYN-ACK would

@@ -5,7 +5,9 @@ Pure and clock-driven like the session machine. It mirrors intercept's router an
 - keys are exact (client ip, client port, target ip, target port), not an additive 32-bit hash,
   so two sessions never share a route by collision;
 - a route whose connection closed is removed with it (intercept keeps the stale fd), and a
-  route belongs to the connection that announced it first (intercept: the last one);
+  live route belongs to the connection that announced it first (intercept: the last one);
+  once its session is over it passes to the next announcer (fan-in: one client talking to
+  several online hosts reuses its ports across them);
 - routes age out: two generations that rotate every `idle` seconds, so a route unused (neither
   announced nor hit) for two periods disappears without any per-record bookkeeping.
 
@@ -20,6 +22,7 @@ from collections import OrderedDict
 from typing import Generic, Hashable, TypeVar
 
 C = TypeVar("C", bound=Hashable)
+INF = float("inf")
 
 
 def route_key(client_ip: int, client_port: int, target_ip: int, target_port: int) -> int:
@@ -35,7 +38,19 @@ class Router(Generic[C]):
     code and may reach the assistant: it must not take a session's replies). It ends when
     it ages out or when its connection closes (a connection's routes go with it), so a
     tcpcopy that reconnects announces its sessions afresh. Routes are capped in total and
-    per connection."""
+    per connection.
+
+    A route is *released* once its session is over: its owner said so (CLIENT_DEL,
+    `withdraw`), or the target reset it, or, for an owner that never says so (tcpcopy), a
+    moment after the target's FIN (`release`: the owner's last exchange, the ACK of its own
+    FIN, still reaches it). Records still go to the owner, but the next announcement takes
+    the route over, from any connection: the client reused its port, possibly towards
+    another online host. Tcpcopy never sends CLIENT_DEL and the assistant never sees the
+    client's side of the close, so without this a route stayed with its first owner for up
+    to two `idle` periods, and every later session of another online host on that client
+    port lost its replies (issue 22). An announcement of a live route from another
+    connection is a collision (`last_refusal` = "owned"): two online hosts replay the same
+    client address and port to the target at once, and the target can hold only one."""
 
     def __init__(self, idle: float = 600.0, park_timeout: float = 30.0,
                  max_parked: int = 65536, max_routes: int = 1_000_000,
@@ -56,6 +71,10 @@ class Router(Generic[C]):
         self.parked_overflow = 0
         self.refused_owned = 0  # announced by another connection than the route's owner
         self.refused_full = 0  # a route cap was reached
+        self.taken_over = 0  # released routes another connection announced (took over)
+        self.last_refusal = ""  # why the last refused add was refused: "owned" or "full"
+        # Routes whose session is over -> from when another connection may take them over.
+        self._released: dict[int, float] = {}
 
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)
@@ -74,19 +93,56 @@ class Router(Generic[C]):
             if len(self) >= self.max_routes or (
                     mine is not None and len(mine) >= self.max_per_connection):
                 self.refused_full += 1
+                self.last_refusal = "full"
                 return None
             if mine is None:
                 mine = self._by_conn[conn] = set()
             mine.add(key)
             self._current[key] = conn
         elif owner != conn:
-            self.refused_owned += 1
-            return None
+            if now < self._released.get(key, INF):
+                self.refused_owned += 1
+                self.last_refusal = "owned"
+                return None
+            self._take_over(key, owner, conn)
+        else:
+            self._released.pop(key, None)  # announced again by its owner: live again
         parked = self._parked.pop(key, None)
         if parked is None:
             return []
         self.parked_count -= len(parked[1])
         return parked[1]
+
+    def _take_over(self, key: int, owner: C, conn: C) -> None:
+        old = self._by_conn.get(owner)
+        if old is not None:
+            old.discard(key)
+            if not old:
+                del self._by_conn[owner]
+        mine = self._by_conn.get(conn)
+        if mine is None:
+            mine = self._by_conn[conn] = set()
+        mine.add(key)
+        self._current[key] = conn
+        del self._released[key]
+        self.taken_over += 1
+
+    def release(self, key: int, at: float) -> None:
+        """The target closed or reset `key`'s connection: from `at` on, the next announcement
+        of it may take it over."""
+        if key in self._current or key in self._previous:
+            if at < self._released.get(key, INF):
+                self._released[key] = at
+
+    def withdraw(self, key: int, conn: C, now: float) -> None:
+        """CLIENT_DEL from `conn`: its session on `key` is over (from anyone else: ignored)."""
+        if self._current.get(key, self._previous.get(key)) == conn:
+            self._released[key] = now
+
+    def owner(self, key: int) -> C | None:
+        """Who holds `key` now (no promotion, for the cold path)."""
+        conn = self._current.get(key)
+        return conn if conn is not None else self._previous.get(key)
 
     def lookup(self, key: int) -> C | None:
         conn = self._current.get(key)
@@ -120,9 +176,11 @@ class Router(Generic[C]):
 
     def close(self, conn: C) -> None:
         """`conn` is gone: its routes go with it."""
+        released = self._released
         for key in self._by_conn.pop(conn, ()):
             if self._current.pop(key, None) is None:
                 self._previous.pop(key, None)
+            released.pop(key, None)
 
     def expire(self, now: float) -> None:
         """Drop parked records older than park_timeout; rotate generations. Call ~1/s."""
@@ -141,7 +199,9 @@ class Router(Generic[C]):
         if now - self._rotated < self.idle:
             return
         self._rotated = now
+        released = self._released
         for key, owner in self._previous.items():  # unused for two periods: gone
+            released.pop(key, None)
             mine = self._by_conn.get(owner)
             if mine is not None:
                 mine.discard(key)

@@ -11,6 +11,19 @@ Assist side → online side: frames of ``count:2`` (big-endian, 1..16) followed 
 at 44 bytes), then zeros. There is no payload and no length field: the receiver computes the
 payload length from ``tot_len``.
 
+**nfreplay extension** (negotiated, so a tcpcopy or an intercept never sees it): nfreplay-online
+puts ``EXT_MAGIC`` and its feature bits in the version message's target fields, which tcpcopy
+sends as zeros and intercept reads and ignores (reference §1.3). An nfreplay-assist that knows
+the extension answers with a ``NOTICE_HELLO`` notice; only then, and only on that connection,
+it sends further notices. A notice is a 64-byte record inside an ordinary frame whose first
+byte is 0 (a real record starts with 0x45, IPv4)::
+
+    0:1 zero   1:2 kind   2:4 features   4:18 the CLIENT_ADD it is about
+    18:22 EXT_MAGIC   22:64 zeros
+
+``NOTICE_COLLIDED``: the CLIENT_ADD was refused, another online host holds that client
+address and port towards the target right now (its session is live there).
+
 Both directions are byte streams, so the decoders accept data split at any byte. Bad bytes from
 the peer raise ``WireError``, after which the connection must be closed. Misusing the API (a
 wrong record size, a decoder used after it failed) raises ``ValueError``.
@@ -27,6 +40,8 @@ __all__ = [
     "TYPE_CLIENT_ADD", "TYPE_CLIENT_DEL", "MAX_TCP_HEADER_IN_RECORD",
     "ClientMessage", "encode_version", "encode_client_add", "MessageDecoder",
     "make_record", "encode_frame", "encode_frames", "FrameDecoder",
+    "EXT_MAGIC", "FEATURE_NOTICES", "NOTICE_HELLO", "NOTICE_COLLIDED", "encode_notice",
+    "parse_notice", "encode_client_del",
 ]  # fmt: skip
 
 _Buffer = bytes | bytearray | memoryview
@@ -40,11 +55,16 @@ COMB_MAX = 16
 TYPE_CLIENT_ADD = 1
 TYPE_CLIENT_DEL = 2  # defined by tcpcopy but never sent; intercept ignores it
 MAX_TCP_HEADER_IN_RECORD = 44  # RECORD_SIZE - 20 (IPv4 header)
+EXT_MAGIC = 0x4E465250  # "NFRP" in the version message's target ip: the nfreplay extension
+FEATURE_NOTICES = 0x0001  # the online side reads notices (NOTICE_*)
+NOTICE_HELLO = 0  # the assist side speaks the extension on this connection
+NOTICE_COLLIDED = 1  # a CLIENT_ADD refused: another online host holds that client ip:port
 
 _MSG = Struct("!IHHIH")
 _MSG_OLD = Struct("!IHH")
 _VERSION_MSG = _MSG.pack(0, 0, VERSION, 0, 0)
 _COUNT = Struct("!H")
+_MAGIC = EXT_MAGIC.to_bytes(4, "big")
 _ZEROS = bytes(RECORD_SIZE)
 # vihl, tot_len, frag, proto: what make_record checks and changes in the IPv4 header.
 _REC_IP = Struct("!BxH2xHxB")
@@ -61,9 +81,35 @@ class ClientMessage(NamedTuple):
     target_port: int
 
 
-def encode_version() -> bytes:
-    """The version message the online side sends first on every new connection."""
-    return _VERSION_MSG
+def encode_version(features: int = 0) -> bytes:
+    """The version message the online side sends first on every new connection; with
+    `features`, the nfreplay extension's offer in its (otherwise zero) target fields."""
+    if not features:
+        return _VERSION_MSG
+    return _MSG.pack(0, 0, VERSION, EXT_MAGIC, features)
+
+
+def encode_client_del(clt_ip: int, clt_port: int, target_ip: int, target_port: int) -> bytes:
+    """``CLIENT_DEL``: the session announced by the same CLIENT_ADD is over (tcpcopy defines
+    it and never sends it; intercept ignores it; nfreplay-online sends it only on connections
+    that speak the extension)."""
+    return _MSG.pack(clt_ip, clt_port, TYPE_CLIENT_DEL, target_ip, target_port)
+
+
+def encode_notice(kind: int, about: bytes = bytes(MSG_SIZE), features: int = 0) -> bytes:
+    """A notice record (assist → online, extension only) about the 14-byte message `about`."""
+    if len(about) != MSG_SIZE:
+        raise ValueError(f"encode_notice: a message is {MSG_SIZE} bytes, not {len(about)}")
+    return (bytes((0, kind)) + features.to_bytes(2, "big") + about + _MAGIC
+            + _ZEROS[8 + MSG_SIZE:])
+
+
+def parse_notice(record: bytes) -> tuple[int, int, ClientMessage]:
+    """(kind, features, the message it is about) of a notice record (first byte 0)."""
+    if len(record) != RECORD_SIZE or record[0] or record[18:22] != _MAGIC:
+        raise WireError("not a notice record")
+    return (record[1], record[2] << 8 | record[3],
+            ClientMessage._make(_MSG.unpack_from(record, 4)))
 
 
 def encode_client_add(clt_ip: int, clt_port: int, target_ip: int, target_port: int) -> bytes:
@@ -84,7 +130,7 @@ class MessageDecoder:
     caller to log a warning. Intercept accepts a mismatch too, because the version is advisory.
     """
 
-    __slots__ = ("_buf", "_handshake_done", "_failed", "version")
+    __slots__ = ("_buf", "_handshake_done", "_failed", "version", "features")
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -92,6 +138,9 @@ class MessageDecoder:
         self._failed = False
         #: The peer's protocol version once its first 8 bytes have arrived, else ``None``.
         self.version: int | None = None
+        #: The nfreplay extension's features the peer offered in its version message (0: a
+        #: tcpcopy, or an nfreplay-online that does not offer any).
+        self.features = 0
 
     @property
     def greeted(self) -> bool:
@@ -133,7 +182,12 @@ class MessageDecoder:
                 self.version = version
             if n < MSG_SIZE:
                 return []
-            pos = MSG_SIZE  # bytes 8..13 (target fields) of the version message carry nothing
+            # Bytes 8..13 (target fields) of the version message are zero from tcpcopy; the
+            # nfreplay extension's offer from nfreplay-online.
+            _, _, _, magic, features = _MSG.unpack_from(buf)
+            if magic == EXT_MAGIC:
+                self.features = features
+            pos = MSG_SIZE
             self._handshake_done = True
         out = []
         while n - pos >= MSG_SIZE:

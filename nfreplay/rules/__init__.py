@@ -2,12 +2,13 @@
 installed and removed safely.
 
 Module map (one duty each):
-    model      pure description: Rule, Route, SysctlCheck, Plan and the plan builders
+    model      pure description: Rule, Route, Link, SysctlCheck, Plan and the plan builders
     savefile   iptables-save output → Rule values (one parser for both backends)
     command    the single choke point that runs external programs
     backend    the contracts: RuleBackend, RouteBackend, SysctlBackend
     iptables   NftBackend (iptables-nft), XtablesBackend (python-iptables), select_backend
-    routes     RtnetlinkRouteBackend (pyroute2)
+    routes     RtnetlinkRouteBackend (pyroute2, imported when first used)
+    links      IpLinkBackend: devices (the target's tunnel end) through `ip link`
     sysctl     ProcSysctlBackend (/proc/sys)
     journal    the on-disk record of what an owner installed
     manager    RuleManager: leftovers → checks → record+install → verify; teardown

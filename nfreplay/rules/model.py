@@ -454,6 +454,10 @@ def _int_in(value: object, lo: int, hi: int) -> bool:
 IP_FORWARD_HINT = "set assist.fix_ip_forward = true to let nfreplay change it"
 
 
+#: Queues one assist instance may spread the replies over (`--queue-balance`).
+MAX_QUEUES = 64
+
+
 def assist_plan(
     instance: str,
     target_ip: str,
@@ -464,8 +468,13 @@ def assist_plan(
     passlist: Sequence[str] = (),
     fix_ip_forward: bool = False,
     ip_forward_hint: str = IP_FORWARD_HINT,
+    queues: int = 1,
 ) -> Plan:
     """The assist role: queue the target's replies to the client networks.
+
+    One queue: `NFQUEUE --queue-num Q`. `queues` N > 1: `--queue-balance Q:Q+N-1`, the kernel
+    spreading the replies over N queues by a hash of their addresses (one process each,
+    `assist.queues`).
 
     assistant: `raw PREROUTING` (replies arrive routed from the target; raw sees them before
     conntrack, so no state is created for them) and `net.ipv4.ip_forward` must be 0, so that
@@ -481,6 +490,10 @@ def assist_plan(
         raise ValueError(f"target port must be 1-65535, got {target_port!r}")
     if not _int_in(queue, 0, 65535):
         raise ValueError(f"queue must be 0-65535, got {queue!r}")
+    if not _int_in(queues, 1, MAX_QUEUES):
+        raise ValueError(f"queues must be 1-{MAX_QUEUES}, got {queues!r}")
+    if queue + queues - 1 > 65535:
+        raise ValueError(f"queues {queue}-{queue + queues - 1}: the last must be at most 65535")
     nets = _networks(clients, "clients")
     if not nets:
         raise ValueError("clients: at least one client network is needed")
@@ -493,8 +506,9 @@ def assist_plan(
              for net in _networks(passlist, "passlist")]
     # No --queue-bypass: with no process bound to the queue the kernel then drops the reply,
     # which is what a black hole wants; bypass would let replies reach real clients.
-    rules += [Rule("raw", chain, reply_match(net), ("NFQUEUE", "--queue-num", str(queue)), owner)
-              for net in nets]
+    nfqueue = (("NFQUEUE", "--queue-num", str(queue)) if queues == 1 else
+               ("NFQUEUE", "--queue-balance", f"{queue}:{queue + queues - 1}"))
+    rules += [Rule("raw", chain, reply_match(net), nfqueue, owner) for net in nets]
     sysctls: tuple[SysctlCheck, ...] = ()
     if mode == "assistant":
         sysctls = (SysctlCheck("net.ipv4.ip_forward", "0", fix=fix_ip_forward,
@@ -526,7 +540,8 @@ def tunnel_device(instance: str) -> str:
     return "nfr" + hashlib.sha256(instance.encode()).hexdigest()[:8] + "t"
 
 
-def _tunnel_items(owner: str, instance: str, tunnel: Tunnel) -> tuple[Link, list[Rule]]:
+def _tunnel_items(owner: str, instance: str, tunnel: Tunnel, nets: Sequence[str]
+                  ) -> tuple[Link, list[Rule]]:
     from nfreplay.proto import tunnel as encap
 
     if tunnel.kind not in TUNNEL_DEVICES:
@@ -538,6 +553,15 @@ def _tunnel_items(owner: str, instance: str, tunnel: Tunnel) -> tuple[Link, list
     peers = [_ipv4(p, "tunnel peer") for p in tunnel.peers]
     if not peers:
         raise ValueError("tunnel_peers: at least one online host is needed (--tunnel-peers)")
+    for peer in peers:
+        inside = [n for n in nets if ipaddress.IPv4Address(peer) in ipaddress.IPv4Network(n)]
+        if inside:
+            # Its route would point into the tunnel too: the colocated assist's answers on the
+            # control channel would never reach the online host.
+            raise ValueError(f"clients: {inside[0]} holds the tunnel peer {peer}, whose "
+                             "traffic would be routed into the tunnel and lost: list only the "
+                             "addresses the target answers as clients (an online.client_pool "
+                             "of addresses nothing else uses is the simplest)")
     mac = ":".join(f"{b:02x}" for b in encap.TARGET_MAC)
     # nolearning: the device never learns where the online host is, so what is routed into
     # it (the replies, when no assist queues them) has no way out and is discarded.
@@ -579,7 +603,7 @@ def target_plan(instance: str, clients: Sequence[str], via: str,
     rules: list[Rule] = []
     sysctls: tuple[SysctlCheck, ...] = ()
     if tunnel is not None:
-        link, rules = _tunnel_items(owner, instance, tunnel)
+        link, rules = _tunnel_items(owner, instance, tunnel, nets)
         links = (link,)
         if gateway:
             # Replies routed via an assistant leave by another interface than the tunnel:

@@ -11,13 +11,19 @@ import errno
 import socket
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from nfreplay.errors import RulesError
 from nfreplay.rules.model import PolicyRule, Route
 
 __all__ = ["RtnetlinkRouteBackend"]
+
+
+def _pyroute2() -> tuple[Any, type[Exception]]:
+    """pyroute2's IPRoute and NetlinkError, imported when first needed: the import alone
+    costs a process 17 MB, and only the commands that install routes need it."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    return IPRoute, NetlinkError
 
 # ESRCH is what the kernel answers for "no such route"; ENOENT for a table that is not there.
 _GONE = {errno.ESRCH, errno.ENOENT}
@@ -25,19 +31,20 @@ _RTN_UNICAST, _RTN_BLACKHOLE = 1, 6
 _FR_ACT_TO_TBL, _FR_ACT_BLACKHOLE = 1, 6
 
 
-def _reason(exc: NetlinkError) -> str:
+def _reason(exc: Exception) -> str:
     return exc.args[1] if len(exc.args) > 1 else str(exc)
 
 
 def _change(what: str, kind: str, command: str, spec: dict[str, Any]) -> None:
     """`ipr.<kind>(command, **spec)` on a fresh netlink socket; failures are one RulesError
     line naming `what`, and deleting something already gone is success."""
+    IPRoute, NetlinkError = _pyroute2()
     delete = command == "del"
     try:
         with IPRoute() as ipr:
             getattr(ipr, kind)(command, **spec)
     except NetlinkError as exc:
-        if delete and exc.code in _GONE:
+        if delete and getattr(exc, "code", None) in _GONE:
             return
         raise RulesError(f"{what}: {'delete failed: ' if delete else ''}{_reason(exc)}") from exc
     except OSError as exc:
@@ -102,6 +109,7 @@ class RtnetlinkRouteBackend:
 
     def exists(self, route: Route) -> bool:
         """True if exactly this route (dst, gateway, proto, table, metric) is installed."""
+        IPRoute, NetlinkError = _pyroute2()
         try:
             with IPRoute() as ipr:
                 return route in self._dump(ipr, table=route.table, proto=route.proto)
@@ -110,6 +118,7 @@ class RtnetlinkRouteBackend:
 
     def list_owned(self, proto: int) -> list[Route]:
         """Every IPv4 'dst via gw' route with protocol `proto`, in any table."""
+        IPRoute, NetlinkError = _pyroute2()
         try:
             with IPRoute() as ipr:
                 return [r for r in self._dump(ipr, proto=proto) if r.proto == proto]
@@ -137,6 +146,7 @@ class RtnetlinkRouteBackend:
 
     def policy_exists(self, rule: PolicyRule) -> bool:
         """True if exactly this rule (dst, table, priority, proto) is installed."""
+        IPRoute, NetlinkError = _pyroute2()
         try:
             with IPRoute() as ipr:
                 for msg in ipr.rule("dump", family=socket.AF_INET):

@@ -1,6 +1,11 @@
 """The online side's counters: plain ints shared by every session and the loop, read off
 the hot path (``snapshot()``, once a second). Each is declared here, once; `sessions_<reason>`
-exists for every reason a session can end (``machine.REASONS``)."""
+exists for every reason a session can end (``machine.REASONS``), and `unestablished_<reason>`
+for every reason a session can end before its handshake with the target completed, so that
+
+    sessions_opened = sessions_established + sum(unestablished_*) + those still handshaking
+
+(``machine.UNESTABLISHED``)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,14 @@ class Counters(BaseCounters):
     levels = frozenset({"sessions_live", "bytes_buffered"})
 
     packets_captured: int
+    # The mirror input (online.input = "vxlan"): datagrams and their bytes received, and
+    # those not handed on as captured packets, by why (adapters.mirror).
+    mirror_packets: int
+    mirror_bytes: int
+    mirror_bad: int  # undecodable (not VXLAN, cut short) or another VNI than online.vxlan_vni
+    mirror_replies: int  # production's answers (the mirror copies both directions)
+    mirror_other: int  # other traffic of the mirrored host (ports, protocols, ARP, IPv6)
+    mirror_duplicates: int  # the same packet mirrored again: replayed once
     packets_bad: int
     packets_no_session: int
     held_overflow: int  # a reused port's next connection: packets past MAX_HELD_PACKETS, dropped
@@ -75,3 +88,16 @@ class Counters(BaseCounters):
     sessions_overflow: int
     sessions_shutdown: int
     sessions_filtered: int
+    sessions_collided: int  # another online host held its client ip:port on the target
+    sessions_moved: int  # replayed from another client port: its own was another host's
+    collision_notices: int  # the assistant refused an announcement: another host had it
+    unestablished_handshake_failed: int
+    unestablished_collided: int
+    unestablished_filtered: int
+    unestablished_superseded: int
+    unestablished_timed_out: int
+    unestablished_overflow: int
+    unestablished_shutdown: int
+    unestablished_client_reset: int
+    unestablished_target_reset: int
+    unestablished_capture_gap: int

@@ -65,7 +65,12 @@ REASONS = (
     "overflow",  # more client data buffered than max_pending_bytes
     "shutdown",  # nfreplay-online stopped while the session was live
     "filtered",  # not replayed: its client or its first request did not pass the filters
+    "collided",  # another online host replays this client ip:port to the target right now
 )
+# The reasons a session can end with before it ever established (its handshake with the
+# target completed): each has a counter `unestablished_<reason>` too. "completed" needs an
+# established connection.
+UNESTABLISHED = tuple(r for r in REASONS if r != "completed")
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,7 @@ class Session:
         "greeting", "c_ack0", "pending_bytes", "gap_since", "t_last", "dupacks",
         "persist_deadline", "responded", "reconnect_count", "t_ip", "t_port", "orig_ip",
         "orig_port", "defer_syn", "held_by_response", "ack_deadline", "refused", "sched",
-        "copy",
+        "copy", "established", "moves", "announced",
     )
 
     def __init__(self, params: Params, counters: Counters, client_ip: int, client_port: int,
@@ -236,6 +241,9 @@ class Session:
         # that shares the capture): every packet of the session leaves with full ones.
         self.csum_fix = False
         self.sched = INF  # the table's: the timer slot of this session's live entry
+        self.established = False  # the handshake with the target completed, once
+        self.moves = 0  # times moved to another client port (fan-in collisions)
+        self.announced = False  # announced, and not withdrawn since (the table withdraws)
         counters.sessions_opened += 1
         counters.sessions_live += 1
 
@@ -370,6 +378,7 @@ class Session:
         self.syn_tries = 1
         self.syn_deadline = now + self.p.syn_rto
         out.append(Announce(self.client_ip, self.client_port, self.t_ip, self.t_port, self))
+        self.announced = True
         out.append(pkt)
         self.c.syns_sent += 1
         self._rewake()
@@ -739,7 +748,8 @@ class Session:
             self.t_tsval = ts[0]
         self.syn_deadline = INF
         self.syn_pkt = None
-        if not self.reconnect_count:
+        if not self.established:
+            self.established = True
             self.c.sessions_established += 1
         # The handshake's ACK is due, not sent: if the first request is already captured,
         # _pump sends it now and its ACK completes the handshake (one packet fewer per
@@ -888,6 +898,22 @@ class Session:
         c = self.c
         c.sessions_live -= 1
         setattr(c, "sessions_" + reason, getattr(c, "sessions_" + reason) + 1)
+        if not self.established:
+            setattr(c, "unestablished_" + reason, getattr(c, "unestablished_" + reason) + 1)
+
+    def move(self, port: int, now: float, out: Out) -> None:
+        """Another online host replays this client address and port to the target right now
+        (the assistant refused our announcement): go on from client port `port` instead, with
+        a fresh announcement and the same SYN. Only before the handshake completed; the table
+        re-keys the session."""
+        pkt = self.syn_pkt
+        assert pkt is not None and self.state == SYN_SENT
+        self.client_port = port
+        tcpip.rewrite(pkt, 0, tcpip.parse(pkt), sport=port)
+        self.moves += 1
+        if self.moves == 1:
+            self.c.sessions_moved += 1
+        self._offer_syn(now, out)
 
     def abort(self, now: float, out: Out, reason: str = "shutdown") -> None:
         """End a live session now, resetting the target's side so it keeps no connection."""

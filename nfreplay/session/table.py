@@ -17,18 +17,26 @@ later packet continues it exactly where it ended and either acknowledges more of
 server's bytes (production answered it) or carries more data. A lone crafted or stray
 packet never reaches the target; a candidate without evidence after MIDSTREAM_WAIT is
 dropped and counted (`midstream_unconfirmed`). The capture holds only the client's
-direction, so a crafted pair with consistent numbers can still pass.
+direction, so a crafted pair with consistent numbers can still pass. A candidate whose SYN
+comes after it (reordered, as a traffic mirror may deliver) follows that SYN into its session.
+
+Fan-in: when the assistant says that another online host replays the same client address and
+port to the target at this moment (`collided`), a session still handshaking moves to another
+client port of the same address (`Session.move`), re-keyed here; its captured packets find it
+through `_moved`. Where it cannot move (client rewriting, or moved MAX_MOVES times already) it
+ends as `collided`, counted, never silently.
 """
 
 from __future__ import annotations
 
 import heapq
+import random
 
 from nfreplay.proto import tcpip
 from nfreplay.proto.seq import seq_add, seq_diff, seq_gt, seq_lt
 from nfreplay.proto.tcpip import ACK, RST, SYN
 from nfreplay.session.counters import Counters
-from nfreplay.session.machine import HELD, INF, Out, Params, Session
+from nfreplay.session.machine import HELD, INF, SYN_SENT, Out, Params, Session
 from nfreplay.session.selection import Selection
 
 TIMER_GRAIN = 0.001  # the finest timer step; a session never asks to wake sooner than this
@@ -41,7 +49,12 @@ SKIP_MEMORY = 120.0  # seconds a refused connection is remembered after its last
 MIDSTREAM_WAIT = 10.0  # seconds a mid-stream candidate may wait for its evidence
 MAX_UNCONFIRMED = 16_384  # candidates held at once; more are dropped and counted
 MAX_UNCONFIRMED_PACKETS = 32  # packets one candidate holds; more: dropped and counted
+OVERTAKEN_WINDOW = 1 << 20  # client bytes after a SYN that data seen before it may start at
 MAX_HELD_PACKETS = 1024  # packets a port's next connection holds while the last one ends
+MAX_MOVES = 3  # a session that collided this often ends as `collided`
+# Client ports a collided session moves to: below Linux's ephemeral range (32768-60999),
+# where the clients' own connections come from, so a moved session rarely meets a real one.
+MOVE_PORTS = (1024, 32768)
 
 
 class Unconfirmed:
@@ -73,7 +86,7 @@ class SessionTable:
     """Creates sessions on a client SYN, routes packets and records to them, runs timers."""
 
     def __init__(self, params: Params, counters: Counters | None = None,
-                 selection: Selection | None = None) -> None:
+                 selection: Selection | None = None, seed: int | None = None) -> None:
         self.p = params
         self.c = counters if counters is not None else Counters()
         self.sel = selection if selection is not None else Selection()
@@ -97,6 +110,14 @@ class SessionTable:
         # A client's next connection on a port whose previous replay is still running.
         self._held: dict[int, list[tuple[tcpip.Segment, bytearray]]] = {}
         self._held_until: dict[int, float] = {}
+        # (client ip, port, target ip, port) of sessions announced and over since the engine
+        # last looked: it withdraws them (CLIENT_DEL, where the assistant takes it).
+        self.withdrawn: list[tuple[int, int, int, int]] = []
+        # Captured key -> the key of its session, moved to another client port (fan-in).
+        self._moved: dict[int, int] = {}
+        # Picks the port a collided session moves to: random, so that two online hosts
+        # moving away from the same port do not meet again (`seed` for tests).
+        self._rng = random.Random(seed)
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -136,6 +157,10 @@ class SessionTable:
         if self.sel.maps_clients:
             self._mapped_packet(key, seg, pkt, now, out)
             return
+        if self._moved:
+            moved = self._moved.get(key)
+            if moved is not None and self._to_moved(key, moved, seg, pkt, now, out):
+                return
         s = self.sessions.get(key)
         held = self._held.get(key)
         if held is not None and self._belongs_to_next(seg, s, held):
@@ -176,6 +201,76 @@ class SessionTable:
             return
         s.client_packet(seg, pkt, now, out)
         self._after(s, key, now, out)
+        if seg.flags & SYN and self._unconfirmed and key in self._unconfirmed:
+            self._overtaken(key, seg, now, out)
+
+    def _overtaken(self, key: int, syn: tcpip.Segment, now: float, out: Out) -> None:
+        """Data seen before its own SYN (a traffic mirror may reorder) waits as a mid-stream
+        candidate; once the SYN opened the session, the data follows it there instead."""
+        cand = self._unconfirmed[key]
+        if not 0 < seq_diff(cand.packets[0][0].seq, syn.seq) <= OVERTAKEN_WINDOW:
+            return  # another connection's data: left to wait for its evidence
+        del self._unconfirmed[key]
+        for seg, pkt in cand.packets:
+            self._deliver(key, seg, pkt, now, out)
+
+    def _to_moved(self, key: int, moved: int, seg: tcpip.Segment, pkt: bytearray, now: float,
+                  out: Out) -> bool:
+        """A captured packet of a connection whose session moved to another client port:
+        True if that session took it. A new connection on the captured port (a SYN with
+        another ISN) is not that one: it gets a session of its own, the moved one ends alone."""
+        s = self.sessions.get(moved)
+        if (s is None or ((s.orig_ip << 16) | s.orig_port) != key
+                or seg.flags & SYN and not seg.flags & ACK and seg.seq != s.isn):
+            del self._moved[key]
+            return False
+        if s.done:
+            if seg.payload_len:
+                self.c.packets_no_session += 1
+            else:
+                self.c.client_acks_absorbed += 1
+            return True
+        s.client_packet(seg, pkt, now, out)
+        self._after(s, moved, now, out)
+        return True
+
+    def collided(self, client_ip: int, client_port: int, target_ip: int, target_port: int,
+                 now: float, out: Out) -> None:
+        """The assistant refused the announcement of client_ip:client_port → target: another
+        online host's live session holds that four-tuple on the target. A session of ours
+        still handshaking there moves to another client port of the same address; one that
+        cannot move ends as `collided` (its SYN went out, but the target's answers go to the
+        other host: nothing of it is owed, no RST is sent). A late notice (the session
+        established, moved or ended since) changes nothing."""
+        key = (client_ip << 16) | client_port
+        s = self.sessions.get(key)
+        if (s is None or s.done or s.established or s.state != SYN_SENT
+                or s.t_ip != target_ip or s.t_port != target_port):
+            return
+        port = -1
+        if not self.sel.maps_clients and s.moves < MAX_MOVES:
+            port = self._free_port(client_ip)
+        if port < 0:
+            s.abort(now, out, "collided")
+            self._after(s, key, now, out)
+            return
+        del self.sessions[key]
+        s.move(port, now, out)
+        new = (client_ip << 16) | port
+        self.sessions[new] = s
+        self._moved[(s.orig_ip << 16) | s.orig_port] = new
+        if key in self._held:  # the client's next connection on that port need not wait
+            self._start_successor(key, now, out)
+        self._schedule(s)
+
+    def _free_port(self, ip: int) -> int:
+        """A client port of `ip` none of our sessions uses (-1 if none found quickly)."""
+        sessions = self.sessions
+        for _ in range(64):
+            port = self._rng.randrange(*MOVE_PORTS)
+            if (ip << 16) | port not in sessions:
+                return port
+        return -1
 
     @staticmethod
     def _belongs_to_next(seg: tcpip.Segment, s: Session | None,
@@ -188,7 +283,11 @@ class SessionTable:
         return abs(seq_diff(seg.seq, new_isn)) < abs(seq_diff(seg.seq, s.isn))
 
     def _after(self, s: Session, key: int, now: float, out: Out) -> None:
-        """After any event: start a held successor once its predecessor is over."""
+        """After any event: withdraw a session that ended (its client address and port are
+        free on the target), start a held successor once its predecessor is over."""
+        if s.done and s.announced:
+            s.announced = False
+            self.withdrawn.append((s.client_ip, s.client_port, s.t_ip, s.t_port))
         if s.refused:
             # The target refused to join this connection mid-stream: its later packets must
             # not open it again (each try would be refused, and counted, anew).
@@ -343,6 +442,10 @@ class SessionTable:
     def _remove(self, key: int, s: Session, now: float) -> None:
         """A session's linger is over: forget it, give its client pair back."""
         del self.sessions[key]
+        if self._moved:
+            okey = (s.orig_ip << 16) | s.orig_port
+            if self._moved.get(okey) == key:
+                del self._moved[okey]
         if self.sel.maps_clients:
             self.sel.release((s.client_ip, s.client_port), now)
             okey = (s.orig_ip << 16) | s.orig_port
@@ -473,6 +576,7 @@ class SessionTable:
         self.flows.clear()
         self._held.clear()
         self._held_until.clear()
+        self._moved.clear()
         self._unconfirmed.clear()
         self._slots.clear()
         self._slot_heap.clear()

@@ -2,9 +2,9 @@
 
     .venv/bin/python -m tests.bench.hey_bench [--short-rates 2000,5000,10000,0] [--duration 10]
         [--ka-rates 20000,0] [--online-args "--workers 2"] [--assist-args ARGS]
-        [--tcpcopy BIN --intercept BIN [--rounds N]]
+        [--tcpcopy BIN --intercept BIN [--rounds N]] [--paths link,tunnel,mirror]
     .venv/bin/python -m tests.bench.hey_bench --quick ...   # short 2000/s, ka 20000/s, 5 s each
-    .venv/bin/python -m tests.bench.hey_bench --paths link,tunnel ...   # nfreplay's deliveries
+    .venv/bin/python -m tests.bench.hey_bench --paths link,tunnel,mirror ...   # nfreplay's ways
 
 Builds the four-namespace lab (tests/lab/topology.py) with nginx on online and target; per tool
 sets up its replay path, runs the ladder, and tears the path down before the next tool. nfreplay:
@@ -12,9 +12,11 @@ Lab.start_replay. tcpcopy: the same `nfreplay target up` route on the target; on
 `iptables -t raw -I PREROUTING -p tcp -s 198.18.0.3 --sport 80 -d 198.18.1.0/24 -j NFQUEUE
 --queue-num 0` and intercept (:36524); on online `tcpcopy -x 198.18.0.2:80-198.18.0.3:80 -s
 198.18.0.4` (the clients' addresses kept, as nfreplay keeps them). `--paths` adds nfreplay's
-other deliveries as tools of their own: tunnel (Lab.start_tunnel_replay: `--deliver tunnel`,
-VXLAN to the target, the colocated assist there), compared with link (tool "nfreplay") in a
-last block.
+other ways as tools of their own, each compared with link delivery (tool "nfreplay") in a last
+block: tunnel (Lab.start_tunnel_replay: `--deliver tunnel`, VXLAN to the target, the
+colocated assist there) and mirror (nfreplay-online on the mirror input in a collector
+namespace, Lab(collector=True), fed by the kernel's VXLAN copies of the online host's eth0,
+Lab.mirror, only while that tool runs, replaying through the same assistant).
 
 A step is `hey -z <duration>s` from the client namespace to the online nginx, short connections
 (`-disable-keepalive`) or keep-alive; throttled: 50 workers at rate/50 q/s each (hey's -q is per
@@ -55,7 +57,7 @@ from pathlib import Path
 from typing import Callable
 
 from tests.lab import netns
-from tests.lab.topology import ADDR, CLIENT_NET, Lab
+from tests.lab.topology import ADDR, CLIENT_NET, COLLECTOR, Lab
 
 TICK = os.sysconf("SC_CLK_TCK")
 CTL_PORT = 36524
@@ -163,10 +165,12 @@ def wait_ss(lab: Lab, role: str, argv: list[str], proc: Popen, what: str) -> Non
     raise RuntimeError(f"{what}: not ready after 10 s")
 
 
-def start_nfreplay(lab: Lab, a: argparse.Namespace) -> Replay:
+def _start_nf(lab: Lab, start: Callable[..., tuple[Popen, Popen]], a: argparse.Namespace
+              ) -> Replay:
+    """nfreplay's path as `start` (a Lab method) sets it up, with the bench's extra flags."""
     try:
-        assist, online = lab.start_replay(80, *shlex.split(a.online_args),
-                                          assist_extra=shlex.split(a.assist_args))
+        assist, online = start(80, *shlex.split(a.online_args),
+                               assist_extra=shlex.split(a.assist_args))
     except BaseException:  # stop what did start, so the next tool meets a clean lab
         for proc in lab.procs:
             if "nfreplay-" in " ".join(map(str, proc.args)):
@@ -180,29 +184,41 @@ def start_nfreplay(lab: Lab, a: argparse.Namespace) -> Replay:
     return online, assist, down
 
 
+def start_nfreplay(lab: Lab, a: argparse.Namespace) -> Replay:
+    return _start_nf(lab, lab.start_replay, a)
+
+
 def start_nf_tunnel(lab: Lab, a: argparse.Namespace) -> Replay:
     """nfreplay with tunnelled delivery and the assist colocated on the target."""
-    try:
-        assist, online = lab.start_tunnel_replay(80, *shlex.split(a.online_args),
-                                                 assist_extra=shlex.split(a.assist_args))
-    except BaseException:
-        for proc in lab.procs:
-            if "nfreplay-" in " ".join(map(str, proc.args)):
-                lab.stop(proc, timeout=10.0)
-        lab.nfreplay("target", "nfreplay", "target", "down", check=False)
-        raise
+    return _start_nf(lab, lab.start_tunnel_replay, a)
+
+
+
+def start_nf_mirror(lab: Lab, a: argparse.Namespace) -> Replay:
+    """nfreplay-online on the mirror input in the collector, the online host's eth0 mirrored
+    to it as VXLAN, the same assistant and target route as nfreplay's."""
+    started: list[Popen] = []
 
     def down() -> list[str]:
-        rcs = dict(zip(("online", "assist"), lab.stop_tunnel_replay(assist, online),
-                       strict=True))
-        return [f"nfreplay-{n} exited {rc}" for n, rc in rcs.items() if rc]
+        problems = [f"nfreplay-{n} exited {rc}" for n, p in zip(("online", "assist"), started)
+                    if (rc := lab.stop(p, timeout=10.0))]
+        lab.nfreplay("target", "nfreplay", "target", "down", check=False)
+        lab.unmirror()
+        return problems
+
+    try:
+        lab.mirror()
+        lab.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                     "--via", ADDR["assist"])
+        assist = lab.start_assist("--online", COLLECTOR, *shlex.split(a.assist_args))
+        started.append(assist)
+        online = lab.start_online("--input", "vxlan", *shlex.split(a.online_args),
+                                  host="collector")
+        started.insert(0, online)
+    except BaseException:
+        down()
+        raise
     return online, assist, down
-
-
-#: The replay paths, by tool name: how each is set up and torn down.
-STARTS: dict[str, Callable[[Lab, argparse.Namespace], Replay]] = {
-    "nfreplay": start_nfreplay, "nf-tunnel": start_nf_tunnel}
-PATHS = {"link": "nfreplay", "tunnel": "nf-tunnel"}
 
 
 def start_tcpcopy(lab: Lab, a: argparse.Namespace) -> Replay:
@@ -288,8 +304,9 @@ def step(lab: Lab, a: argparse.Namespace, tool: str, kind: str, n: int, rate: in
     start = {k: p.stat().st_size for k, p in logs.items()}
 
     def shed() -> int | None:
-        return (lab.online_status().get("counters", {}).get("sessions_shed")
-                if tool.startswith("nf") else None)
+        if tool not in HOSTS:
+            return None
+        return lab.online_status(HOSTS[tool]).get("counters", {}).get("sessions_shed")
     shed0, box0 = shed(), box_jiffies()
     cpu0 = (tree_cpu(online_p.pid), tree_cpu(assist_p.pid))
     row.hey_req, problems = run_hey(lab, f"http://{ADDR['online']}{prefix}", a.duration, rate,
@@ -322,7 +339,7 @@ def run_tool(lab: Lab, a: argparse.Namespace, tool: str, logs: dict[str, Path],
     ladder = [("short", r) for r in a.short_rates] + [("ka", r) for r in a.ka_rates]
     print(f"\n== {tool}" + (f", round {rnd} of {a.rounds}" if a.rounds > 1 else ""), flush=True)
     try:
-        online_p, assist_p, down = STARTS.get(tool, start_tcpcopy)(lab, a)
+        online_p, assist_p, down = STARTERS[tool](lab, a)
     except Exception as exc:  # reported; the next tool still runs
         print(f"   !! {tool}: setup failed: {exc}", flush=True)
         return False
@@ -350,21 +367,29 @@ def run_tool(lab: Lab, a: argparse.Namespace, tool: str, logs: dict[str, Path],
     return ok and not problems
 
 
-def compare(rows: list[Row]) -> None:
-    """Per step: nfreplay's and tcpcopy's figures side by side. With several rounds, the
-    medians, and the ratio as the median of each round's own ratio (both tools measured
+STARTERS: dict[str, Callable[[Lab, argparse.Namespace], Replay]] = {
+    "nfreplay": start_nfreplay, "nf-tunnel": start_nf_tunnel, "nf-mirror": start_nf_mirror,
+    "tcpcopy": start_tcpcopy}
+#: --paths: nfreplay's ways to the target, as tools.
+PATHS = {"link": "nfreplay", "tunnel": "nf-tunnel", "mirror": "nf-mirror"}
+HOSTS = {"nfreplay": "online", "nf-tunnel": "online", "nf-mirror": "collector"}  # nfreplay-online's
+
+
+def compare(rows: list[Row], one: str = "nfreplay", other: str = "tcpcopy") -> None:
+    """Per step: `one`'s and `other`'s figures side by side (nf, tc). With several rounds,
+    the medians, and the ratio as the median of each round's own ratio (both tools measured
     minutes apart, so slow drifts of the machine cancel) with its range."""
     steps: dict[tuple[str, int], dict[str, list[Row]]] = {}
     for r in rows:
         steps.setdefault((r.kind, r.rate), {}).setdefault(r.tool, []).append(r)
     rounds = max((r.round for r in rows), default=1)
-    print("\nnfreplay vs tcpcopy: CPU s per 10k online requests, ratio = nfreplay / tcpcopy"
+    print(f"\n{one} (nf) vs {other} (tc): CPU s per 10k online requests, ratio = {one} / {other}"
           + (f" (medians of {rounds} rounds; the ratio's range in brackets)" if rounds > 1 else "")
           + f"\n{'kind':>5} {'offer/s':>7} {'nf onl':>8} {'tc onl':>8} {'ratio':>6} "
           f"{'nf ast':>8} {'tc ast':>8} {'ratio':>6} {'nf fid':>7} {'tc fid':>7} "
           f"{'nf sys':>7} {'tc sys':>7}" + ("  onl ratio range" if rounds > 1 else ""))
     for (kind, rate), by_tool in steps.items():
-        nf, tc = by_tool.get("nfreplay", []), by_tool.get("tcpcopy", [])
+        nf, tc = by_tool.get(one, []), by_tool.get(other, [])
         if not nf or not tc:
             continue
         pairs = [(x, y) for x in nf for y in tc if x.round == y.round]
@@ -384,29 +409,6 @@ def compare(rows: list[Row]) -> None:
               f"{med([x.fidelity for x in nf]):7.4f} {med([y.fidelity for y in tc]):7.4f} "
               f"{med([x.per10k(x.cpu_online_sys) for x in nf]):7.3f} "
               f"{med([y.per10k(y.cpu_online_sys) for y in tc]):7.3f}{spread}")
-
-
-def compare_paths(rows: list[Row]) -> None:
-    """nfreplay's deliveries side by side (medians over rounds): CPU s per 10k online
-    requests of nfreplay-online and of the assist, and fidelity, per step."""
-    tools = list(dict.fromkeys(r.tool for r in rows if r.tool.startswith("nf")))
-    steps: dict[tuple[str, int], dict[str, list[Row]]] = {}
-    for r in rows:
-        steps.setdefault((r.kind, r.rate), {}).setdefault(r.tool, []).append(r)
-    print("\nnfreplay's deliveries: CPU s per 10k online requests (online / assist), fidelity"
-          + "\n" + f"{'kind':>5} {'offer/s':>7} " + " ".join(f"{t:>26}" for t in tools))
-    for (kind, rate), by_tool in steps.items():
-        cells = []
-        for t in tools:
-            rs = by_tool.get(t, [])
-            if not rs:
-                cells.append(f"{'-':>26}")
-                continue
-            onl = statistics.median(r.per10k(r.cpu_online) for r in rs)
-            ast = statistics.median(r.per10k(r.cpu_assist) for r in rs)
-            fid = statistics.median(r.fidelity for r in rs)
-            cells.append(f"{onl:8.3f} / {ast:6.3f}  {fid:7.4f}")
-        print(f"{kind:>5} {str(rate or 'max'):>7} " + " ".join(cells))
 
 
 def rates(s: str) -> list[int]:
@@ -429,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--assist-args", default="", help="extra nfreplay-assist flags, one string "
                    "(e.g. \"--record-responses /tmp/rec-target\")")
     p.add_argument("--paths", default="link",
-                   help="nfreplay's deliveries to bench, comma list of " + ", ".join(PATHS)
+                   help="nfreplay's ways to the target to bench, comma list of " + ", ".join(PATHS)
                    + " (link)")
     p.add_argument("--tcpcopy", help="tcpcopy binary: also bench tcpcopy + intercept")
     p.add_argument("--intercept", help="intercept binary (NFQUEUE build), with --tcpcopy")
@@ -457,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     t0, root_fw = time.monotonic(), iptables_root()
-    lab = Lab(prefix=f"hb{os.getpid() % 100000}")
+    lab = Lab(prefix=f"hb{os.getpid() % 100000}", collector="mirror" in a.paths.split(","))
     rows: list[Row] = []
     ok = True
     try:
@@ -475,8 +477,9 @@ def main(argv: list[str] | None = None) -> int:
                 ok = run_tool(lab, a, tool, logs, rows, rnd) and ok
         if "tcpcopy" in tools and "nfreplay" in tools:
             compare(rows)
-        if sum(t.startswith("nf") for t in tools) > 1:
-            compare_paths(rows)
+        for tool in tools:
+            if tool.startswith("nf-") and "nfreplay" in tools:
+                compare(rows, tool, "nfreplay")
     except KeyboardInterrupt as exc:
         print(f"\n!! interrupted: {exc}", flush=True)
         ok = False

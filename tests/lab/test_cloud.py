@@ -19,59 +19,38 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from nfreplay.proto import tcpip, tunnel
-from tests.lab.servers import REDIS_PORT, Redis
-from tests.lab.test_protocols import (
-    HTTP_CLIENT, access_log, fidelity, nonzero, redis_cli, run_script, servers, settled_counters,
+from tests.lab.helpers import (
+    HTTP_CLIENT, access_log, count_captured, fidelity, host_state, nonzero, paths, redis_cli,
+    run_load, run_script, settled_counters, start_capture, vpc_source_check, wait_for,
     wait_target_log, wait_until,
 )  # fmt: skip
-from tests.lab.test_replay import count_captured, paths, run_load, start_capture, wait_for
+from tests.lab.servers import REDIS_PORT, Redis
 from tests.lab.topology import ADDR, CLIENT_NET, CLIENTS, Lab
-
-__all__ = ["servers"]  # the fixture, used by name
 
 pytestmark = [
     pytest.mark.lab,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)"),
 ]
 
-PORTS = {"client": CLIENTS, "online": [ADDR["online"]], "target": [ADDR["target"]],
-         "assist": [ADDR["assist"]]}
+@pytest.fixture
+def lab(lab: Lab) -> Lab:
+    """The lab, its bridge checking sources like a VPC."""
+    vpc_source_check(lab)
+    return lab
 
 
 @pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Lab() as lab:
+def collector_lab() -> Iterator[Lab]:
+    """The same with a mirror collector."""
+    with Lab(collector=True) as lab:
         vpc_source_check(lab)
         yield lab
-
-
-def vpc_source_check(lab: Lab) -> None:
-    """Each bridge port may only send IPv4 from its own addresses (ARP passes)."""
-    rules = ["table bridge vpc {", " chain forward {",
-             "  type filter hook forward priority 0; policy accept;"]
-    for role, own in PORTS.items():
-        rules.append(f"  iifname \"p{role[0]}\" ip saddr != {{ {', '.join(own)} }} "
-                     "counter drop")
-    rules += [" }", "}"]
-    netns_nft(lab, "\n".join(rules))
-
-
-def netns_nft(lab: Lab, script: str) -> None:
-    subprocess.run(["ip", "netns", "exec", lab.switch, "nft", "-f", "-"], input=script,
-                   text=True, check=True)
 
 
 def spoofed_drops(lab: Lab) -> int:
     out = lab.sh("switch", "nft", "-j", "list", "table", "bridge", "vpc").stdout
     return sum(item["counter"]["packets"] for rule in json.loads(out)["nftables"]
                if "rule" in rule for item in rule["rule"]["expr"] if "counter" in item)
-
-
-def host_state(lab: Lab) -> dict[str, object]:
-    """What `down` must restore on both hosts: firewall, routes, rules, devices, sysctls."""
-    links = {role: lab.sh(role, "ip", "-o", "link", "show").stdout.count(": nfr")
-             for role in ("online", "target")}
-    return {"firewall": lab.firewall_and_routes(), "links": links}
 
 
 def start_tunnel_replay(lab: Lab, port: int, deliver: str = "tunnel",
@@ -81,7 +60,7 @@ def start_tunnel_replay(lab: Lab, port: int, deliver: str = "tunnel",
 
 def stop_tunnel_replay(lab: Lab, assist: subprocess.Popen[bytes],
                        online: subprocess.Popen[bytes]) -> None:
-    assert lab.stop_tunnel_replay(assist, online) == (0, 0), lab.log("online") + lab.log("assist")
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("online") + lab.log("assist")
 
 
 def test_plain_delivery_replays_nothing_where_sources_are_checked(lab: Lab) -> None:
@@ -114,6 +93,9 @@ def test_tunnel_replays_http_redis_and_large_bodies(lab: Lab, servers: Callable)
     assert c["sessions_established"] == c["sessions_opened"] == 460, nonzero(c)
     inject = lab.online_status()["extra"]["inject"]
     assert inject["mode"] == "tunnel" and inject["tunnel"] == "vxlan", inject
+    # status on the target lists the tunnel device with the rules and routes.
+    shown = lab.nfreplay("target", "nfreplay", "status", check=False).stdout
+    assert "ip link add nfr" in shown and "--dport 36525" in shown, shown
     # doctor on both hosts, with the replay running.
     online_doc = lab.nfreplay("online", "nfreplay", "doctor", "online", "--deliver", "tunnel",
                               "--assistant", ADDR["target"], "--target",
@@ -131,6 +113,8 @@ def test_tunnel_replays_http_redis_and_large_bodies(lab: Lab, servers: Callable)
     assert "ok   rp_filter on nfr" in target_doc.stdout
     assert f"ok   replies to {CLIENT_NET} go into the tunnel device" in target_doc.stdout
     assert spoofed_drops(lab) == 0  # nothing foreign on the wire: the tunnel's outer packets
+    assert "delivery: inside a vxlan tunnel to the target host (UDP 36525, 50 bytes of outer " \
+        "headers): packets of at most 1450 bytes, SYNs' MSS at most 1410" in lab.log("online")
 
     # A VXLAN datagram from a host that is not a tunnel peer (the assistant host) is dropped
     # by the target's firewall: its inner SYN never reaches the service.
@@ -202,3 +186,69 @@ def dropped_by_target(lab: Lab) -> str:
     out = lab.sh("target", "iptables-nft", "-t", "raw", "-L", "PREROUTING", "-v", "-n",
                  "-x").stdout
     return "\n".join(line for line in out.splitlines()[2:] if line.split()[0] != "0")
+
+
+@pytest.mark.parametrize("kind", ["fou", "gre", "ipip"])
+def test_other_encapsulations_on_the_wire(lab: Lab, kind: str) -> None:
+    """FOU, GRE and IPIP leave the online host as the target's kernel expects them (this
+    lab's kernel has no such devices, so the target does not take them in: the capture on
+    its interface reads them)."""
+    from nfreplay.proto.pcapfile import open_capture
+    from tests.lab.topology import MARKER_PORT
+
+    encap = tunnel.encapsulation(kind)
+    online_log = lab.start_nginx("online")
+    lab.start_nginx("target")
+    td = lab.start_tcpdump("target", f"outer-{kind}", f"ip proto 47 or ip proto 4 or udp port "
+                           f"{tunnel.DEFAULT_PORT} or udp port {MARKER_PORT}",
+                           marker_from="online")
+    assist, online = lab.start_tunnel_replay(80, "--tunnel", kind, "--mtu", "1400",
+                                             tunnel_end=False)
+    run_load(lab, f"o{kind}", short=5, keepalive=0)
+    assert len(paths(online_log, f"o{kind}")) == 5
+    assert wait_until(lambda: settled_counters(lab, 2).get("syns_sent", 0) >= 5, 10)
+    lab.stop_tcpdump(td)
+    syns = []
+    with open_capture(td.pcap) as f:
+        for frame in f:
+            outer = bytes(frame.ip)
+            if outer[9] not in (4, 17, 47) or (outer[9] == 17 and outer[22:24] == b"\x00\x09"):
+                continue  # the capture's end marker
+            assert tcpip.int2ip(int.from_bytes(outer[12:16], "big")) == ADDR["online"]
+            assert outer[9] == encap.ip_proto
+            payload = outer[20 + (8 if encap.udp else 0):]
+            assert payload.startswith(encap.prefix)
+            inner = tcpip.parse(bytearray(payload[len(encap.prefix):]))
+            assert tcpip.int2ip(inner.src) in CLIENTS and inner.dport == 80
+            if inner.flags & tcpip.SYN:
+                syns.append(inner)
+    assert len(syns) >= 5
+    # The SYN's MSS leaves room for the outer headers in the 1400-byte path.
+    assert {tcpip.syn_options(s)[0] for s in syns} == {1400 - encap.overhead - 40}
+    assert lab.stop_replay(assist, online) == (0, 0)
+
+
+def test_mirror_collector_delivers_through_the_tunnel(collector_lab: Lab) -> None:
+    """The agentless cloud deployment: production's packets reach the collector only as the
+    kernel's VXLAN copies, and the collector, which may not send foreign sources either,
+    replays them through the tunnel to the target's colocated assist."""
+    lab = collector_lab
+    before = host_state(lab)
+    online_log = lab.start_nginx("online")
+    target_log = lab.start_nginx("target")
+    lab.mirror(vni=42)
+    assist, online = lab.start_tunnel_replay(80, "--input", "vxlan", host="collector")
+    sniffer = start_capture(lab)
+    run_load(lab, "coll", short=300, keepalive=40, per_conn=5)
+    want = set(paths(online_log, "coll"))
+    got = wait_for(target_log, "coll", want, timeout=30)
+    share = fidelity("mirror collector through a vxlan tunnel", len(got & want), len(want))
+    c = lab.online_status("collector").get("counters", {})
+    assert len(want) == 500 and share >= 99.9, nonzero(c)
+    assert sorted(paths(target_log, "coll")) == sorted(set(paths(target_log, "coll")))
+    assert spoofed_drops(lab) == 0
+    seen = count_captured(lab, sniffer)
+    assert seen["target"] == 0 and seen["online"] > 0, seen
+    assert lab.stop_replay(assist, online) == (0, 0), lab.log("collector-online")
+    lab.unmirror()
+    assert host_state(lab) == before

@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from tests.lab.helpers import paths, redis_cli, run_load, wait_for, wait_until
 from tests.lab.servers import REDIS_PORT, Redis
-from tests.lab.test_protocols import redis_cli, wait_until
-from tests.lab.test_replay import paths, run_load, wait_for
 from tests.lab.topology import ADDR, BIN, CLIENT_NET, Lab
 
 pytestmark = [
@@ -27,12 +26,6 @@ pytestmark = [
 POOL_NET = "198.18.4.0/24"
 # The target answers like production ("same <uri>"), except under /s/diff/ and /k/diff/.
 DIFF_LOCATION = '        location ~ ^/[sk]/diff/ { return 200 "changed $request_uri\\n"; }\n'
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Lab() as lab:
-        yield lab
 
 
 def start_recording(lab: Lab, port: int, clients: str, *online_extra: str,

@@ -25,9 +25,10 @@ import pytest
 
 from nfreplay import __version__
 from tests.lab.podman import CONTAINERFILE, ROOT, SERVICE_DIR, Podman, manifest_images, qualified
-from tests.lab.test_cloud import host_state, vpc_source_check
-from tests.lab.test_protocols import fidelity, nonzero, settled_counters, wait_until
-from tests.lab.test_replay import count_captured, run_load, start_capture
+from tests.lab.helpers import (
+    count_captured, fidelity, host_state, nonzero, run_load, settled_counters, start_capture,
+    vpc_source_check, wait_until,
+)  # fmt: skip
 from tests.lab.topology import ADDR, CLIENT_NET, Lab
 
 pytestmark = [

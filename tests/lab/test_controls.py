@@ -29,12 +29,6 @@ LOAD = Path(__file__).with_name("load.py")
 POOL_NET = "198.18.4.0/24"
 
 
-@pytest.fixture
-def lab():
-    with Lab() as lab:
-        yield lab
-
-
 def record(lab: Lab, tag: str, short: int, keepalive: int, gap: float = 0.0) -> Path:
     """Run a load against the online nginx while tcpdump records what clients send it."""
     # A 64 MiB buffer: with the default one, tcpdump drops packets of a 2000-connection burst

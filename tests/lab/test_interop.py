@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.test_replay import paths, run_load, status_json, wait_counters, wait_for
+from tests.lab.helpers import paths, run_load, status_json, wait_counters, wait_for
 from tests.lab.topology import ADDR, CLIENT_NET, Lab
 
 TCPCOPY = os.environ.get("NFREPLAY_TCPCOPY", "")
@@ -24,12 +24,6 @@ pytestmark = [
     pytest.mark.lab,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)"),
 ]
-
-
-@pytest.fixture
-def lab():
-    with Lab() as lab:
-        yield lab
 
 
 def assist_counters(lab: Lab) -> dict:

@@ -38,14 +38,15 @@ import os
 import re
 import subprocess
 import sys
-import time
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
-from tests.lab import netns
+from tests.lab.helpers import (
+    access_log, fidelity, in_client, nonzero, redis_cli, report_unclosed, resp, run_script,
+    settled_counters, wait_target_log, wait_until,
+)  # fmt: skip
 from tests.lab.servers import FTP_PORT, PG_BIN, PG_PORT, REDIS_PORT, Postgres, Redis, Vsftpd
 from tests.lab.topology import ADDR, BIG_SIZE, CLIENT_NET, CLIENTS, MARKER_PORT, Lab, Tcpdump
 
@@ -64,132 +65,10 @@ LOSS = "0.05"
 # ------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Lab() as lab:
-        yield lab
-
-
-@pytest.fixture
-def servers(lab: Lab) -> Iterator[Callable]:
-    """`servers(Redis, "target")` starts a server; every one is stopped (and its directory
-    removed) at the end of the test, whatever happened, before the Lab goes."""
-    with ExitStack() as stack:
-        def start(cls, role: str):
-            server = cls(lab, role)
-            stack.callback(server.stop)
-            return server.start()
-        yield start
-
-
 # ------------------------------------------------------------------------------ helpers
 
 
-def in_client(lab: Lab, argv: list[str], timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    return netns.run_in(lab.ns["client"], argv, check=False, timeout=timeout, **kw)
-
-
-def run_script(lab: Lab, script: Path, *args: str, timeout: float = 120) -> dict:
-    done = in_client(lab, [sys.executable, str(script), *args], timeout=timeout)
-    try:
-        return json.loads(done.stdout)
-    except ValueError:
-        raise AssertionError(f"{script.name} {args}: exit {done.returncode}\n{done.stderr}")
-
-
-def wait_until(check: Callable[[], bool], timeout: float, step: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-
-
-def counters(lab: Lab) -> dict[str, int]:
-    return lab.online_status().get("counters", {})
-
-
-def nonzero(c: dict[str, int]) -> dict[str, int]:
-    return {k: v for k, v in c.items() if v}
-
-
-def settled_counters(lab: Lab, timeout: float = 10.0) -> dict[str, int]:
-    """Online counters from a snapshot taken after this call (snapshots are written about
-    once a second), once no session is live any more or `timeout` passed."""
-    since = time.time()
-    c: dict[str, int] = {}
-
-    def quiet() -> bool:
-        nonlocal c
-        st = lab.online_status()
-        if st.get("stats_time", 0) <= since:
-            return False
-        c = st.get("counters", {})
-        return c.get("sessions_live", 1) == 0
-
-    wait_until(quiet, timeout, 0.3)
-    return c or counters(lab)
-
-
-def fidelity(name: str, got: int, want: int) -> float:
-    share = 100.0 * got / want if want else 0.0
-    print(f"fidelity {name}: {got}/{want} = {share:.1f} %")
-    return share
-
-
-def access_log(path: Path) -> dict[str, tuple[int, int, int]]:
-    """uri -> (status, bytes_sent, request_length) from NGINX_FILES_CONF's log format."""
-    entries = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 4:
-                entries[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[3]))
-    return entries
-
-
-def target_connections(lab: Lab, port: int) -> list[str]:
-    """The target's own TCP connections on `port` with a client (state, peer), TIME-WAIT
-    excluded: a replayed session closed as the client closed it leaves none."""
-    out = lab.sh("target", "ss", "-Htan", "state", "all", f"( sport = :{port} )").stdout
-    conns = []
-    for line in out.splitlines():
-        f = line.split()
-        if len(f) >= 5 and f[4].startswith("198.18.1.") and f[0] != "TIME-WAIT":
-            conns.append(f"{f[0]} {f[4]} send-q={f[2]}")
-    return conns
-
-
-def report_unclosed(lab: Lab, port: int, wait: float = 3.0) -> list[str]:
-    """Target connections still open `wait` s after the sessions ended (printed)."""
-    conns: list[str] = []
-
-    def closed() -> bool:
-        nonlocal conns
-        conns = target_connections(lab, port)
-        return not conns
-
-    wait_until(closed, wait, 0.5)
-    print(f"target connections on :{port} not closed: {len(conns)} {conns[:6]}")
-    return conns
-
-
 # ------------------------------------------------------------------------------ HTTP
-
-
-def wait_target_log(target_log: Path, want: dict[str, tuple[int, int, int]],
-                    timeout: float) -> dict[str, tuple[int, int, int]]:
-    got: dict[str, tuple[int, int, int]] = {}
-
-    def complete() -> bool:
-        nonlocal got
-        got = {u: e for u, e in access_log(target_log).items() if u in want}
-        return len(got) == len(want)
-
-    wait_until(complete, timeout)
-    return got
 
 
 def test_http_keepalive_and_pipelined(lab: Lab) -> None:
@@ -266,15 +145,6 @@ def test_http_1mib_download_and_upload(lab: Lab) -> None:
 
 
 # ------------------------------------------------------------------------------ Redis
-
-
-def redis_cli(lab: Lab, stdin: str, *extra: str) -> subprocess.CompletedProcess:
-    return in_client(lab, ["redis-cli", "-h", ADDR["online"], "-p", str(REDIS_PORT), *extra],
-                     input=stdin, timeout=60)
-
-
-def resp(*words: str) -> str:
-    return f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
 
 
 def test_redis_short_long_and_pipelined_sessions(lab: Lab, servers: Callable) -> None:

@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 
 from nfreplay import __version__ as nfreplay_version
-from nfreplay.cli.common import compiled
-from nfreplay.proto import tcpip
-from nfreplay.proto.pcapfile import open_capture
+from nfreplay.cli.reporting import compiled
 from nfreplay.stats import pid_alive
-from tests.lab.test_protocols import wait_until
-from tests.lab.topology import ADDR, BIN, CLIENT_NET, CLIENTS, Lab, Tcpdump
+from tests.lab.helpers import (
+    scrape,
+    count_captured, fresh_status, paths, run_load, start_capture, status_json,
+    wait_counters, wait_for, wait_until,
+)  # fmt: skip
+from tests.lab.topology import ADDR, BIN, CLIENT_NET, CLIENTS, Lab
 
 pytestmark = [
     pytest.mark.lab,
@@ -31,82 +33,6 @@ pytestmark = [
 ]
 
 LOAD = Path(__file__).with_name("load.py")
-
-
-@pytest.fixture
-def lab():
-    with Lab() as lab:
-        yield lab
-
-
-def run_load(lab: Lab, tag: str, short: int, keepalive: int, per_conn: int = 5) -> dict:
-    done = subprocess.run(
-        ["ip", "netns", "exec", lab.ns["client"], sys.executable, str(LOAD),
-         "--server", ADDR["online"], "--sources", ",".join(CLIENTS), "--tag", tag,
-         "--short", str(short), "--keepalive", str(keepalive), "--per-conn", str(per_conn),
-         "--threads", "8", "--deadline", "240"],
-        capture_output=True, text=True, timeout=300)
-    summary = json.loads(done.stdout)
-    assert summary["failed"] == 0 and summary["unsent"] == 0, summary
-    return summary
-
-
-def paths(log: Path, tag: str) -> list[str]:
-    if not log.exists():
-        return []
-    return [p for p in log.read_text().split() if f"/{tag}/" in p]
-
-
-def wait_for(log: Path, tag: str, want: set[str], timeout: float) -> set[str]:
-    deadline = time.monotonic() + timeout
-    got: set[str] = set()
-    while time.monotonic() < deadline:
-        got = set(paths(log, tag))
-        if want <= got:
-            break
-        time.sleep(0.25)
-    return got
-
-
-def status_json(lab: Lab, role: str) -> dict:
-    done = lab.nfreplay(role, "nfreplay", "status", "--json", check=False)
-    data = json.loads(done.stdout)
-    assert done.returncode == data["verdict"]["code"], (done.returncode, data["verdict"])
-    return data
-
-
-def fresh_status(lab: Lab, role: str, counter: str, timeout: float = 5.0) -> dict:
-    """`status --json` once the daemon published a snapshot with `counter` > 0 (snapshots
-    are taken once a second, off the hot path)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = status_json(lab, role)
-        daemons = st["daemons"]
-        if (daemons and daemons[0]["counters"].get(counter, 0) > 0) or time.monotonic() > deadline:
-            return st
-        time.sleep(0.2)
-
-
-def start_capture(lab: Lab) -> Tcpdump:
-    """tcpdump in the client namespace: every IP packet addressed to this host (its MAC)
-    from the target — which must be none — or from the online host — which proves the
-    capture works."""
-    return lab.start_tcpdump("client", "client", f"ether dst {lab.mac['client']} and ip and "
-                             f"(src host {ADDR['target']} or src host {ADDR['online']})",
-                             marker_from="online")
-
-
-def count_captured(lab: Lab, td: Tcpdump) -> dict[str, int]:
-    """Stop the capture (after everything before its end marker is written); TCP packets
-    seen per source ("target", "online")."""
-    lab.stop_tcpdump(td)
-    names = {tcpip.ip2int(ADDR["target"]): "target", tcpip.ip2int(ADDR["online"]): "online"}
-    seen = {"target": 0, "online": 0}
-    with open_capture(td.pcap) as f:
-        for frame in f:
-            if frame.ip[9] == 6:
-                seen[names[tcpip.parse(frame.ip).src]] += 1
-    return seen
 
 
 def test_live_replay_end_to_end(lab: Lab) -> None:
@@ -476,7 +402,6 @@ def test_two_workers_replay_everything_as_one_instance(lab: Lab) -> None:
     is replayed whole by one of them (none joined mid-stream by the other), `status` shows
     one instance with both, and `down` stops both. A SIGKILLed supervisor takes its workers
     with it."""
-    from tests.lab.test_protocols import wait_until
 
     online_log = lab.start_nginx("online")
     target_log = lab.start_nginx("target")
@@ -554,7 +479,6 @@ def test_hostile_peers_get_nothing_and_the_replay_stays_whole(lab: Lab) -> None:
     every client port; from the online host's own address, 2 000 more connections (beyond
     assist.max_connections_per_peer), 10 MB of garbage and protocol version 7. The assist
     refuses or closes each, stays up, and every request reaches the target."""
-    from tests.lab.test_protocols import wait_until
 
     online_log = lab.start_nginx("online")
     target_log = lab.start_nginx("target")
@@ -624,7 +548,7 @@ STRAY = r'''
 import random, socket, sys
 sys.path.insert(0, sys.argv[3])
 from nfreplay import __version__ as nfreplay_version
-from nfreplay.cli.common import compiled
+from nfreplay.cli.reporting import compiled
 from nfreplay.proto import tcpip
 rng = random.Random(7)
 server, n = tcpip.ip2int(sys.argv[1]), int(sys.argv[2])
@@ -649,7 +573,6 @@ def test_stray_and_malformed_packets_never_reach_the_target(lab: Lab) -> None:
     """10 000 packets to the online service that belong to no connection (random ports,
     numbers and flags, each carrying an HTTP request, a third with a bit flipped): none is
     replayed; a real client's requests around them are, all of them."""
-    from tests.lab.test_protocols import wait_until
 
     online_log = lab.start_nginx("online")
     target_log = lab.start_nginx("target")
@@ -674,22 +597,6 @@ def test_stray_and_malformed_packets_never_reach_the_target(lab: Lab) -> None:
 def target_stats(lab: Lab) -> dict:
     return json.loads((Path(lab.state_dir("target")) / f"target-{lab.prefix}.stats.json")
                       .read_text())["counters"]
-
-
-def wait_counters(read, done, what: str, timeout: float, log) -> dict:  # type: ignore[no-untyped-def]
-    """`read()`'s counters once `done(counters)` holds; fails loudly, with `log()`, if never
-    (`read` may fail or return {} while there is nothing to read yet)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            counters = read()
-        except (OSError, ValueError, KeyError):
-            counters = {}
-        if counters and done(counters):
-            return counters
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout} s: {counters}\n{log()}")
-        time.sleep(0.05)
 
 
 def wait_target(lab: Lab, done, what: str, timeout: float = 15.0) -> dict:  # type: ignore[no-untyped-def]
@@ -785,7 +692,6 @@ def test_fifteen_percent_loss_both_ways_never_duplicates_and_accounts_for_losses
     belongs to a session counted as ended by a failure, or to a resend withheld."""
     from collections import Counter
 
-    from tests.lab.test_protocols import wait_until
 
     online_log = lab.start_nginx("online")
     target_log = lab.start_nginx("target")
@@ -827,7 +733,6 @@ def test_clients_with_tx_checksum_offload_replay_in_full(lab: Lab) -> None:
     the online host captures its packets with unfinished TCP checksums, as on any host where
     sender and capture share a kernel or hypervisor. nfreplay sends them with full ones,
     counts them and says why once; the target gets every request."""
-    from tests.lab.test_protocols import wait_until
 
     online_log = lab.start_nginx("online")
     target_log = lab.start_nginx("target")
@@ -914,26 +819,10 @@ def test_a_missing_target_route_is_warned_with_a_hint(lab: Lab) -> None:
     assert lab.stop(online) == 0 and lab.stop(assist) == 0
 
 
-SCRAPE = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], " \
-         "timeout=10).read().decode())"
-
-
-def scrape(lab: Lab, role: str, address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """/metrics of `role`'s daemon, parsed by prometheus_client: {(name, labels): value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    done = subprocess.run(["ip", "netns", "exec", lab.ns[role], sys.executable, "-c", SCRAPE,
-                           f"http://{address}/metrics"], capture_output=True, text=True,
-                          timeout=30, check=True)
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(done.stdout) for s in f.samples}
-
-
 def test_metrics_of_both_daemons_move_and_agree_with_status(lab: Lab) -> None:
     """--metrics-listen on both daemons (two online workers, summed): scraped during a replay
     and parsed with prometheus_client's parser, the counters move, and once the replay is
     over they equal `nfreplay status --json`'s."""
-    from tests.lab.test_protocols import wait_until
 
     online_log = lab.start_nginx("online")
     target_log = lab.start_nginx("target")

@@ -159,6 +159,26 @@ def test_up_down_leaves_both_rulesets_byte_identical(assistant: str, journals: P
 
 
 @pytest.mark.parametrize("backend", ["nft", "legacy"])
+def test_queue_balance_rule_round_trips(assistant: str, journals: Path, backend: str) -> None:
+    """assist.queues 2: `--queue-balance 3:4` goes in, reads back as the rule planned (up again
+    installs nothing), and down leaves the rulesets as they were."""
+    ns = assistant
+    seed_operator_rules(ns)
+    before = saves(ns)
+    ours = "iptables-nft-save" if backend == "nft" else "iptables-legacy-save"
+    up = agent(ns, "up", backend, journals, ["balance"])
+    assert up["installed"], up
+    after_up = saves(ns)
+    assert [line for line in after_up[ours].splitlines() if line.startswith("-A OUTPUT")] == [
+        f"-A OUTPUT -s 198.18.0.1/32 -d {CLIENTS[0]} -p tcp -m tcp --sport 80 -m comment "
+        '--comment "nfreplay:assist:lab2" -j NFQUEUE --queue-balance 3:4']
+    agent(ns, "up", backend, journals, ["balance"])
+    assert saves(ns) == after_up
+    assert agent(ns, "down", backend, journals, ["balance"])["problems"] == []
+    assert saves(ns) == before
+
+
+@pytest.mark.parametrize("backend", ["nft", "legacy"])
 def test_pristine_namespace_keeps_only_empty_builtin_tables(assistant: str, journals: Path,
                                                             backend: str) -> None:
     """What an operator's host looks like after up/down when iptables was never used: no
@@ -304,6 +324,7 @@ def _plans() -> dict[str, Any]:
         "assist": assist_plan("lab1", "198.18.0.1", 80, CLIENTS, "assistant", 3,
                               passlist=["198.18.1.7"], fix_ip_forward=True),
         "target": target_plan("lab1", CLIENTS, "198.18.0.2"),
+        "balance": assist_plan("lab2", "198.18.0.1", 80, CLIENTS[:1], "colocated", 3, queues=2),
     }
 
 

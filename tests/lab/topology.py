@@ -4,7 +4,16 @@
     198.18.0.2/24      online      nginx :80, nfreplay-online (on-link route to 198.18.1.0/24)
     198.18.0.3/24      target      nginx :80, `nfreplay target up` routes 198.18.1.0/24 via .4
     198.18.0.4/24      assistant   nfreplay-assist, ip_forward = 0
+    198.18.0.5-6/24    online2, online3 (only with `Lab(onlines=2|3)`: fan-in) like online
     bridge             in a fifth namespace, so the root namespace is never touched
+
+With `Lab(collector=True)`, a mirror collector too (the cloud deployment of issue 17):
+
+    198.18.0.9/24      collector   on the bridge: reaches target and assistant, sees no
+                                   client traffic; nfreplay-online --input vxlan runs here
+    198.18.2.1/30 <->  198.18.2.2/30   a separate link online:mir0 - collector:mir0 that only
+                                   carries the mirror's VXLAN (as a cloud's mirror is out of
+                                   band of the instance), MTU 9000 so full frames fit
 
 Every name carries a per-run prefix; `Lab.close()` stops what it started and deletes the
 namespaces, treating "already gone" as success. Used by the lab tests and by the demo.
@@ -25,11 +34,16 @@ from typing import Sequence
 
 from tests.lab import netns
 
-ADDR = {"online": "198.18.0.2", "target": "198.18.0.3", "assist": "198.18.0.4"}
+ADDR = {"online": "198.18.0.2", "target": "198.18.0.3", "assist": "198.18.0.4",
+        "online2": "198.18.0.5", "online3": "198.18.0.6"}
 CLIENTS = ["198.18.1.10", "198.18.1.11", "198.18.1.12", "198.18.1.13"]
 CLIENT_NET = "198.18.1.0/24"
 HOST_NET = "198.18.0.0/24"
 ROLES = ("client", "online", "target", "assist")
+COLLECTOR = "198.18.0.9"
+MIRROR_LINK = ("198.18.2.1", "198.18.2.2")  # online's and the collector's end, /30
+VXLAN_PORT = 4789
+MORE_ONLINE = ("online2", "online3")  # further online hosts of a fan-in lab (Lab(onlines=N))
 BIN = Path(sys.executable).parent  # the venv's bin: nfreplay, nfreplay-online, nfreplay-assist
 
 # What both lab nginx configurations share: foreground, files in the run's own directory.
@@ -115,9 +129,17 @@ def big_file_bytes() -> bytes:
 class Lab:
     """Builds the namespaces; `start_*` helpers run real daemons inside them."""
 
-    def __init__(self, prefix: str | None = None) -> None:
+    def __init__(self, prefix: str | None = None, collector: bool = False,
+                 onlines: int = 1) -> None:
         self.prefix = prefix or f"nfl{os.getpid() % 100000}"
-        self.ns = {role: f"{self.prefix}{role[0]}" for role in ROLES}
+        # Fan-in: online hosts beyond the first ("online2", ...), each like "online".
+        self.onlines = ("online", *MORE_ONLINE[:onlines - 1])
+        self.hosts = (*ROLES, *self.onlines[1:])  # on the bridge, built alike
+        self.ns = {role: f"{self.prefix}{role[0]}{role[6:]}" for role in self.hosts}
+        self.roles: tuple[str, ...] = self.hosts  # every host, the collector too
+        if collector:
+            self.ns["collector"] = f"{self.prefix}k"
+            self.roles = (*self.hosts, "collector")
         self.switch = f"{self.prefix}s"
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -137,24 +159,62 @@ class Lab:
                                     "net.ipv6.conf.default.disable_ipv6=1"])
             self.sh("switch", "ip", "link", "add", "br0", "type", "bridge")
             self.sh("switch", "ip", "link", "set", "br0", "up")
-            for role in ROLES:
-                port = f"p{role[0]}"
+            for role in self.hosts:
+                port = f"p{role[0]}{role[6:]}"
                 netns.veth(self.ns[role], "eth0", self.switch, port)
                 self.sh("switch", "ip", "link", "set", port, "master", "br0")
                 # Captured packets must carry real checksums, as they do off a real NIC.
                 self.sh(role, "ethtool", "-K", "eth0", "tx", "off", check=False)
                 self.mac[role] = self._mac(role)
-            for role, ip in ADDR.items():
-                self.sh(role, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+            for role in self.hosts[1:]:
+                self.sh(role, "ip", "addr", "add", f"{ADDR[role]}/24", "dev", "eth0")
             for ip in CLIENTS:
                 self.sh("client", "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
             self.sh("client", "ip", "route", "add", HOST_NET, "dev", "eth0")
-            self.sh("online", "ip", "route", "add", CLIENT_NET, "dev", "eth0")
+            for role in self.onlines:
+                self.sh(role, "ip", "route", "add", CLIENT_NET, "dev", "eth0")
             self.sh("assist", "sysctl", "-qw", "net.ipv4.ip_forward=0")
+            if "collector" in self.ns:
+                self._build_collector()
         except BaseException:
             self.close()
             raise
         return self
+
+    def _build_collector(self) -> None:
+        ns = self.ns["collector"]  # created with the others
+        netns.veth(ns, "eth0", self.switch, "pk")
+        self.sh("switch", "ip", "link", "set", "pk", "master", "br0")
+        self.sh("collector", "ethtool", "-K", "eth0", "tx", "off", check=False)
+        self.sh("collector", "ip", "addr", "add", f"{COLLECTOR}/24", "dev", "eth0")
+        netns.veth(self.ns["online"], "mir0", ns, "mir0")
+        for role, ip in zip(("online", "collector"), MIRROR_LINK):
+            self.sh(role, "ip", "link", "set", "mir0", "mtu", "9000")
+            self.sh(role, "ip", "addr", "add", f"{ip}/30", "dev", "mir0")
+        self.mac["collector"] = self._mac("collector")
+
+    def mirror(self, copies: int = 1, vni: int = 42) -> None:
+        """Copy every frame of the online host's eth0, in and out, to the collector as VXLAN
+        (VNI `vni`, UDP 4789), as a cloud's traffic mirror does: the kernel's `tc` mirred
+        action into a `vxlan` device on the online side; `copies` mirred actions per frame
+        (2: every packet arrives twice). `unmirror` removes it (so does deleting the netns)."""
+        local, remote = MIRROR_LINK
+        self.sh("online", "ip", "link", "add", "vxm0", "type", "vxlan", "id", str(vni),
+                "local", local, "remote", remote, "dstport", str(VXLAN_PORT), "dev", "mir0",
+                "nolearning")
+        self.sh("online", "ip", "link", "set", "vxm0", "mtu", "8950", "up")
+        self.sh("online", "tc", "qdisc", "add", "dev", "eth0", "clsact")
+        actions = ["action", "mirred", "egress", "mirror", "dev", "vxm0"] * copies
+        for direction in ("ingress", "egress"):
+            add = ["tc", "filter", "add", "dev", "eth0", direction, "protocol", "all"]
+            # Every frame: matchall, or where the kernel lacks it (CONFIG_NET_CLS_MATCHALL)
+            # u32's match-everything key.
+            if self.sh("online", *add, "matchall", *actions, check=False).returncode:
+                self.sh("online", *add, "u32", "match", "u32", "0", "0", *actions)
+
+    def unmirror(self) -> None:
+        self.sh("online", "tc", "qdisc", "del", "dev", "eth0", "clsact", check=False)
+        self.sh("online", "ip", "link", "del", "vxm0", check=False)
 
     def _mac(self, role: str) -> str:
         out = self.sh(role, "cat", "/sys/class/net/eth0/address").stdout
@@ -226,20 +286,26 @@ class Lab:
 
     def start_assist(self, *extra: str) -> subprocess.Popen[bytes]:
         argv = [str(BIN / "nfreplay-assist"), "up", "--target", f"{ADDR['target']}:80",
-                "--clients", CLIENT_NET, "--online", ADDR["online"], "--instance", self.prefix,
+                "--clients", CLIENT_NET, "--online", ",".join(ADDR[r] for r in self.onlines),
+                "--instance", self.prefix,
                 "--state-dir", self.state_dir("assist"), *extra]
         p = self.spawn("assist", self._padded(argv), "assist.log")
         if "--daemon" not in extra and "-d" not in extra:
             self.wait_stats("assist", p.pid)
         return p
 
-    def start_online(self, *extra: str) -> subprocess.Popen[bytes]:
-        argv = [str(BIN / "nfreplay-online"), "up", "--service", f"{ADDR['online']}:80",
+    def start_online(self, *extra: str, host: str = "online") -> subprocess.Popen[bytes]:
+        """nfreplay-online in `host`'s namespace: an online host ("online", or "online2"...
+        in a fan-in lab; its log `<host>.log`), or the collector (give it "--input", "vxlan";
+        its log `collector-online.log`); its state directory `state-<host>`."""
+        service = ADDR["online"] if host == "collector" else ADDR[host]
+        argv = [str(BIN / "nfreplay-online"), "up", "--service", f"{service}:80",
                 "--target", f"{ADDR['target']}:80", "--assistant", ADDR["assist"],
                 "--interface", "eth0", "--instance", self.prefix,
-                "--state-dir", self.state_dir("online"), *extra]
-        p = self.spawn("online", self._padded(argv), "online.log")
-        self.wait_stats("online", p.pid)
+                "--state-dir", self.state_dir(host), *extra]
+        name = "collector-online" if host == "collector" else host
+        p = self.spawn(host, self._padded(argv), f"{name}.log")
+        self.wait_stats(f"{host}-online", p.pid)
         return p
 
     def _padded(self, argv: list[str]) -> list[str]:
@@ -259,47 +325,45 @@ class Lab:
         return assist, online
 
     def start_tunnel_replay(self, port: int = 80, *online_extra: str, deliver: str = "tunnel",
-                            assist_extra: Sequence[str] = ()
+                            assist_extra: Sequence[str] = (), tunnel_end: bool = True,
+                            host: str = "online"
                             ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
         """The cloud deployment (README, Running in a cloud): the target's tunnel end
         (`nfreplay target up --tunnel`, no route to an assistant) and a colocated
-        nfreplay-assist on the target; nfreplay-online delivering with `deliver`, its
-        assistant the target itself. Returns (assist, online); `stop_tunnel_replay` undoes it,
-        and so does `close()`."""
-        self.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
-                      "--tunnel", "--tunnel-peers", ADDR["online"])
+        nfreplay-assist on the target; nfreplay-online in `host` (the online host, or the
+        collector: give it "--input", "vxlan") delivering with `deliver`, its assistant the
+        target itself. Returns (assist, online); `stop_replay` undoes it, and so does
+        `close()`. `tunnel_end` False: no `target up` (what the online host sends is then
+        only seen on the target's wire)."""
+        peer = COLLECTOR if host == "collector" else ADDR["online"]
+        if tunnel_end:
+            self.nfreplay("target", "nfreplay", "target", "up", "--clients", CLIENT_NET,
+                          "--tunnel", "--tunnel-peers", peer)
         argv = [str(BIN / "nfreplay-assist"), "up", "--mode", "colocated",
                 "--target", f"{ADDR['target']}:{port}", "--clients", CLIENT_NET,
-                "--online", ADDR["online"], "--instance", self.prefix,
+                "--online", peer, "--instance", self.prefix,
                 "--state-dir", self.state_dir("target"), *assist_extra]
         assist = self.spawn("target", self._padded(argv), "assist.log")
         self.wait_stats("target-assist", assist.pid)
         online = self.start_online("--assistant", ADDR["target"], "--service",
                                    f"{ADDR['online']}:{port}", "--target",
                                    f"{ADDR['target']}:{port}", "--deliver", deliver,
-                                   *online_extra)
+                                   *online_extra, host=host)
         return assist, online
-
-    def stop_tunnel_replay(self, assist: subprocess.Popen[bytes],
-                           online: subprocess.Popen[bytes]) -> tuple[int, int]:
-        """nfreplay-online, then the colocated nfreplay-assist, then `target down`."""
-        rc_online = self.stop(online)
-        rc_assist = self.stop(assist)
-        self.nfreplay("target", "nfreplay", "target", "down", check=False)
-        return rc_online, rc_assist
 
     def stop_replay(self, assist: subprocess.Popen[bytes],
                     online: subprocess.Popen[bytes]) -> tuple[int, int]:
-        """nfreplay-online, then nfreplay-assist, then `target down`; the two exit codes."""
+        """nfreplay-online, then nfreplay-assist, then `target down` (of either replay path);
+        the two exit codes."""
         rc_online = self.stop(online)
         rc_assist = self.stop(assist)
         self.nfreplay("target", "nfreplay", "target", "down", check=False)
         return rc_online, rc_assist
 
-    def online_status(self) -> dict:
-        """`daemons[0]` of `nfreplay status --json` in the online namespace ({} if none);
-        its "counters" are the session machine's (retransmits, sessions_*, ...)."""
-        done = self.nfreplay("online", "nfreplay", "status", "--json", check=False)
+    def online_status(self, host: str = "online") -> dict:
+        """`daemons[0]` of `nfreplay status --json` in the online namespace (or `host`'s)
+        ({} if none); its "counters" are the session machine's (retransmits, sessions_*, ...)."""
+        done = self.nfreplay(host, "nfreplay", "status", "--json", check=False)
         try:
             daemons = json.loads(done.stdout)["daemons"]
         except (ValueError, KeyError, TypeError):
@@ -367,7 +431,7 @@ class Lab:
         """What `down` must restore: iptables-save (nft and legacy), routes and routing rules,
         per namespace."""
         state = {}
-        for role in ROLES:
+        for role in self.roles:
             nft = self.sh(role, "iptables-nft-save", check=False).stdout
             legacy = self.sh(role, "iptables-legacy-save", check=False).stdout
             routes = self.sh(role, "ip", "-4", "route", "show", "table", "all").stdout

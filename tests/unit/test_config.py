@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import pathlib
+import re
 import tomllib
 
 import pytest
@@ -160,6 +161,23 @@ def test_service_forms(tmp_path: pathlib.Path, text: str, ip: str | None, port: 
 
 
 @pytest.mark.parametrize(
+    ("text", "want"),
+    [('"capture"', ("capture", "0.0.0.0", 4789)), ('"vxlan"', ("vxlan", "0.0.0.0", 4789)),
+     ('"vxlan:4790"', ("vxlan", "0.0.0.0", 4790)),
+     ('" vxlan:198.18.0.5:4789 "', ("vxlan", "198.18.0.5", 4789))],
+)
+def test_input_forms(tmp_path: pathlib.Path, text: str, want: tuple[str, str, int]) -> None:
+    """The config file takes the spellings of --input."""
+    cfg = load(write(tmp_path, f"[online]\ninput = {text}\nvxlan_vni = 0\n"), role="status")
+    assert (cfg.online.input, cfg.online.mirror_ip, cfg.online.mirror_port) == want
+    assert cfg.online.vxlan_vni == 0
+    flags = load(None, {"online.input": text.strip('"'), "online.vxlan_vni": "7"}, role="status")
+    assert (flags.online.input, flags.online.mirror_ip, flags.online.mirror_port) == want
+    assert flags.online.vxlan_vni == 7
+    assert load(write(tmp_path, '[online]\nvxlan_vni = ""\n'), role="status").online.vxlan_vni is None
+
+
+@pytest.mark.parametrize(
     ("text", "ip", "port"),
     [('"36524"', "0.0.0.0", 36524), ("4000", "0.0.0.0", 4000), ('"127.0.0.1:1"', "127.0.0.1", 1)],
 )
@@ -248,6 +266,14 @@ BAD = [
     ("online", "reconnect_interval", "false", "online.reconnect_interval: must be a number of seconds, got false"),
     ("online", "snaplen", "67", "online.snaplen: must be 68-262144, got 67"),
     ("online", "snaplen", "262145", "online.snaplen: must be 68-262144, got 262145"),
+    ("online", "input", '"pcap"', 'online.input: must be "capture" or "vxlan[:[ADDR:]PORT]", got "pcap"'),
+    ("online", "input", "4789", 'online.input: must be "capture" or "vxlan[:[ADDR:]PORT]", got 4789'),
+    ("online", "input", '"vxlan:0"', "online.input.port: must be 1-65535, got 0"),
+    ("online", "input", '"vxlan:"', 'online.input.port: must be 1-65535, got ""'),
+    ("online", "input", '"vxlan:198.18.0.300:4789"', 'online.input.ip: "198.18.0.300" is not an IPv4 address'),
+    ("online", "vxlan_vni", "16777216", 'online.vxlan_vni: must be a VNI 0-16777215 or "" (any), got 16777216'),
+    ("online", "vxlan_vni", "-1", 'online.vxlan_vni: must be a VNI 0-16777215 or "" (any), got -1'),
+    ("online", "vxlan_vni", '"42"', 'online.vxlan_vni: must be a VNI 0-16777215 or "" (any), got "42"'),
     ("online", "keepalive_timeout", "-1", "online.keepalive_timeout: must be a finite number of seconds > 0"),
     ("online", "no_wait", '"yes"', "online.no_wait: must be true or false"),
     ("online", "syn_only", "1", "online.syn_only: must be true or false"),
@@ -358,7 +384,7 @@ def test_keys_lists_the_schema() -> None:
     assert config.keys()[:2] == ["general.instance", "general.state_dir"]
     assert "online.target" in config.keys()
     assert "assist.fix_ip_forward" in config.keys()
-    assert len(config.keys()) == 4 + 40 + 20 + 6
+    assert len(config.keys()) == 4 + 42 + 20 + 6
 
 
 # ------------------------------------------------------------------------------ overrides
@@ -629,3 +655,16 @@ def test_more_services_parse_tcpcopy_mappings() -> None:
                role="online")
     assert cfg.online.more_services == ((None, 8080, "198.18.0.3", 9090),
                                         ("198.18.0.2", 81, "198.18.0.5", 81))
+
+
+def test_every_toml_example_in_the_readme_loads(tmp_path: pathlib.Path) -> None:
+    """The README's configuration examples are the file an operator copies: each must load
+    for every role whose section it has."""
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        path = write(tmp_path, block)
+        for role in ("online", "assist", "target"):
+            if f"[{role}]" in block:
+                config.load(path, role=role)

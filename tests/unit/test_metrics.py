@@ -157,3 +157,21 @@ def test_the_grafana_dashboard_asks_only_for_metrics_the_daemons_serve(
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     asked = {name for e in exprs for name in re.findall(r"\bnfreplay_\w+", e)}
     assert len(asked) >= 20 and asked <= served, sorted(asked - served)
+
+
+def test_sessions_collided_is_a_metric_of_its_own_name_on_both_daemons(
+        tmp_path: pathlib.Path) -> None:
+    """Fan-in collisions (issue 22): `sessions_collided` under that name on both daemons; on
+    the online side also the reason `collided` of sessions_ended."""
+    c = Counters()
+    c.sessions_collided, c.unestablished_collided, c.sessions_moved = 4, 4, 9
+    got = samples(exposition(written(tmp_path, "online", c, {})))
+    assert got[("nfreplay_online_sessions_collided_total", ())] == 4
+    assert got[("nfreplay_online_sessions_ended_total", (("reason", "collided"),))] == 4
+    assert got[("nfreplay_online_unestablished_collided_total", ())] == 4
+    assert got[("nfreplay_online_sessions_moved_total", ())] == 9
+    a = AssistCounters()
+    a.sessions_collided, a.announces_collided = 2, 5
+    got = samples(exposition(written(tmp_path, "assist", a, {})))
+    assert got[("nfreplay_assist_sessions_collided_total", ())] == 2
+    assert got[("nfreplay_assist_announces_collided_total", ())] == 5

@@ -1,4 +1,5 @@
-"""Packaging checks: the systemd units, the Vagrant lab and its scripts.
+"""Packaging checks: the compiled hot path's build (setup.py), the systemd units, the Vagrant
+lab and its scripts.
 
 No root needed. `vagrant validate` and `systemd-analyze verify` run when those tools
 are installed and are skipped (with the reason) when they are not.
@@ -13,11 +14,14 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from nfreplay.cli.reporting import compiled
 from nfreplay.errors import ConfigError, HostError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,6 +209,212 @@ def test_install_links_every_console_script():
     assert m, "install.sh: no `for cmd in ...; do` loop linking the commands"
     assert set(m.group(1).split()) == console_scripts()
     assert '/opt/nfreplay' in text and 'ln -sf "$prefix/bin/$cmd" "/usr/local/bin/$cmd"' in text
+
+
+# --- the compiled hot path (setup.py) -------------------------------------------------
+
+def compiled_modules() -> list[str]:
+    """setup.py's COMPILED, read without running setup.py."""
+    import ast
+
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "COMPILED" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("setup.py has no COMPILED list")
+
+
+def project_copy(tmp_path: Path) -> Path:
+    """What setup.py builds from, in tmp_path (a build writes build/ and *.egg-info)."""
+    copy = tmp_path / "src"
+    copy.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, copy / name)
+    shutil.copytree(ROOT / "nfreplay", copy / "nfreplay",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    return copy
+
+
+def run_setup(copy: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("NFREPLAY_PURE", "NFREPLAY_COMPILE", "CC", "LDSHARED", "PYTHONPATH")}
+    return subprocess.run([sys.executable, "setup.py", *args], cwd=copy, env={**clean, **env},
+                          capture_output=True, text=True, timeout=600)
+
+
+def built(copy: Path) -> tuple[list[str], bool]:
+    """The .so files anywhere in the copy, and whether build/ holds the package's .py."""
+    so = sorted(str(p.relative_to(copy)) for p in copy.rglob("*.so"))
+    return so, any(copy.glob("build/lib*/nfreplay/session/machine.py"))
+
+
+def said(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("nfreplay:")]
+
+
+def test_compiled_modules_exist():
+    modules = compiled_modules()
+    assert "nfreplay/session/machine.py" in modules and len(modules) >= 5
+    for path in modules:
+        assert (ROOT / path).is_file(), path
+
+
+def test_build_requires_mypy_the_tests_use():
+    """mypyc comes with mypy: a build requirement pinned to a range, the same range as the test
+    extra's mypy, and the venv's mypy in it (the compiler the suite's compiled pass saw)."""
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)
+
+    def mypy(requires: list[str]) -> Requirement:
+        found = [r for r in map(Requirement, requires) if r.name == "mypy"]
+        assert len(found) == 1, requires
+        return found[0]
+
+    build = mypy(project["build-system"]["requires"])
+    assert build.specifier, "mypy is not pinned to a range"
+    assert mypy(project["project"]["optional-dependencies"]["test"]).specifier == build.specifier
+    assert build.specifier.contains(version("mypy")), f"the venv's mypy {version('mypy')} is outside {build}"
+
+
+def test_pure_build_has_no_extension(tmp_path):
+    copy = project_copy(tmp_path)
+    r = run_setup(copy, "build", NFREPLAY_PURE="1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert built(copy) == ([], True)
+    assert "mypyc" not in r.stdout + r.stderr
+
+
+def test_no_compiler_falls_back_to_pure_in_one_line(tmp_path):
+    copy = project_copy(tmp_path)
+    r = run_setup(copy, "build", CC=str(tmp_path / "no-such-cc"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert built(copy) == ([], True)
+    assert said(r.stderr) == [f"nfreplay: installing pure Python, without the compiled hot path: "
+                              f"no C compiler ({tmp_path / 'no-such-cc'}; apt-get install gcc libc6-dev)"]
+
+
+def test_no_python_headers_falls_back_to_pure_in_one_line(tmp_path):
+    """python3-dev missing: sysconfig's include directory, made empty here, has no Python.h."""
+    copy = project_copy(tmp_path)
+    include = tmp_path / "include"
+    include.mkdir()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sysconfig\n_get_path = sysconfig.get_path\n"
+        f"sysconfig.get_path = lambda name, *a, **k: {str(include)!r} if name == 'include' "
+        "else _get_path(name, *a, **k)\n")
+    r = run_setup(copy, "build", PYTHONPATH=str(site))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert built(copy) == ([], True)
+    assert said(r.stderr) == ["nfreplay: installing pure Python, without the compiled hot path: "
+                              f"no Python headers ({include}/Python.h; apt-get install python3-dev)"]
+
+
+def test_compile_requested_fails_instead_of_falling_back(tmp_path):
+    copy = project_copy(tmp_path)
+    r = run_setup(copy, "build", CC=str(tmp_path / "no-such-cc"), NFREPLAY_COMPILE="1")
+    assert r.returncode != 0
+    assert "NFREPLAY_COMPILE=1, but the compiled hot path cannot be built: no C compiler" in r.stderr
+    r = run_setup(copy, "build", NFREPLAY_PURE="1", NFREPLAY_COMPILE="1")
+    assert r.returncode != 0 and "contradict" in r.stderr
+
+
+# A stand-in for mypyc: extensions from one-line C modules, so that the C build and its failure
+# take a second, not mypyc's quarter of a minute.
+STUB_BUILD = """
+import os
+from setuptools import Extension
+
+C = '''#include <Python.h>
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%s", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit_%s(void) { return PyModule_Create(&def); }
+'''
+
+def mypycify(paths, opt_level, group_name):  # writes its C into build/, as mypyc does
+    os.makedirs("build/stub", exist_ok=True)
+    names = os.environ["STUB_MODULES"].split(",")
+    for name in names:
+        with open(f"build/stub/{name}.c", "w") as f:
+            f.write(C % (name, name))
+    return [Extension("nfreplay." + name, [f"build/stub/{name}.c"]) for name in names]
+"""
+
+
+@pytest.fixture
+def stub_mypyc(tmp_path) -> dict[str, str]:
+    """PYTHONPATH with the stand-in mypyc, and CC: gcc, failing on any file named bad*."""
+    gcc = shutil.which("gcc")
+    if gcc is None or not (Path(sysconfig.get_path("include")) / "Python.h").is_file():
+        pytest.skip("needs gcc and the Python headers")
+    stub = tmp_path / "stub" / "mypyc"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("")
+    (stub / "build.py").write_text(STUB_BUILD)
+    cc = tmp_path / "cc"
+    cc.write_text(f'#!/bin/sh\ncase " $* " in *bad.c*) echo "bad.c:1: error: no" >&2; exit 1;; esac\n'
+                  f'exec {gcc} "$@"\n')
+    cc.chmod(0o755)
+    return {"PYTHONPATH": str(stub.parent), "CC": str(cc)}
+
+
+def test_stub_build_makes_an_extension(tmp_path, stub_mypyc):
+    """The control for the next test: with a compiler that works, the build has the .so."""
+    copy = project_copy(tmp_path)
+    r = run_setup(copy, "build", STUB_MODULES="good", **stub_mypyc)
+    assert r.returncode == 0, r.stdout + r.stderr
+    so, py = built(copy)
+    assert py and len(so) == 1 and so[0].startswith("build/lib") and "/nfreplay/good." in so[0], so
+    assert said(r.stderr) == []
+
+
+def test_failing_compiler_falls_back_to_pure_in_one_line(tmp_path, stub_mypyc):
+    """The first module compiles, the second does not: nothing compiled is left (a module's
+    .so alone would import a group library that is not there), one line says why."""
+    copy = project_copy(tmp_path)
+    r = run_setup(copy, "build", STUB_MODULES="good,bad", **stub_mypyc)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert built(copy) == ([], True)
+    assert said(r.stderr) == ["nfreplay: installing pure Python, without the compiled hot path: "
+                              "the C build failed (CompileError; the compiler's messages are above)"]
+    # In place (what `pip install -e` does): the tree keeps no .so either.
+    r = run_setup(copy, "build_ext", "--inplace", STUB_MODULES="good,bad", **stub_mypyc)
+    assert r.returncode == 0 and len(said(r.stderr)) == 1, r.stdout + r.stderr
+    assert built(copy)[0] == []
+    r = run_setup(copy, "build", STUB_MODULES="good,bad", NFREPLAY_COMPILE="1", **stub_mypyc)
+    assert r.returncode != 0 and said(r.stderr) == []
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["status", "--version"], ["target", "--version"]])
+def test_version_says_whether_compiled(argv, capsys):
+    """After an install, `nfreplay --version` tells the operator which path runs."""
+    from nfreplay import __version__
+    from nfreplay.cli.main import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 0
+    how = "compiled hot path" if compiled() else "pure Python"
+    prog = "nfreplay" if argv[0] == "--version" else f"nfreplay {argv[0]}"
+    assert capsys.readouterr().out == f"{prog} {__version__} ({how})\n"
+
+
+def test_in_tree_compiled_modules_are_not_stale():
+    """`pip install -e` (tests/setup.sh) compiles the hot path into the tree; a .py changed
+    since would run as its old compiled self. Re-running tests/setup.sh rebuilds them."""
+    so = sorted((ROOT / "nfreplay").rglob("*.so"))
+    if not so:
+        assert not compiled()
+        pytest.skip("no compiled modules in the tree (a pure install)")
+    assert compiled()
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    stale = [p for p in map(Path, compiled_modules())
+             if (ROOT / p).stat().st_mtime > (ROOT / p.with_suffix(suffix)).stat().st_mtime]
+    assert stale == [], f"changed since compiled: {stale}; re-run tests/setup.sh"
 
 
 # --- addresses -----------------------------------------------------------------------

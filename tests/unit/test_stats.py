@@ -370,3 +370,25 @@ def test_write_pid_defaults_to_this_process(tmp_path: pathlib.Path) -> None:
     pid_path = tmp_path / "online-default.pid"
     stats.write_pid(str(pid_path))
     assert pid_path.read_text() == f"{os.getpid()}\n"
+
+
+def test_workers_extras_merge_into_one_instance() -> None:
+    from nfreplay.stats import merge_online
+
+    def worker(n: int) -> dict:
+        return {"capture": {"interface": "eth0", "filter": "f", "received": n, "dropped": 1,
+                            "ifdropped": 0, "dropped_last_10s": 0},
+                "channel": {"up": 2, "drops": 0, "announces_failed": n, "assistants": ["a"]},
+                "send_errors": {"EPERM": n}, "sessions_in_table": 10 * n,
+                "inject": {"mode": "tunnel", "tunnel": "vxlan",
+                           "outer": "UDP port 36525, 50 bytes per packet"},
+                "process": {"cpu_user_s": 1.5, "cpu_sys_s": 0.5, "max_rss_kib": 100}}
+
+    merged = merge_online([worker(1), worker(2)])  # type: ignore[list-item]
+    assert merged["capture"] == {"interface": "eth0", "filter": "f", "received": 3,
+                                 "dropped": 2, "ifdropped": 0, "dropped_last_10s": 0}
+    assert merged["channel"]["up"] == 4 and merged["channel"]["assistants"] == ["a"]
+    assert merged["send_errors"] == {"EPERM": 3} and merged["sessions_in_table"] == 30
+    # Text is kept, not summed: a tunnel's description is the same in every worker.
+    assert merged["inject"]["outer"] == "UDP port 36525, 50 bytes per packet"
+    assert merged["process"] == {"cpu_user_s": 3.0, "cpu_sys_s": 1.0, "max_rss_kib": 200}

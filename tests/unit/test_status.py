@@ -476,7 +476,7 @@ def test_watch_redraws_until_interrupted_and_exits_with_the_last_verdict() -> No
 
 
 def test_drop_watch_warns_once_per_rise_with_its_hint(caplog: pytest.LogCaptureFixture) -> None:
-    from nfreplay.cli.common import DropWatch
+    from nfreplay.engine.watch import DropWatch
 
     watch = DropWatch("the capture", "add --workers")
     with caplog.at_level("WARNING"):

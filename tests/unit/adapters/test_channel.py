@@ -24,7 +24,7 @@ from nfreplay.proto import channel, tcpip
 from nfreplay.proto.tcpip import ACK, PSH, SYN, ip2int
 
 CLIENT, TARGET = ip2int("198.18.1.10"), ip2int("198.18.0.3")
-WAIT = 2.0  # seconds any poll below may take before the test fails
+from tests.unit.sockets import WAIT, nothing_pending, recv_exact
 
 
 # ------------------------------------------------------------------ helpers
@@ -47,21 +47,6 @@ def readable(sock: socket.socket | Conn, what: str) -> None:
 def writable(sock: socket.socket | Conn, what: str) -> None:
     _, w, _ = select.select([], [sock], [], WAIT)
     assert w, f"not writable within {WAIT} s: {what}"
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    sock.settimeout(WAIT)
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, f"peer closed after {len(data)} of {n} bytes"
-        data += chunk
-    return data
-
-
-def nothing_pending(sock: socket.socket) -> bool:
-    r, _, _ = select.select([sock], [], [], 0)
-    return not r
 
 
 def accept_queue_len(listener: socket.socket) -> int:
@@ -402,11 +387,11 @@ def test_a_finished_connect_queues_the_version_message_before_anything(
         assert conn is not None and conn.out == bytearray()
         writable(conn, "a loopback connect")
         assert a.finish_connect(conn, 0.0, 3.0) is True
-        assert conn.connecting is False and conn.out == bytearray(channel.encode_version())
+        assert conn.connecting is False and conn.out == bytearray(channel.encode_version(channel.FEATURE_NOTICES))
         assert a.live() == [conn]
         # `ready` is the cached live list: an announcement waits for the engine's refresh().
         add = channel.encode_client_add(CLIENT, 40000, TARGET, 80)
-        assert a.announce(add) is False and conn.out == bytearray(channel.encode_version())
+        assert a.announce(add) is False and conn.out == bytearray(channel.encode_version(channel.FEATURE_NOTICES))
         a.refresh()
         assert a.ready == [conn] and a.announce(add) is True
         assert conn.flush() is True
@@ -502,7 +487,7 @@ def test_reconnecting_replaces_only_the_connections_that_are_gone(
         new = a.conns[1]
         assert new is not None and new is not c1 and new.connecting and new.since == 7.0
         peers += connect_all(a, server, 7.0)
-        assert new.out == bytearray(channel.encode_version())
+        assert new.out == bytearray(channel.encode_version(channel.FEATURE_NOTICES))
         assert a.ready == [first[0], new, first[2]]
     finally:
         for p in peers:

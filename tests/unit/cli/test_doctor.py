@@ -60,3 +60,47 @@ def test_tunnel_sizes_say_what_is_split_and_clamped() -> None:
         and "MSS of at most 1410" in check.detail
     assert tunnel_size_check(9001, "fou").status == OK
     assert tunnel_size_check(600, "vxlan").status == FIX
+
+
+def test_the_mirror_socket_is_checked_free_then_listened_to() -> None:
+    """online.input = "vxlan": the port must be free (FIX if not), what arrives within the
+    wait is reported by VNI, and a configured VNI that never arrives while others do is a
+    FIX; no datagram at all is a warning (maybe no traffic now)."""
+    import socket
+    import threading
+
+    from nfreplay.cli.doctor import _mirror
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        (check,) = _mirror("127.0.0.1", port, None, wait=0.1)
+        assert check.status == FIX and "vxlan device" in check.detail
+    quiet = _mirror("127.0.0.1", port, None, wait=0.1)
+    assert [c.status for c in quiet] == [OK, WARN] and "none on udp" in quiet[1].detail
+
+    def mirror() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for _ in range(100):  # until doctor listens (bounded)
+                for vni in (42, 42, 7):
+                    tx.sendto(b"\x08\0\0\0" + vni.to_bytes(3, "big") + b"\0" + bytes(60),
+                              ("127.0.0.1", port))
+                tx.sendto(b"junk", ("127.0.0.1", port))
+                if done.wait(0.01):
+                    return
+
+    done = threading.Event()
+    t = threading.Thread(target=mirror)
+    t.start()
+    try:
+        seen = _mirror("127.0.0.1", port, 42, wait=0.5)
+        other = _mirror("127.0.0.1", port, 9, wait=0.3)
+        anyvni = _mirror("127.0.0.1", port, None, wait=0.3)
+    finally:
+        done.set()
+        t.join()
+    assert [c.status for c in seen] == [OK, OK, OK], seen
+    assert "VNI 42 (" in seen[1].detail and "not VXLAN (mirror_bad)" in seen[1].detail
+    assert seen[2].what == "VNI 42 seen"
+    assert other[2].status == FIX and "online.vxlan_vni must be" in other[2].detail
+    assert anyvni[2].status == WARN and "all of them are replayed" in anyvni[2].detail

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nfreplay.cli import common
+from nfreplay.cli import lifecycle, logs, options, reporting
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +33,7 @@ def test_lines_to_journald_carry_the_priority_and_no_timestamp(
     with open(path, "w") as stream:
         st = os.fstat(stream.fileno())
         monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
-        common.setup_logging("info", stream)
+        logs.setup_logging("info", stream)
         log = logging.getLogger("nfreplay")
         log.info("up")
         log.warning("only 3 of 40 sessions")
@@ -48,7 +48,7 @@ def test_other_streams_get_a_timestamp(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # another file: not journald's stream
     path = tmp_path / "plain.log"
     with open(path, "w") as stream:
-        common.setup_logging("info", stream)
+        logs.setup_logging("info", stream)
         logging.getLogger("nfreplay").warning("hello")
         (line,) = lines(path)
     assert line.endswith(" WARNING nfreplay: hello") and line[:4].isdigit()
@@ -58,7 +58,7 @@ def test_stats_line_every_interval_with_rates_and_one_at_stop(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="nfreplay")
     fields = (("sessions", "opened", True), ("live", "live", False))
-    line = common.StatsLine(fields, 30.0, now=100.0)
+    line = reporting.StatsLine(fields, 30.0, now=100.0)
     line.feed({"opened": 10, "live": 3}, 101.0)
     line.feed({"opened": 300, "live": 5}, 129.0)  # 29 s: not yet
     line.feed({"opened": 600, "live": 7}, 130.0)
@@ -68,7 +68,7 @@ def test_stats_line_every_interval_with_rates_and_one_at_stop(
         "stats (last 30 s): sessions 600 (20.0/s), live 7",
         "stats at stop (over 60 s): sessions 900 (15.0/s), live 2",
     ]
-    quiet = common.StatsLine(fields, 0.0, now=0.0)  # 0: no periodic lines
+    quiet = reporting.StatsLine(fields, 0.0, now=0.0)  # 0: no periodic lines
     quiet.feed({"opened": 1, "live": 1}, 1000.0)
     assert len(caplog.records) == 2
 
@@ -81,11 +81,11 @@ def test_notify_sends_the_state_to_notify_socket(tmp_path: Path,
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
         systemd.bind(path)
         monkeypatch.setenv("NOTIFY_SOCKET", path)
-        common.notify("READY=1")
+        lifecycle.notify("READY=1")
         systemd.settimeout(2)
         assert systemd.recv(100) == b"READY=1"
     monkeypatch.delenv("NOTIFY_SOCKET")
-    common.notify("READY=1")  # not under systemd: nothing, no error
+    lifecycle.notify("READY=1")  # not under systemd: nothing, no error
 
 
 def test_a_fatal_error_reaches_journald_at_error_priority(
@@ -98,12 +98,12 @@ def test_a_fatal_error_reaches_journald_at_error_priority(
     path = tmp_path / "journal-stream"
     with open(path, "w") as stream:
         st = os.fstat(stream.fileno())
-        monkeypatch.setattr(common.sys, "stderr", stream)
-        monkeypatch.setattr(common.sys, "argv", ["nfreplay-assist"])
+        monkeypatch.setattr(options.sys, "stderr", stream)
+        monkeypatch.setattr(options.sys, "argv", ["nfreplay-assist"])
         monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
-        assert common.run_main(main, []) == 2
+        assert options.run_main(main, []) == 2
         monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # a terminal or a file: no prefix
-        assert common.run_main(main, []) == 2
+        assert options.run_main(main, []) == 2
     assert path.read_text().splitlines() == ["<3>nfreplay-assist: assist.bogus_key: unknown key",
                                              "nfreplay-assist: assist.bogus_key: unknown key"]
 
@@ -117,7 +117,7 @@ def test_down_works_with_a_configuration_that_no_longer_loads(
     bad.write_text("[assist]\nbogus_key = 1\n")
     args = argparse.Namespace(config=str(bad), instance="lab2", state_dir=str(tmp_path),
                               backend=None, log_level=None)
-    cfg = common.config_for_down(args, "nfreplay-assist down")
+    cfg = options.config_for_down(args, "nfreplay-assist down")
     assert (cfg.general.instance, cfg.general.state_dir) == ("lab2", str(tmp_path))
     (line,) = capsys.readouterr().err.splitlines()
     assert "WARNING" in line and "assist.bogus_key: unknown key" in line and "journal" in line
@@ -125,14 +125,14 @@ def test_down_works_with_a_configuration_that_no_longer_loads(
     bad.write_text('[general]\ninstance = "lab7"\nstate_dir = "%s"\n[assist]\nbogus_key = 1\n'
                    % tmp_path)
     args.config, args.instance, args.state_dir = None, None, None
-    monkeypatch.setattr(common.config_mod, "DEFAULT_PATH", str(bad))
-    cfg = common.config_for_down(args, "nfreplay-assist down")
+    monkeypatch.setattr(options.config_mod, "DEFAULT_PATH", str(bad))
+    cfg = options.config_for_down(args, "nfreplay-assist down")
     assert (cfg.general.instance, cfg.general.state_dir) == ("lab7", str(tmp_path))
     capsys.readouterr()
     good = tmp_path / "good.toml"
     good.write_text('[general]\ninstance = "lab3"\n')
     args.config, args.instance = str(good), None
-    assert common.config_for_down(args, "x").general.instance == "lab3"
+    assert options.config_for_down(args, "x").general.instance == "lab3"
 
 
 def test_in_a_container_lines_go_to_stdout_without_a_timestamp(
@@ -143,25 +143,25 @@ def test_in_a_container_lines_go_to_stdout_without_a_timestamp(
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     monkeypatch.setenv("container", "oci")
     with open(out, "w") as stdout, open(err, "w") as stderr:
-        monkeypatch.setattr(common.sys, "stdout", stdout)
-        monkeypatch.setattr(common.sys, "stderr", stderr)
-        common.setup_logging("info")
+        monkeypatch.setattr(logs.sys, "stdout", stdout)
+        monkeypatch.setattr(logs.sys, "stderr", stderr)
+        logs.setup_logging("info")
         logging.getLogger("nfreplay").warning("hello")
         assert lines(out) == ["WARNING nfreplay: hello"] and lines(err) == []
-        common._log_to_file()  # what --log-file and --daemon do once fds 1 and 2 are the file
+        logs._log_to_file()  # what --log-file and --daemon do once fds 1 and 2 are the file
         logging.getLogger("nfreplay").warning("again")
         last = lines(out)[-1]
         assert last.endswith(" WARNING nfreplay: again") and last[:4].isdigit()
         # Under systemd inside a container (nspawn), the journal still wins.
         st = os.fstat(stderr.fileno())
         monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
-        common.setup_logging("info")
+        logs.setup_logging("info")
         logging.getLogger("nfreplay").warning("journal")
         assert lines(err) == ["<4>WARNING nfreplay: journal"]
     monkeypatch.delenv("container")
     monkeypatch.delenv("JOURNAL_STREAM")
     with open(err, "w") as stderr:
-        monkeypatch.setattr(common.sys, "stderr", stderr)
-        common.setup_logging("info")  # no container, no journal: stderr with a timestamp
+        monkeypatch.setattr(logs.sys, "stderr", stderr)
+        logs.setup_logging("info")  # no container, no journal: stderr with a timestamp
         logging.getLogger("nfreplay").warning("plain")
         assert lines(err)[0].endswith(" WARNING nfreplay: plain")

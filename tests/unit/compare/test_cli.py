@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nfreplay.cli import common
+from nfreplay.cli import options
 from nfreplay.cli.main import main
 from nfreplay.proto.pcapfile import CaptureFile, PcapngWriter
 from nfreplay.proto.recording import SessionLine, encode_line
@@ -29,7 +29,7 @@ def recording(tmp_path: Path, differ: bool = True) -> tuple[Path, Path]:
 
 
 def compare(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = common.run_main(main, ["compare", *argv])
+    code = options.run_main(main, ["compare", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -148,7 +148,7 @@ def test_bad_input_exits_2_with_one_line(
     args = [a.format(**paths) for a in argv]
     if "--no-such-flag" in args:
         with pytest.raises(SystemExit) as exc:
-            common.run_main(main, ["compare", *args])
+            options.run_main(main, ["compare", *args])
         assert exc.value.code == 2
         return
     code, out, err = compare(capsys, *args)

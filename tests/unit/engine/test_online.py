@@ -6,33 +6,10 @@ from nfreplay.session.table import TIMER_GRAIN
 from nfreplay.proto import channel, checksum, tcpip
 from nfreplay.proto.tcpip import ACK, PSH, SYN, ip2int
 from nfreplay.session.machine import Params
+from tests.unit.engine.fakes import FakeAssistant, FakeSender
 
 CLIENT, ONLINE, TARGET = ip2int("198.18.1.10"), ip2int("198.18.0.2"), ip2int("198.18.0.3")
 ETH = bytes(12) + b"\x08\x00"
-
-
-class FakeSender:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, pkt: bytes, dst: str) -> bool:
-        assert dst == "198.18.0.3"
-        self.sent.append(bytes(pkt))
-        return True
-
-
-class FakeAssistant:
-    """Takes every announcement (`announced`), or none when `up` is False."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self.announced: list[bytes] = []
-        self.conns: list[object] = []
-
-    def announce(self, msg: bytes) -> bool:
-        if self.up:
-            self.announced.append(msg)
-        return self.up
 
 
 def engine(up: bool = True) -> tuple[OnlineEngine, FakeSender]:

@@ -237,7 +237,7 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path: Path) -> Non
 def test_both_sides_record_the_same_copies_for_the_same_percent() -> None:
     """The contract that lets `compare` pair them: the online host's session lines and the
     assistant's replies cover the same sent clients."""
-    from nfreplay.cli.common import recording_sampler
+    from nfreplay.cli.recording_options import recording_sampler
 
     online_sink, assist_sink = Sink(), Sink()
     online = recorder(online_sink, recording_sampler(25))

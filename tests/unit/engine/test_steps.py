@@ -24,146 +24,12 @@ from nfreplay.adapters.channel import Assistant, Listener
 from nfreplay.engine.assist import AssistEngine
 from nfreplay.engine.online import OnlineEngine
 from nfreplay.proto import channel, tcpip
-from nfreplay.proto.tcpip import ACK, PSH, SYN, ip2int
-from nfreplay.session.machine import Params
-from tests.unit.adapters.test_channel import nothing_pending, recv_exact
+from nfreplay.proto.tcpip import ACK, PSH, SYN
+from tests.unit.sockets import nothing_pending, recv_exact
 
-CLIENT, ONLINE, TARGET = ip2int("198.18.1.10"), ip2int("198.18.0.2"), ip2int("198.18.0.3")
-CPORT = 40000
-TISN = 5000
-ETH = bytes(12) + b"\x08\x00"
-WAIT = 2.0  # seconds any wait below may take before the test fails
-ADD = channel.encode_client_add(CLIENT, CPORT, TARGET, 80)
-PARAMS = Params(target_ip=TARGET, target_port=80, ack_delay=0.0)  # ACKs at once: no timer
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class FakeCapture:
-    """A live capture: readable (a socketpair byte) while frames wait; `dispatch` hands them
-    over like adapters.capture.Capture (frame, IP offset)."""
-
-    def __init__(self) -> None:
-        self._r, self._w = socket.socketpair()
-        self._r.setblocking(False)
-        self.frames: list[bytes] = []
-
-    def fileno(self) -> int:
-        return self._r.fileno()
-
-    def put(self, frame: bytes) -> None:
-        self.frames.append(frame)
-        self._w.send(b"!")
-
-    def dispatch(self, callback: Callable[[bytes, int], None],
-                 on_lag: Callable[[float], None] | None = None, limit: int = -1) -> int:
-        try:
-            self._r.recv(4096)
-        except BlockingIOError:
-            pass
-        n = 0
-        while self.frames and (limit < 0 or n < limit):
-            if on_lag is not None and n == 0:
-                on_lag(0.0)
-            callback(self.frames.pop(0), len(ETH))
-            n += 1
-        return n
-
-    def close(self) -> None:
-        self._r.close()
-        self._w.close()
-
-
-class FakeSender:
-    """Records what is sent; `before_send` runs first (to look at the control channel)."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-        self.before_send: Callable[[bytes], None] | None = None
-
-    def send(self, pkt: bytes, dst: str) -> bool:
-        assert dst == "198.18.0.3"
-        if self.before_send is not None:
-            self.before_send(bytes(pkt))
-        self.sent.append(bytes(pkt))
-        return True
-
-
-def frame(flags: int, seq: int, ack: int = 0, payload: bytes = b"",
-          port: int = CPORT) -> bytes:
-    return ETH + bytes(tcpip.build(CLIENT, ONLINE, port, 80, seq, ack, flags, payload=payload))
-
-
-def target_record(flags: int, seq: int, ack: int, plen: int = 0, port: int = CPORT) -> bytes:
-    return channel.make_record(tcpip.build(TARGET, CLIENT, 80, port, seq, ack, flags,
-                                           payload=b"r" * plen))
-
-
-def steps(e: OnlineEngine | AssistEngine, cond: Callable[[], object], what: str,
-          n: int = 100, timeout: float = 0.02) -> None:
-    """Step until `cond` holds; fail loudly if it never does."""
-    for _ in range(n):
-        e.step(timeout)
-        if cond():
-            return
-    raise AssertionError(f"not after {n} steps: {what}")
-
-
-# ------------------------------------------------------------------ the online engine
-
-
-class Online:
-    """An OnlineEngine with one assistant (one connection) played by a plain socket."""
-
-    def __init__(self) -> None:
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(4)
-        self.server.settimeout(WAIT)
-        self.clock = Clock()
-        self.capture = FakeCapture()
-        self.sender = FakeSender()
-        self.assistant = Assistant("127.0.0.1", self.server.getsockname()[1], 1)
-        self.e = OnlineEngine(PARAMS, self.capture,
-                              self.sender, [self.assistant], clock=self.clock,
-                              reconnect_interval=2.0, connect_timeout=3.0)
-        self.peers: list[socket.socket] = []
-
-    @property
-    def peer(self) -> socket.socket:
-        return self.peers[-1]
-
-    def up(self) -> bytes:
-        """Step until the control connection is up; accept it; return the first bytes it
-        sent (the version message)."""
-        steps(self.e, lambda: self.e.channel_up == 1, "the control connection up")
-        peer, _ = self.server.accept()
-        self.peers.append(peer)
-        return recv_exact(peer, channel.MSG_SIZE)
-
-    def send_records(self, *records: bytes) -> None:
-        self.peer.sendall(channel.encode_frames(list(records)))
-
-    def established(self) -> None:
-        """A SYN captured and sent, the target's SYN-ACK returned: the session is open."""
-        self.capture.put(frame(SYN, 100))
-        steps(self.e, lambda: len(self.sender.sent) == 1, "the SYN sent")
-        assert recv_exact(self.peer, channel.MSG_SIZE) == ADD
-        self.send_records(target_record(SYN | ACK, TISN, 101))
-        steps(self.e, lambda: len(self.sender.sent) == 2, "the handshake's ACK sent")
-
-    def close(self) -> None:
-        for p in self.peers:
-            p.close()
-        self.e.shutdown()
-        self.capture.close()
-        self.server.close()
+from tests.unit.engine.loopback import (
+    ADD, CLIENT, CPORT, Clock, FakeCapture, FakeSender, Online, PARAMS, TARGET, TISN, WAIT, frame, steps, target_record,
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -181,7 +47,7 @@ def view(pkt: bytes) -> tuple[int, int, int, int, int, int, int]:
 def test_the_control_connection_comes_up_with_the_version_message(online: Online) -> None:
     e = online.e
     assert e.channel_up == 0 and e.table.accept_new is False  # no sessions before it is up
-    assert online.up() == channel.encode_version()
+    assert online.up() == channel.encode_version(channel.FEATURE_NOTICES)
     assert e.channel_up == 1 and e.table.accept_new is True
     assert online.assistant.ready == [online.assistant.conns[0]]
     assert nothing_pending(online.peer)  # nothing more than the version message
@@ -295,7 +161,7 @@ def test_a_failed_control_connection_is_dropped_then_reconnected_and_sessions_re
     assert e.c.sessions_skipped_no_channel == 1 and len(online.sender.sent) == 2
     assert a.conns[0] is old  # the reconnect waits 0.2 s (fake clock), it does not spin
     online.clock.t += 0.2
-    assert online.up() == channel.encode_version()
+    assert online.up() == channel.encode_version(channel.FEATURE_NOTICES)
     new = a.conns[0]
     assert new is not old and e.channel_up == 1 and a.ready == [new]
     # The session announced on the dead connection is announced again on the new one.
@@ -462,7 +328,7 @@ def test_a_connect_completed_on_the_timeout_path_reannounces_live_sessions() -> 
     try:
         steps(e, lambda: e.channel_up == 1, "the control connection up")
         peers.append(server.accept()[0])
-        assert recv_exact(peers[0], channel.MSG_SIZE) == channel.encode_version()
+        assert recv_exact(peers[0], channel.MSG_SIZE) == channel.encode_version(channel.FEATURE_NOTICES)
         capture.put(frame(SYN, 100))
         steps(e, lambda: sender.sent, "the SYN sent")
         assert recv_exact(peers[0], channel.MSG_SIZE) == ADD
@@ -496,7 +362,7 @@ def test_a_connect_completed_on_the_timeout_path_reannounces_live_sessions() -> 
         e.step(0)
         assert e.channel_up == 1 and not conn.connecting
         peers.append(server.accept()[0])
-        assert recv_exact(peers[1], channel.MSG_SIZE) == channel.encode_version()
+        assert recv_exact(peers[1], channel.MSG_SIZE) == channel.encode_version(channel.FEATURE_NOTICES)
         for _ in range(5):
             e.step(0)
         # As after a connect that select() reported: the live session announced again.

@@ -170,6 +170,19 @@ def test_assist_plan_assistant_mode() -> None:
     assert check.hint
 
 
+def test_assist_plan_balances_over_queues() -> None:
+    """queues N > 1: one NFQUEUE rule per client network still, spreading over Q..Q+N-1."""
+    plan = assist_plan("lab1", "198.18.0.3", 80, ["198.18.1.0/24", "198.18.2.0/24"],
+                       "assistant", 3, passlist=["198.18.1.7"], queues=2)
+    assert [r.target for r in plan.rules] == [
+        ("ACCEPT",), ("NFQUEUE", "--queue-balance", "3:4"), ("NFQUEUE", "--queue-balance", "3:4")]
+    one = assist_plan("lab1", "198.18.0.3", 80, ["198.18.1.0/24"], "colocated", 3, queues=1)
+    assert one == assist_plan("lab1", "198.18.0.3", 80, ["198.18.1.0/24"], "colocated", 3)
+    assert one.rules[0].target == ("NFQUEUE", "--queue-num", "3")
+    top = assist_plan("lab1", "198.18.0.3", 80, ["198.18.1.0/24"], "colocated", 65534, queues=2)
+    assert top.rules[0].target == ("NFQUEUE", "--queue-balance", "65534:65535")
+
+
 def test_assist_plan_colocated_mode() -> None:
     plan = assist_plan("lab1", "198.18.0.3", 80, ["198.18.1.0/24"], "colocated", 0)
     assert [(r.table, r.chain) for r in plan.rules] == [("raw", "OUTPUT")]
@@ -196,6 +209,10 @@ def test_assist_plan_passlist_comes_first_in_order() -> None:
     dict(mode="both"),
     dict(queue=-1),
     dict(queue=65536),
+    dict(queues=0),
+    dict(queues=65),
+    dict(queues=True),
+    dict(queue=65535, queues=2),
     dict(passlist=["x"]),
 ])
 def test_assist_plan_validation(kwargs: dict[str, object]) -> None:
@@ -263,6 +280,7 @@ def test_tunnel_plan_without_a_gateway_routes_replies_into_the_device() -> None:
     ("fou", ("198.18.0.2",), "a 'fou' device is yours to create"),
     ("vxlan", (), "at least one online host"),
     ("vxlan", ("198.18.0",), "tunnel peer is not an IPv4 address"),
+    ("vxlan", ("198.18.1.7",), "198.18.1.0/24 holds the tunnel peer 198.18.1.7"),
 ])
 def test_tunnel_plan_refuses_what_it_cannot_build(kind: str, peers: tuple[str, ...],
                                                   message: str) -> None:

@@ -16,8 +16,8 @@ import pytest
 from nfreplay.proto import checksum, tcpip
 from nfreplay.proto.tcpip import ACK, FIN, PSH, RST, SYN, ip2int
 from nfreplay.session.machine import Announce, Params
-from tests.unit.session import test_machine as machine_lab
-from tests.unit.session.test_machine import record
+from tests.unit.session import transcript
+from tests.unit.session.transcript import record
 
 CLIENT = ip2int("198.18.1.10")
 CPORT = 40000
@@ -48,7 +48,7 @@ def view(pkt: bytearray) -> tuple[int, int, int, int]:
     return s.flags, s.seq, s.ack, s.payload_len
 
 
-class Lab(machine_lab.Lab):
+class Lab(transcript.Lab):
     """test_machine's table and clock, for a client whose ISN is `isn`. `s(k)` is the
     client's sequence number k bytes after its ISN."""
 
