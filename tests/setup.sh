@@ -5,7 +5,9 @@
 #
 # usage: tests/setup.sh [--tests]     --tests adds what only the test suite uses (vagrant,
 #                                     systemd-analyze, the lab's redis, postgresql, vsftpd,
-#                                     chromium for the HTML report test)
+#                                     chromium for the HTML report test, podman with runc,
+#                                     catatonit for its pods' pause image, mmdebstrap for the
+#                                     base image)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +19,8 @@ packages=(
     nginx-light                   # the service replayed in the lab
 )
 [[ ${1:-} == --tests ]] && packages+=(vagrant systemd redis-server postgresql vsftpd
-    chromium)                      # renders nfreplay compare's HTML report in a unit test
+    chromium                       # renders nfreplay compare's HTML report in a unit test
+    podman runc catatonit mmdebstrap)  # the image and the pod (tests/lab/test_containers.py)
 # The lab starts its own servers inside network namespaces; none may run on the host.
 services=(nginx redis-server postgresql vsftpd)
 

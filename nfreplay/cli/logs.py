@@ -1,5 +1,6 @@
 """Where the daemons' log lines go and how they look: journald's priority prefix under
-systemd (no timestamp of ours), a timestamp elsewhere; the log file reopened on SIGHUP."""
+systemd (no timestamp of ours), stdout without a timestamp in a container (the runtime
+stamps each line), a timestamp elsewhere; the log file reopened on SIGHUP."""
 
 from __future__ import annotations
 
@@ -32,14 +33,41 @@ def to_journal(stream: Any) -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
+def _in_container() -> bool:
+    """Whether this runs as a container's program: the runtimes that say so (podman,
+    systemd-nspawn, LXC) set `container` in its environment, and so does nfreplay's image
+    (Containerfile) for those that do not (docker, Kubernetes)."""
+    return bool(os.environ.get("container"))
+
+
+_PLAIN = "%(levelname)s %(name)s: %(message)s"
+_TIMESTAMPED = "%(asctime)s " + _PLAIN
+
+
 def setup_logging(level: str, stream: Any = None) -> None:
+    """Log lines to `stream` (default: stderr), formatted for where they end up: the journal
+    (a priority, no timestamp: journald stamps them), a container's output (stdout, no
+    timestamp: the runtime stamps each line, `podman logs -t`, `kubectl logs
+    --timestamps`), anything else (a terminal, a file) with a timestamp."""
+    if stream is None and not to_journal(sys.stderr) and _in_container():
+        stream = sys.stdout
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     if to_journal(stream):
-        handler.setFormatter(_JournalFormatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_JournalFormatter(_PLAIN))
+    elif stream is sys.stdout and _in_container():
+        handler.setFormatter(logging.Formatter(_PLAIN))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(_TIMESTAMPED))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
+
+
+def _log_to_file() -> None:
+    """Once stdout and stderr go to a log file (--log-file, --daemon): timestamps again."""
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler.formatter, _JournalFormatter):
+            handler.setFormatter(logging.Formatter(_TIMESTAMPED))
+
 
 _log_path: str | None = None  # where stdout/stderr go after daemonize()
 
@@ -49,6 +77,7 @@ def _open_log(path: str) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    _log_to_file()
 
 
 def redirect(path: str) -> None:

@@ -34,6 +34,11 @@ def status_main(argv: Sequence[str]) -> int:
     p.add_argument("--role", choices=("online", "assist", "target"), help="only this role")
     p.add_argument("--no-rules", action="store_true",
                    help="skip reading iptables and routes (works without root)")
+    shown.add_argument("--probe", action="store_true",
+                       help="a container's liveness/readiness probe: print the verdict line "
+                            "only, and exit 0 also when degraded (a daemon without a control "
+                            "connection yet, or with drops, must not be restarted); broken "
+                            "(2) and nothing running (3) keep their exit codes")
     options.add_common(p)
     args = p.parse_args(argv)
     cfg = options.load_config(args, "status", {})
@@ -58,6 +63,8 @@ def status_main(argv: Sequence[str]) -> int:
                                      if i["owner"].split(":")[1] == args.role]
         code, line = status.verdict(data)
         data["verdict"] = {"code": code, "line": line}
+        if args.probe:
+            return (status.HEALTHY if code == status.DEGRADED else code), line + "\n"
         if args.json:
             return code, status.render_json(data)
         return code, status.render_table(data, show_all=args.all) + line + "\n"

@@ -40,6 +40,7 @@ def rule_manager(cfg: config_mod.Config, role: str) -> Any:
     from nfreplay.rules.links import IpLinkBackend
     from nfreplay.rules.manager import RuleManager
     from nfreplay.rules.model import owner_tag
+    from nfreplay.rules.netnslock import NetnsLock
     from nfreplay.rules.routes import RtnetlinkRouteBackend
     from nfreplay.rules.sysctl import ProcSysctlBackend
 
@@ -49,4 +50,5 @@ def rule_manager(cfg: config_mod.Config, role: str) -> Any:
     return RuleManager(owner_tag(role, cfg.general.instance), Journal(paths.journal), backend,
                        RtnetlinkRouteBackend(), ProcSysctlBackend(),
                        sweep=iptables.sweep_backends(backend),
-                       links=IpLinkBackend() if role == "target" else None)
+                       links=IpLinkBackend() if role == "target" else None,
+                       lock=NetnsLock())

@@ -8,8 +8,10 @@ the teardown was complete, so a failed `down` can be retried and still knows wha
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import ContextManager
 
 from nfreplay.errors import HostError, NfreplayError, RulesError
 from nfreplay.rules.backend import LinkBackend, RouteBackend, RuleBackend, SysctlBackend
@@ -23,7 +25,7 @@ from nfreplay.rules.journal import (
     SysctlEntry,
     TableEntry,
 )
-from nfreplay.rules.model import Link, Plan, Rule, SysctlCheck
+from nfreplay.rules.model import OWNER_PREFIX, Link, Plan, Rule, SysctlCheck
 
 __all__ = ["RuleManager"]
 
@@ -56,8 +58,12 @@ class RuleManager:
 
     def __init__(self, owner: str, journal: Journal, rules: RuleBackend, routes: RouteBackend,
                  sysctl: SysctlBackend, *, sweep: Sequence[RuleBackend] = (),
-                 links: LinkBackend | None = None) -> None:
+                 links: LinkBackend | None = None,
+                 lock: ContextManager[object] | None = None) -> None:
         self.owner = owner
+        # Held around `up` and `down`: other owners in the same network namespace change the
+        # same tables at the same time (rules.netnslock). Reentrant: `up` runs `down` first.
+        self.lock: ContextManager[object] = lock or contextlib.nullcontext()
         self.journal = journal
         self.rules = rules
         self.routes = routes
@@ -87,6 +93,10 @@ class RuleManager:
         """
         if plan.owner != self.owner:
             raise ValueError(f"plan of {plan.owner!r} given to the manager of {self.owner!r}")
+        with self.lock:
+            self._up(plan)
+
+    def _up(self, plan: Plan) -> None:
         leftovers = self.down()
         if leftovers:
             raise RulesError(f"{self.owner}: cannot remove leftovers: {_summary(leftovers)}")
@@ -109,9 +119,15 @@ class RuleManager:
             for check, old in fixes:
                 self.journal.append(SysctlEntry(check.key, old, check.want))
                 self.sysctl.write(check.key, check.want)
-            for table in dict.fromkeys(rule.table for rule in plan.rules):
-                # Journaled before its rules, so teardown drops it after them.
-                if not self.rules.has_table(table):
+            tables = dict.fromkeys(rule.table for rule in plan.rules)
+            shared = ({r.table for r in self.rules.list_owned(OWNER_PREFIX)}
+                      if tables else set())
+            for table in tables:
+                # Journaled before its rules, so teardown drops it after them (only once it is
+                # empty). Also a table that holds another owner's rules, which means an
+                # nfreplay run made it: the tunnel end and a colocated assist share `raw`, in
+                # a pod they start and stop in any order, and whichever leaves last drops it.
+                if not self.rules.has_table(table) or table in shared:
                     self.journal.append(TableEntry(self.rules.name, table))
             for rule in reversed(plan.rules):
                 self.journal.append(RuleEntry(self.rules.name, rule))
@@ -176,6 +192,10 @@ class RuleManager:
         journal file is removed only when nothing went wrong; otherwise it is rewritten with
         the entries that could not be undone, for a retry.
         """
+        with self.lock:
+            return self._down()
+
+    def _down(self) -> list[str]:
         problems: list[str] = []
         entries: list[Entry] | None
         try:

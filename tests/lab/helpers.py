@@ -14,7 +14,7 @@ from nfreplay.proto import tcpip
 from nfreplay.proto.pcapfile import open_capture
 from tests.lab import netns
 from tests.lab.servers import REDIS_PORT
-from tests.lab.topology import ADDR, CLIENTS, Lab, Tcpdump
+from tests.lab.topology import ADDR, CLIENTS, COLLECTOR, Lab, Tcpdump
 
 HERE = Path(__file__).parent
 LOAD = HERE / "load.py"
@@ -234,3 +234,34 @@ def scrape(lab: Lab, role: str, address: str) -> dict[tuple[str, tuple[tuple[str
                           timeout=30, check=True)
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for f in text_string_to_metric_families(done.stdout) for s in f.samples}
+
+
+# -- a lab that checks source addresses like a cloud network (test_cloud, test_containers)
+
+PORTS = {"client": CLIENTS, "online": [ADDR["online"]], "target": [ADDR["target"]],
+         "assist": [ADDR["assist"]], "kollector": [COLLECTOR]}  # bridge port p<first letter>
+
+
+def vpc_source_check(lab: Lab) -> None:
+    """Each bridge port may only send IPv4 from its own addresses (ARP passes)."""
+    rules = ["table bridge vpc {", " chain forward {",
+             "  type filter hook forward priority 0; policy accept;"]
+    for role, own in PORTS.items():
+        if role == "kollector" and "collector" not in lab.ns:
+            continue
+        rules.append(f"  iifname \"p{role[0]}\" ip saddr != {{ {', '.join(own)} }} "
+                     "counter drop")
+    rules += [" }", "}"]
+    netns_nft(lab, "\n".join(rules))
+
+
+def netns_nft(lab: Lab, script: str) -> None:
+    subprocess.run(["ip", "netns", "exec", lab.switch, "nft", "-f", "-"], input=script,
+                   text=True, check=True)
+
+
+def host_state(lab: Lab) -> dict[str, object]:
+    """What `down` must restore on both hosts: firewall, routes, rules, devices, sysctls."""
+    links = {role: lab.sh(role, "ip", "-o", "link", "show").stdout.count(": nfr")
+             for role in ("online", "target")}
+    return {"firewall": lab.firewall_and_routes(), "links": links}

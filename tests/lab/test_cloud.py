@@ -20,20 +20,17 @@ import pytest
 
 from nfreplay.proto import tcpip, tunnel
 from tests.lab.helpers import (
-    HTTP_CLIENT, access_log, count_captured, fidelity, nonzero, paths, redis_cli, run_load,
-    run_script, settled_counters, start_capture, wait_for, wait_target_log, wait_until,
+    HTTP_CLIENT, access_log, count_captured, fidelity, host_state, nonzero, paths, redis_cli,
+    run_load, run_script, settled_counters, start_capture, vpc_source_check, wait_for,
+    wait_target_log, wait_until,
 )  # fmt: skip
 from tests.lab.servers import REDIS_PORT, Redis
-from tests.lab.topology import ADDR, CLIENT_NET, CLIENTS, COLLECTOR, Lab
+from tests.lab.topology import ADDR, CLIENT_NET, CLIENTS, Lab
 
 pytestmark = [
     pytest.mark.lab,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)"),
 ]
-
-PORTS = {"client": CLIENTS, "online": [ADDR["online"]], "target": [ADDR["target"]],
-         "assist": [ADDR["assist"]], "kollector": [COLLECTOR]}  # bridge port p<first letter>
-
 
 @pytest.fixture
 def lab(lab: Lab) -> Lab:
@@ -50,35 +47,10 @@ def collector_lab() -> Iterator[Lab]:
         yield lab
 
 
-def vpc_source_check(lab: Lab) -> None:
-    """Each bridge port may only send IPv4 from its own addresses (ARP passes)."""
-    rules = ["table bridge vpc {", " chain forward {",
-             "  type filter hook forward priority 0; policy accept;"]
-    for role, own in PORTS.items():
-        if role == "kollector" and "collector" not in lab.ns:
-            continue
-        rules.append(f"  iifname \"p{role[0]}\" ip saddr != {{ {', '.join(own)} }} "
-                     "counter drop")
-    rules += [" }", "}"]
-    netns_nft(lab, "\n".join(rules))
-
-
-def netns_nft(lab: Lab, script: str) -> None:
-    subprocess.run(["ip", "netns", "exec", lab.switch, "nft", "-f", "-"], input=script,
-                   text=True, check=True)
-
-
 def spoofed_drops(lab: Lab) -> int:
     out = lab.sh("switch", "nft", "-j", "list", "table", "bridge", "vpc").stdout
     return sum(item["counter"]["packets"] for rule in json.loads(out)["nftables"]
                if "rule" in rule for item in rule["rule"]["expr"] if "counter" in item)
-
-
-def host_state(lab: Lab) -> dict[str, object]:
-    """What `down` must restore on both hosts: firewall, routes, rules, devices, sysctls."""
-    links = {role: lab.sh(role, "ip", "-o", "link", "show").stdout.count(": nfr")
-             for role in ("online", "target")}
-    return {"firewall": lab.firewall_and_routes(), "links": links}
 
 
 def start_tunnel_replay(lab: Lab, port: int, deliver: str = "tunnel",

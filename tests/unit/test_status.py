@@ -488,3 +488,32 @@ def test_drop_watch_warns_once_per_rise_with_its_hint(caplog: pytest.LogCaptureF
     warnings = [r.getMessage() for r in caplog.records]
     assert warnings == ["the capture dropped 5 packets in the last 10 s: add --workers",
                         "the capture dropped 7 packets in the last 10 s: add --workers"]
+
+
+def test_probe_is_zero_while_degraded_and_keeps_broken_and_nothing(
+        tmp_path: pathlib.Path, nfreplay_proc: subprocess.Popen[bytes],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`nfreplay status --probe` (a container's liveness/readiness probe): one line, exit 0
+    unless broken (2) or nothing running (3)."""
+    from nfreplay.cli.status import status_main
+
+    def probe() -> tuple[int, list[str]]:
+        code = status_main(["--probe", "--no-rules", "--state-dir", str(tmp_path),
+                            "--config", os.devnull])
+        return code, capsys.readouterr().out.splitlines()
+
+    assert probe() == (status.NOTHING, ["NOTHING RUNNING: no nfreplay daemon"])
+    write_daemon(tmp_path, "online", nfreplay_proc.pid, {"sessions_opened": 0},
+                 {"channel": {"up": 0}, "capture": {"dropped": 0}})
+    pathlib.Path(tmp_path / "online-default.stats.json").write_text(json.dumps({
+        "role": "online", "instance": "default", "pid": nfreplay_proc.pid, "time": time.time(),
+        "started": time.time() - 5, "counters": {}, "extra": {"channel": {"up": 0}}}))
+    code, lines = probe()
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("DEGRADED: ") \
+        and "no control connection" in lines[0], lines
+    assert status_main(["--no-rules", "--state-dir", str(tmp_path), "--config",
+                        os.devnull]) == status.DEGRADED  # without --probe: degraded is 1
+    capsys.readouterr()
+    pathlib.Path(tmp_path / "online-default.pid").write_text(str(dead_pid()))
+    code, lines = probe()
+    assert code == status.BROKEN and "online default is dead" in lines[0], lines

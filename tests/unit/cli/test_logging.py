@@ -12,7 +12,8 @@ from nfreplay.cli import lifecycle, logs, options, reporting
 
 
 @pytest.fixture(autouse=True)
-def restore_logging():  # type: ignore[no-untyped-def]
+def restore_logging(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("container", raising=False)  # these tests may run in a container
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
@@ -132,3 +133,35 @@ def test_down_works_with_a_configuration_that_no_longer_loads(
     good.write_text('[general]\ninstance = "lab3"\n')
     args.config, args.instance = str(good), None
     assert options.config_for_down(args, "x").general.instance == "lab3"
+
+
+def test_in_a_container_lines_go_to_stdout_without_a_timestamp(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container's output is stamped by its runtime (podman logs -t, kubectl logs
+    --timestamps): no second timestamp, and stdout. A log file still gets timestamps."""
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.setenv("container", "oci")
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        monkeypatch.setattr(logs.sys, "stdout", stdout)
+        monkeypatch.setattr(logs.sys, "stderr", stderr)
+        logs.setup_logging("info")
+        logging.getLogger("nfreplay").warning("hello")
+        assert lines(out) == ["WARNING nfreplay: hello"] and lines(err) == []
+        logs._log_to_file()  # what --log-file and --daemon do once fds 1 and 2 are the file
+        logging.getLogger("nfreplay").warning("again")
+        last = lines(out)[-1]
+        assert last.endswith(" WARNING nfreplay: again") and last[:4].isdigit()
+        # Under systemd inside a container (nspawn), the journal still wins.
+        st = os.fstat(stderr.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        logs.setup_logging("info")
+        logging.getLogger("nfreplay").warning("journal")
+        assert lines(err) == ["<4>WARNING nfreplay: journal"]
+    monkeypatch.delenv("container")
+    monkeypatch.delenv("JOURNAL_STREAM")
+    with open(err, "w") as stderr:
+        monkeypatch.setattr(logs.sys, "stderr", stderr)
+        logs.setup_logging("info")  # no container, no journal: stderr with a timestamp
+        logging.getLogger("nfreplay").warning("plain")
+        assert lines(err)[0].endswith(" WARNING nfreplay: plain")

@@ -385,3 +385,45 @@ def test_a_device_that_cannot_be_made_rolls_everything_back(tmp_path: Path) -> N
         manager().up(p)
     assert links.devices == {} and host.nft.chain("raw", "PREROUTING") == [OPERATOR]
     assert not host.journal_path.exists()
+
+
+def test_a_table_two_owners_share_is_dropped_by_whichever_leaves_last(tmp_path) -> None:
+    """The tunnel end and a colocated assist both put rules in `raw`; in a pod they start and
+    stop in any order: the table goes with the last of them, whoever made it."""
+    from tests.unit.rules.fakes import FakeRouteBackend, FakeRuleBackend, FakeSysctlBackend
+    from nfreplay.rules.journal import Journal
+    from nfreplay.rules.manager import RuleManager
+    from nfreplay.rules.model import Rule, Tunnel, assist_plan, target_plan
+
+    assist = assist_plan("t1", "198.18.0.3", 80, ["198.18.1.0/24"], "colocated", 0)
+    target = target_plan("t1", ["198.18.1.0/24"], "", Tunnel("vxlan", ("198.18.0.2",), 36525))
+    tunnel_rules = type(target)(owner=target.owner, rules=target.rules)  # the rules alone
+    for first, second in ((assist, tunnel_rules), (tunnel_rules, assist)):
+        rules = FakeRuleBackend()
+
+        def manager(p, name):  # type: ignore[no-untyped-def]
+            return RuleManager(p.owner, Journal(tmp_path / f"{name}.json"), rules,
+                               FakeRouteBackend(), FakeSysctlBackend({"net.ipv4.ip_forward": "0"}))
+
+        made, joined = manager(first, "first"), manager(second, "second")
+        made.up(first)
+        joined.up(second)
+        assert made.down() == [] and rules.has_table("raw")  # the other's rules are in it
+        assert joined.down() == [] and not rules.has_table("raw")
+        # Stopped in the order they started: the last one out drops it just the same.
+        made.up(first)
+        joined.up(second)
+        assert joined.down() == [] and rules.has_table("raw")
+        assert made.down() == [] and not rules.has_table("raw")
+    # An operator's rule keeps the table, whatever the order.
+    rules = FakeRuleBackend()
+    mine = Rule("raw", "OUTPUT", ("-p", "udp"), ("ACCEPT",), "operator")
+    rules.insert(mine)
+    a = RuleManager(assist.owner, Journal(tmp_path / "a.json"), rules, FakeRouteBackend(),
+                    FakeSysctlBackend({"net.ipv4.ip_forward": "0"}))
+    t = RuleManager(target.owner, Journal(tmp_path / "t.json"), rules, FakeRouteBackend(),
+                    FakeSysctlBackend({"net.ipv4.ip_forward": "0"}))
+    a.up(assist)
+    t.up(tunnel_rules)
+    assert a.down() == [] and t.down() == []
+    assert rules.chain("raw", "OUTPUT") == [mine]
