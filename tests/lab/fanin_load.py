@@ -18,27 +18,7 @@ import sys
 import threading
 import time
 
-
-
-def response(sock: socket.socket) -> bool:
-    """Read one HTTP/1.1 response (Content-Length framed); True if it was a 200."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return False
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    while len(body) < length:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return False
-        body += chunk
-    return head.startswith(b"HTTP/1.1 200")
+from load import response  # its neighbour (a script's own directory is on sys.path)
 
 
 def main() -> int:

@@ -18,6 +18,11 @@ import time
 def request(sock: socket.socket, path: str, close: bool) -> bool:
     hdr = "Connection: close\r\n" if close else ""
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: lab\r\n{hdr}\r\n".encode())
+    return response(sock)
+
+
+def response(sock: socket.socket) -> bool:
+    """Read one HTTP/1.1 response (Content-Length framed); True if it was a 200."""
     buf = b""
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(4096)
